@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RTDeliveryConfig(AppConfig):
+    name = "rtdelivery"
+    verbose_name = "rtdelivery"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from . import checks, conf, connections
+
+        checks.register()
+        setting_changed.connect(conf.clear_cache, dispatch_uid="rtdelivery.conf")
+        setting_changed.connect(connections.forget_clients, dispatch_uid="rtdelivery.redis")

@@ -1,0 +1,50 @@
+"""Errors with a stable machine-readable ``code``, mapped to HTTP statuses and error frames."""
+
+from __future__ import annotations
+
+
+class RTDeliveryError(Exception):
+    """Base class: ``code`` goes on the wire, ``status`` is the HTTP status to answer with."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidTopic(RTDeliveryError):
+    code = "invalid_topic"
+
+
+class InvalidCursor(RTDeliveryError):
+    code = "invalid_cursor"
+
+
+class InvalidEvent(RTDeliveryError):
+    """Bad event type or data (not JSON-serializable, wrong shape)."""
+
+    code = "invalid_event"
+
+
+class EventTooLarge(RTDeliveryError):
+    code = "too_large"
+    status = 413
+
+
+class Forbidden(RTDeliveryError):
+    code = "forbidden"
+    status = 403
+
+
+class HistoryUnavailable(RTDeliveryError):
+    """The history backend could not be reached."""
+
+    code = "unavailable"
+    status = 503

@@ -1,0 +1,36 @@
+"""Topic names: a short ASCII name from a fixed alphabet."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidTopic
+
+MAX_TOPIC_LENGTH = 80
+# Letters, digits, "_" and "-", in dot-separated parts: "chat.lobby", "user.42".
+# The same alphabet as Channels group names, so "rtdelivery." + topic is a valid group.
+_TOPIC_RE = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+
+
+def validate_topic(topic: object) -> str:
+    """Return ``topic`` if it is a valid topic name, else raise :class:`InvalidTopic`."""
+    if not isinstance(topic, str):
+        raise InvalidTopic(f"Expected the topic as a string, got {type(topic).__name__}.")
+    if not topic:
+        raise InvalidTopic("Expected a topic name, got an empty string.")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(
+            f"Expected a topic name of at most {MAX_TOPIC_LENGTH} characters, "
+            f"got {len(topic)}."
+        )
+    if not _TOPIC_RE.fullmatch(topic):
+        raise InvalidTopic(
+            f"Expected a topic name of letters, digits, '_' and '-' in dot-separated parts "
+            f"(like 'chat.lobby'), got {topic[:MAX_TOPIC_LENGTH]!r}."
+        )
+    return topic
+
+
+def group_name(topic: str) -> str:
+    """The Channels layer group that carries ``topic``."""
+    return "rtdelivery." + topic

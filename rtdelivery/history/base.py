@@ -1,0 +1,63 @@
+"""The history interface shared by every backend."""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..conf import Settings
+from ..core.cursors import Position
+from ..core.events import Event
+
+
+def new_epoch() -> int:
+    """A fresh random epoch (48 bits): a topic whose history was lost gets a new one."""
+    return secrets.randbits(48) | 1
+
+
+@dataclass
+class ReadResult:
+    """Events read from a topic's history and where the reader stands afterwards.
+
+    ``position`` is the reader's new place in the topic (the last event returned, or
+    the live end). ``recovered`` is False when the requested place could not be
+    resumed (older than what is retained, stale epoch): no backlog is returned and
+    ``position`` is the live end. ``more`` is True when ``limit`` cut the read short.
+    """
+
+    events: list[Event]
+    position: Position
+    recovered: bool = True
+    more: bool = False
+    first_seq: int = field(default=1, repr=False)
+
+
+class History(ABC):
+    """A bounded per-topic log with contiguous ``seq`` numbers and an ``epoch``."""
+
+    def __init__(self, conf: Settings) -> None:
+        self.conf = conf
+        self.key = conf.cursor_key
+
+    @abstractmethod
+    async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
+        """Store one event, assigning the next ``seq`` atomically."""
+
+    @abstractmethod
+    async def read(
+        self, topic: str, since: Position | None, limit: int | None = None
+    ) -> ReadResult:
+        """Events after ``since`` (oldest first); ``since=None`` means the live end."""
+
+    @abstractmethod
+    async def latest(self, topic: str, n: int) -> ReadResult:
+        """The latest ``n`` retained events (oldest first), positioned at the live end."""
+
+    @abstractmethod
+    async def heads(self, topics: Iterable[str]) -> dict[str, Position | None]:
+        """Each topic's live end, or None for a topic with no record (never published)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held for the running loop."""

@@ -1,0 +1,360 @@
+"""The per-process fan-out over the Channels layer.
+
+One layer channel per hub (one hub per event loop, i.e. per server process) joins the
+group of every topic that has at least one local subscriber, and leaves when the last
+one goes. Each incoming event is turned into one :class:`Event` (encoded once) and
+offered to the local subscribers' bounded inboxes. Redis work per event is therefore
+O(processes), not O(connections), and no consumer handler runs per subscriber.
+
+The backplane may drop messages (channels-redis over capacity or after group expiry,
+the pub/sub layer during a reconnect). The hub tracks the last ``seq`` it fanned out
+per topic; a skip is filled from history before delivery, duplicates are dropped, and
+a periodic tail check catches drops at the end of a burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+
+from . import metrics
+from .conf import get_settings
+from .core.cursors import Position
+from .core.events import Event
+from .core.topics import group_name
+from .history import History, get_history
+from .subscriber import Subscriber
+
+logger = logging.getLogger("rtdelivery.hub")
+
+MESSAGE_TYPE = "rtdelivery.event"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What :meth:`Hub.subscribe` tells the transport."""
+
+    topic: str
+    position: Position
+    recovered: bool
+
+
+@dataclass(eq=False)
+class _TopicState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subs: dict[Subscriber, None] = field(default_factory=dict)
+    position: Position | None = None
+    joined: bool = False
+    removed: bool = False
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    suspect_head: int = 0  # tail check: a head seen ahead of us last time
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    """The layer message that carries ``event`` to every process."""
+    return {
+        "type": MESSAGE_TYPE,
+        "topic": event.topic,
+        "epoch": event.epoch,
+        "seq": event.seq,
+        "etype": event.type,
+        "data": event.data_json,
+        "time": event.time,
+        "id": event.id,
+    }
+
+
+def get_layer() -> BaseChannelLayer:
+    alias = get_settings().channel_layer
+    layer = get_channel_layer(alias)
+    if layer is None:
+        raise ImproperlyConfigured(
+            f"rtdelivery needs a Channels layer: settings.CHANNEL_LAYERS[{alias!r}] "
+            "is not configured (see RTDELIVERY['CHANNEL_LAYER'])."
+        )
+    return layer
+
+
+class Hub:
+    """Fan-out for one event loop. Get it with :func:`get_hub`."""
+
+    def __init__(self, layer: BaseChannelLayer, history: History) -> None:
+        self.layer = layer
+        self.history = history
+        self.key = history.key
+        self.channel: str | None = None
+        self._topics: dict[str, _TopicState] = {}
+        self._deliver_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._start_lock = asyncio.Lock()
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.channel is not None:
+                return
+            if self.closed:
+                raise RuntimeError("This hub was closed.")
+            self.channel = await self.layer.new_channel(prefix="rtdelivery.hub.")
+            self._tasks.append(asyncio.create_task(self._receive_loop(), name="rtdelivery-hub"))
+            conf = get_settings()
+            if conf.tail_check_interval:
+                self._tasks.append(asyncio.create_task(self._tail_loop(conf.tail_check_interval)))
+            refresh = conf.group_refresh_interval
+            if refresh is None and getattr(self.layer, "group_expiry", None):
+                refresh = max(1.0, float(self.layer.group_expiry) / 3)
+            if refresh:
+                self._tasks.append(asyncio.create_task(self._refresh_loop(refresh)))
+
+    async def aclose(self) -> None:
+        """Leave every group, close every subscriber and stop the hub's tasks."""
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        topics, self._topics = self._topics, {}
+        for topic, state in topics.items():
+            for sub in state.subs:
+                sub.close()
+            if state.joined and self.channel:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group_name(topic), self.channel)
+        if _hubs.get(self.loop) is self:
+            del _hubs[self.loop]
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    def local_subscribers(self, topic: str) -> int:
+        state = self._topics.get(topic)
+        return len(state.subs) if state else 0
+
+    # -- subscriptions ---------------------------------------------------------------
+    async def subscribe(
+        self, sub: Subscriber, topic: str, since: Position | None = None
+    ) -> Subscription:
+        """Subscribe live first, then replay history after ``since``; duplicates dropped.
+
+        When this returns, every event published afterwards reaches ``sub``.
+        """
+        await self.start()
+        while True:
+            state = self._topics.get(topic)
+            if state is None:
+                state = self._topics[topic] = _TopicState()
+            async with state.lock:
+                if state.removed:
+                    continue  # lost a race with the last unsubscribe; join afresh
+                if not state.joined:
+                    await self._join(topic, state)
+                state.subs[sub] = None
+                sub.start_replay(topic)
+                break
+        try:
+            result = await self.history.read(topic, since)
+        except BaseException:
+            await self.unsubscribe(sub, topic)
+            raise
+        sub.finish_replay(topic, result.events, result.position)
+        if since is not None and not result.recovered:
+            metrics.incr("resumes_lost")
+        return Subscription(topic, result.position, result.recovered)
+
+    async def _join(self, topic: str, state: _TopicState) -> None:
+        assert self.channel is not None
+        try:
+            await self.layer.group_add(group_name(topic), self.channel)
+            head = await self.history.read(topic, None)
+        except BaseException:
+            state.removed = True
+            self._topics.pop(topic, None)
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(group_name(topic), self.channel)
+            raise
+        async with self._deliver_lock:
+            state.position = head.position
+            state.joined = True
+            pending, state.pending = state.pending, []
+            for message in pending:
+                await self._handle(message)
+
+    async def unsubscribe(self, sub: Subscriber, topic: str) -> None:
+        sub.forget(topic)
+        state = self._topics.get(topic)
+        if state is None:
+            return
+        state.subs.pop(sub, None)
+        if state.subs:
+            return
+        async with state.lock:
+            if state.subs or state.removed:
+                return
+            state.removed = True
+            if self._topics.get(topic) is state:
+                del self._topics[topic]
+            if state.joined and self.channel is not None:
+                try:
+                    await self.layer.group_discard(group_name(topic), self.channel)
+                except Exception:  # the group expires on its own
+                    logger.warning("Could not leave group for topic %s", topic, exc_info=True)
+
+    async def unsubscribe_all(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            await self.unsubscribe(sub, topic)
+
+    # -- delivery ----------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        assert self.channel is not None
+        backoff = 0.05
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Channel layer receive failed; retrying in %.2fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            if message.get("type") != MESSAGE_TYPE:
+                continue
+            try:
+                async with self._deliver_lock:
+                    await self._handle(message)
+            except Exception:
+                logger.exception("Could not deliver event %r", message.get("id"))
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """Fan one layer message out, filling a gap from history first. Under the lock."""
+        topic = message["topic"]
+        state = self._topics.get(topic)
+        if state is None or state.removed:
+            return
+        if not state.joined:
+            state.pending.append(message)
+            return
+        epoch, seq = message["epoch"], message["seq"]
+        position = state.position
+        assert position is not None
+        if epoch == position.epoch and seq <= position.seq:
+            metrics.counters["duplicates_dropped"] += 1
+            return
+        if epoch != position.epoch or seq > position.seq + 1:
+            await self._fill(topic, state, Position(epoch, seq))
+            return
+        event = Event(
+            topic, seq, epoch, message["etype"], message["data"], message["time"],
+            key=self.key, id=message["id"],
+        )
+        state.position = event.position
+        for sub in state.subs:
+            sub.offer(event)
+
+    async def _fill(self, topic: str, state: _TopicState, seen: Position) -> None:
+        """Deliver what history holds between our position and ``seen`` (and beyond)."""
+        assert state.position is not None
+        since = state.position
+        if seen.epoch != since.epoch:
+            head = (await self.history.heads([topic]))[topic]
+            if head is None or head.epoch != seen.epoch:
+                return  # a straggler from a lost epoch: nothing to deliver
+            since = Position(seen.epoch, 0)
+        result = await self.history.read(topic, since)
+        metrics.incr("gaps_filled")
+        if not result.recovered:
+            # The missing events are gone from history too: say so, then go on live.
+            logger.warning("Events lost on topic %s after %s", topic, since)
+            for sub in state.subs:
+                sub.reset(topic, result.position)
+            state.position = result.position
+            return
+        for event in result.events:
+            for sub in state.subs:
+                sub.offer(event)
+        state.position = result.position
+
+    async def _tail_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_tail()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Tail check failed", exc_info=True)
+
+    async def check_tail(self, *, immediate: bool = False) -> None:
+        """Fill events that history has but the backplane never brought.
+
+        A head ahead of us is only acted on when it was already ahead at the previous
+        check (``immediate`` skips that grace period), so events still in flight on the
+        layer are not fetched twice.
+        """
+        topics = [t for t, s in self._topics.items() if s.joined and s.subs]
+        if not topics:
+            return
+        heads = await self.history.heads(topics)
+        async with self._deliver_lock:
+            for topic, head in heads.items():
+                state = self._topics.get(topic)
+                if head is None or state is None or state.position is None:
+                    continue
+                ahead = head.epoch != state.position.epoch or head.seq > state.position.seq
+                if not ahead:
+                    state.suspect_head = 0
+                elif immediate or (state.suspect_head and state.position.seq < state.suspect_head):
+                    await self._fill(topic, state, head)
+                    state.suspect_head = 0
+                else:
+                    state.suspect_head = head.seq
+
+    async def _refresh_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            assert self.channel is not None
+            for topic, state in list(self._topics.items()):
+                if state.joined and not state.removed:
+                    try:
+                        await self.layer.group_add(group_name(topic), self.channel)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        logger.warning("Could not refresh group of %s", topic, exc_info=True)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The running loop's hub, created on first use (it joins groups lazily)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.closed:
+        hub = _hubs[loop] = Hub(get_layer(), get_history())
+    return hub
+
+
+def running_hub_loops() -> list[asyncio.AbstractEventLoop]:
+    """Loops whose hub is serving subscribers (sync publish prefers them)."""
+    return [loop for loop, hub in _hubs.items() if hub.channel and loop.is_running()]
+
+
+async def aclose_hub() -> None:
+    """Close the running loop's hub, if any (tests, shutdown)."""
+    hub = _hubs.get(asyncio.get_running_loop())
+    if hub is not None:
+        await hub.aclose()

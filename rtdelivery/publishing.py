@@ -1,0 +1,126 @@
+"""Publishing: ``apublish`` for async code, ``publish`` for sync code, and on-commit."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import transaction
+
+from . import metrics
+from .conf import get_settings
+from .core.events import Event, encode_data, validate_type
+from .core.topics import group_name, validate_topic
+from .history import get_history
+from .hub import event_message, get_layer, running_hub_loops
+
+logger = logging.getLogger("rtdelivery.publish")
+
+#: How long sync ``publish`` waits for history and the layer.
+PUBLISH_TIMEOUT = 30.0
+
+
+def _prepare(topic: str, data: Any, type: str) -> tuple[str, str, str]:  # noqa: A002
+    """Validate everything before anything is stored."""
+    validate_topic(topic)
+    validate_type(type)
+    return topic, type, encode_data(data, get_settings().max_event_bytes)
+
+
+async def _publish_prepared(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
+    event = await get_history().append(topic, type, data_json, int(time.time() * 1000))
+    metrics.incr("events_published")
+    try:
+        await get_layer().group_send(group_name(topic), event_message(event))
+    except Exception:
+        # The event is stored: subscribers get it from history (gap repair and the
+        # hub's tail check). Raising would invite a retry and a duplicate.
+        logger.exception("Event %s#%s stored but not broadcast", topic, event.seq)
+        metrics.incr("broadcast_failures")
+    return event
+
+
+async def apublish(topic: str, data: Any, type: str = "message") -> Event:  # noqa: A002
+    """Publish ``data`` on ``topic`` from async code; returns the stored :class:`Event`.
+
+    Raises :class:`~rtdelivery.core.errors.InvalidTopic`, ``InvalidEvent`` or
+    ``EventTooLarge`` before anything is stored.
+    """
+    return await _publish_prepared(*_prepare(topic, data, type))
+
+
+class _PublisherThread:
+    """One event loop in a daemon thread per process, for sync callers without a hub.
+
+    It keeps its own Redis connections, so sync ``publish`` never opens a connection
+    or creates an event loop per call (``async_to_sync`` would do both).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="rtdelivery-publisher", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+
+_publisher = _PublisherThread()
+
+
+def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "rtdelivery.publish() was called from async code (a running event loop); "
+            "use `await rtdelivery.apublish(...)` there."
+        )
+    loops = running_hub_loops()
+    # Prefer the server's own loop: its layer and Redis connections are already open,
+    # and the in-memory layer is only safe to use from the loop of its subscribers.
+    loop = loops[0] if loops else _publisher.loop()
+    future = asyncio.run_coroutine_threadsafe(_publish_prepared(topic, type, data_json), loop)
+    return future.result(timeout=PUBLISH_TIMEOUT)
+
+
+def publish(topic: str, data: Any, type: str = "message") -> Event:  # noqa: A002
+    """Publish ``data`` on ``topic`` from sync code (views, commands, workers).
+
+    Blocks until the event is stored and broadcast and returns it.
+    """
+    return _run_sync(*_prepare(topic, data, type))
+
+
+def publish_on_commit(
+    topic: str,
+    data: Any,
+    type: str = "message",  # noqa: A002
+    *,
+    using: str | None = None,
+) -> None:
+    """Publish once the current transaction commits; nothing if it rolls back.
+
+    The event is validated now, so bad data fails inside the request, not after commit.
+    Outside a transaction (autocommit) it publishes at once.
+    """
+    prepared = _prepare(topic, data, type)
+    transaction.on_commit(functools.partial(_run_sync, *prepared), using=using, robust=True)

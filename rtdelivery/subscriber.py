@@ -1,0 +1,159 @@
+"""A connection's inbox: one bounded queue fed by the hub for all of its topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from . import metrics
+from .core.cursors import Position
+from .core.events import Event
+
+
+class SlowConsumer(Exception):
+    """The connection did not keep up: its buffer overflowed and was dropped.
+
+    The client resumes from the cursor of the last event it actually received.
+    """
+
+
+class SubscriberClosed(Exception):
+    """The subscriber was closed (server shutting down or the hub stopped)."""
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Control item: ``topic`` could not be continued without loss (history lost or
+    trimmed past the subscriber's place); ``position`` is where delivery resumes."""
+
+    topic: str
+    position: Position
+
+
+Item = Event | Reset
+
+
+class Subscriber:
+    """Bounded inbox of one client connection.
+
+    The hub offers each event once per topic; duplicates (same or older ``seq``) are
+    dropped here, so replay and live delivery can overlap safely. When more than
+    ``maxsize`` items wait, the queue is dropped and the next :meth:`get` raises
+    :class:`SlowConsumer`: memory stays bounded and the loss is explicit.
+    """
+
+    __slots__ = ("__weakref__", "_queue", "_replaying", "_waiter", "closed", "maxsize",
+                 "overflowed", "positions")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._queue: deque[Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._replaying: dict[str, list[Event]] = {}
+        #: topic -> position of the last item queued (not necessarily sent yet).
+        self.positions: dict[str, Position] = {}
+        self.overflowed = False
+        self.closed = False
+
+    @property
+    def topics(self) -> list[str]:
+        return [*self.positions, *self._replaying]
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # -- called by the hub -------------------------------------------------------
+    def _push(self, item: Item) -> None:
+        if self.overflowed or self.closed:
+            return
+        if len(self._queue) >= self.maxsize:
+            self._overflow()
+            return
+        self._queue.append(item)
+        self._wake()
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._queue.clear()
+        for pending in self._replaying.values():
+            pending.clear()
+        metrics.incr("slow_consumers")
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event`` unless it is a duplicate; a skipped seq becomes a Reset."""
+        pending = self._replaying.get(event.topic)
+        if pending is not None:
+            if len(pending) >= self.maxsize:
+                self._overflow()
+            elif not self.overflowed:
+                pending.append(event)
+            return
+        position = self.positions.get(event.topic)
+        if position is None:
+            return
+        if event.epoch == position.epoch:
+            if event.seq <= position.seq:
+                return
+            if event.seq > position.seq + 1:
+                self._push(Reset(event.topic, event.position))
+        else:
+            self._push(Reset(event.topic, event.position))
+        self.positions[event.topic] = event.position
+        self._push(event)
+        metrics.counters["events_queued"] += 1
+
+    def reset(self, topic: str, position: Position) -> None:
+        """Tell the transport ``topic`` lost events; continue from ``position``."""
+        if topic in self.positions:
+            self._push(Reset(topic, position))
+            self.positions[topic] = position
+
+    def start_replay(self, topic: str) -> None:
+        self._replaying[topic] = []
+
+    def finish_replay(self, topic: str, backlog: list[Event], position: Position) -> None:
+        """Queue the history backlog, then live events that arrived meanwhile (deduped)."""
+        pending = self._replaying.pop(topic, None)
+        if pending is None:
+            return  # unsubscribed while replaying
+        for event in backlog:
+            self._push(event)
+        self.positions[topic] = position
+        for event in pending:
+            self.offer(event)
+
+    def forget(self, topic: str) -> None:
+        self.positions.pop(topic, None)
+        self._replaying.pop(topic, None)
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    # -- called by the transport ---------------------------------------------------
+    def get_nowait(self) -> list[Item]:
+        """Everything queued so far (possibly nothing)."""
+        if self.overflowed:
+            raise SlowConsumer("The connection did not keep up with its topics.")
+        if self.closed and not self._queue:
+            raise SubscriberClosed("The subscription was closed by the server.")
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
+    async def get(self) -> list[Item]:
+        """Wait for at least one item and return all that are queued, oldest first."""
+        while not self._queue and not self.overflowed and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.get_nowait()
