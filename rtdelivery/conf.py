@@ -55,17 +55,35 @@ DEFAULTS: dict[str, Any] = {
     # How often the hub re-joins its groups (seconds); None: a third of the layer's
     # group_expiry (channels-redis forgets members after it).
     "GROUP_REFRESH_INTERVAL": None,
+    # -- transports ---------------------------------------------------------------
+    # Long polling: default and maximum hold time (seconds).
+    "LONGPOLL_TIMEOUT": 25.0,
+    "LONGPOLL_MAX_TIMEOUT": 55.0,
+    # SSE: heartbeat comment interval (seconds) and the retry hint (milliseconds).
+    "SSE_HEARTBEAT": 15.0,
+    "SSE_RETRY": 2000,
+    # Topics one connection (or one request) may watch.
+    "MAX_TOPICS": 50,
+    # Most events in one poll/long-poll answer and in one history answer.
+    "POLL_LIMIT": 200,
+    "HISTORY_LIMIT": 200,
+    # Held long polls and open SSE streams per process; more get 429.
+    "MAX_HELD_REQUESTS": 20000,
+    # Largest accepted HTTP request body (publish) and WebSocket frame, in bytes.
+    "MAX_REQUEST_BYTES": 128 * 1024,
+    "WS_MAX_MESSAGE_BYTES": 128 * 1024,
+    # WebSocket client frames per second (sustained) and burst before close 1008.
+    "WS_RATE": 50.0,
+    "WS_BURST": 100,
+    # Origins allowed to open WebSockets; None: the hosts of ALLOWED_HOSTS.
+    "ALLOWED_ORIGINS": None,
+    # Bearer tokens that let servers publish on any topic over HTTP (no CSRF, no policy).
+    "PUBLISH_TOKENS": [],
+    # Presence entries expire this long after their connection stops refreshing them.
+    "PRESENCE_TTL": 60,
 }
 
-#: Keys accepted in ``RTDELIVERY``. Transport/policy modules extend DEFAULTS with theirs.
 HISTORY_BACKENDS = ("memory", "redis")
-
-
-def register_defaults(extra: Mapping[str, Any]) -> None:
-    """Add setting defaults owned by another module of the app (import time only)."""
-    for key, value in extra.items():
-        DEFAULTS.setdefault(key, value)
-    get_settings.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,21 @@ class Settings:
     queue_size: int
     tail_check_interval: float
     group_refresh_interval: float | None
+    longpoll_timeout: float
+    longpoll_max_timeout: float
+    sse_heartbeat: float
+    sse_retry: int
+    max_topics: int
+    poll_limit: int
+    history_limit: int
+    max_held_requests: int
+    max_request_bytes: int
+    ws_max_message_bytes: int
+    ws_rate: float
+    ws_burst: int
+    allowed_origins: tuple[str, ...] | None
+    publish_tokens: tuple[str, ...]
+    presence_ttl: int
     cursor_key: bytes = field(repr=False)
 
     def __getitem__(self, key: str) -> Any:
@@ -198,6 +231,32 @@ def _build(raw_user: Any) -> Settings:
     if refresh is not None:
         refresh = _non_negative_number(raw, "GROUP_REFRESH_INTERVAL") or None
 
+    origins = raw["ALLOWED_ORIGINS"]
+    if origins is not None and (
+        isinstance(origins, str) or not all(isinstance(o, str) for o in origins)
+    ):
+        raise ImproperlyConfigured(
+            "RTDELIVERY['ALLOWED_ORIGINS'] must be None or a list of origins like "
+            f"'https://example.com' (or '*'), got {origins!r}."
+        )
+    tokens = raw["PUBLISH_TOKENS"]
+    if isinstance(tokens, str) or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
+        raise ImproperlyConfigured(
+            "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 "
+            "characters."
+        )
+    longpoll_max = _non_negative_number(raw, "LONGPOLL_MAX_TIMEOUT")
+    longpoll_timeout = _non_negative_number(raw, "LONGPOLL_TIMEOUT")
+    if longpoll_timeout > longpoll_max:
+        raise ImproperlyConfigured(
+            f"RTDELIVERY['LONGPOLL_TIMEOUT'] ({longpoll_timeout}) must not exceed "
+            f"RTDELIVERY['LONGPOLL_MAX_TIMEOUT'] ({longpoll_max})."
+        )
+    heartbeat = _non_negative_number(raw, "SSE_HEARTBEAT")
+    if heartbeat <= 0:
+        raise ImproperlyConfigured("RTDELIVERY['SSE_HEARTBEAT'] must be > 0 seconds.")
+    ws_rate = _non_negative_number(raw, "WS_RATE")
+
     secret = getattr(django_settings, "SECRET_KEY", "") or ""
     cursor_key = hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest()
 
@@ -216,6 +275,21 @@ def _build(raw_user: Any) -> Settings:
         queue_size=_positive_int(raw, "QUEUE_SIZE"),
         tail_check_interval=_non_negative_number(raw, "TAIL_CHECK_INTERVAL"),
         group_refresh_interval=refresh,
+        longpoll_timeout=longpoll_timeout,
+        longpoll_max_timeout=longpoll_max,
+        sse_heartbeat=heartbeat,
+        sse_retry=_positive_int(raw, "SSE_RETRY", allow_zero=True),
+        max_topics=_positive_int(raw, "MAX_TOPICS"),
+        poll_limit=_positive_int(raw, "POLL_LIMIT"),
+        history_limit=_positive_int(raw, "HISTORY_LIMIT"),
+        max_held_requests=_positive_int(raw, "MAX_HELD_REQUESTS"),
+        max_request_bytes=_positive_int(raw, "MAX_REQUEST_BYTES"),
+        ws_max_message_bytes=_positive_int(raw, "WS_MAX_MESSAGE_BYTES"),
+        ws_rate=ws_rate,
+        ws_burst=_positive_int(raw, "WS_BURST"),
+        allowed_origins=None if origins is None else tuple(origins),
+        publish_tokens=tuple(tokens),
+        presence_ttl=_positive_int(raw, "PRESENCE_TTL"),
         cursor_key=cursor_key,
     )
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +31,12 @@ from .core.cursors import Position
 from .core.events import Event
 from .core.topics import group_name
 from .history import History, get_history
-from .subscriber import Subscriber
+from .subscriber import Notice, Subscriber
 
 logger = logging.getLogger("rtdelivery.hub")
 
 MESSAGE_TYPE = "rtdelivery.event"
+PRESENCE_TYPE = "rtdelivery.presence"
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,18 @@ class Hub:
 
     # -- subscriptions ---------------------------------------------------------------
     async def subscribe(
-        self, sub: Subscriber, topic: str, since: Position | None = None
+        self,
+        sub: Subscriber,
+        topic: str,
+        since: Position | None = None,
+        *,
+        announce: Callable[[Subscription], Notice | None] | None = None,
     ) -> Subscription:
         """Subscribe live first, then replay history after ``since``; duplicates dropped.
 
-        When this returns, every event published afterwards reaches ``sub``.
+        When this returns, every event published afterwards reaches ``sub``. If given,
+        ``announce(subscription)`` makes the notice queued ahead of the backlog (so a
+        "subscribed" frame precedes the topic's events).
         """
         await self.start()
         while True:
@@ -168,10 +177,12 @@ class Hub:
         except BaseException:
             await self.unsubscribe(sub, topic)
             raise
-        sub.finish_replay(topic, result.events, result.position)
+        subscription = Subscription(topic, result.position, result.recovered)
+        first = announce(subscription) if announce is not None else None
+        sub.finish_replay(topic, result.events, result.position, first)
         if since is not None and not result.recovered:
             metrics.incr("resumes_lost")
-        return Subscription(topic, result.position, result.recovered)
+        return subscription
 
     async def _join(self, topic: str, state: _TopicState) -> None:
         assert self.channel is not None
@@ -230,6 +241,9 @@ class Hub:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
+            if message.get("type") == PRESENCE_TYPE:
+                self._presence(message)
+                continue
             if message.get("type") != MESSAGE_TYPE:
                 continue
             try:
@@ -237,6 +251,16 @@ class Hub:
                     await self._handle(message)
             except Exception:
                 logger.exception("Could not deliver event %r", message.get("id"))
+
+    def _presence(self, message: dict[str, Any]) -> None:
+        """Presence changes are not events (no seq, no history): pass them on as notices."""
+        state = self._topics.get(message.get("topic", ""))
+        if state is None or not state.joined:
+            return
+        notice = Notice("presence", data=message.get("data"))
+        for sub in state.subs:
+            if message["topic"] in sub.positions:
+                sub.push_notice(notice)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         """Fan one layer message out, filling a gap from history first. Under the lock."""

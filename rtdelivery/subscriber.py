@@ -31,7 +31,17 @@ class Reset:
     position: Position
 
 
-Item = Event | Reset
+@dataclass(frozen=True)
+class Notice:
+    """Control item queued in order with events: a transport-specific ready frame
+    (``text``) or a payload (``data``) such as a presence change."""
+
+    kind: str
+    text: str = ""
+    data: object = None
+
+
+Item = Event | Reset | Notice
 
 
 class Subscriber:
@@ -118,11 +128,24 @@ class Subscriber:
     def start_replay(self, topic: str) -> None:
         self._replaying[topic] = []
 
-    def finish_replay(self, topic: str, backlog: list[Event], position: Position) -> None:
-        """Queue the history backlog, then live events that arrived meanwhile (deduped)."""
+    def push_notice(self, notice: Notice) -> None:
+        """Queue a control item behind what is already queued (bounded like events)."""
+        self._push(notice)
+
+    def finish_replay(
+        self,
+        topic: str,
+        backlog: list[Event],
+        position: Position,
+        first: Notice | None = None,
+    ) -> None:
+        """Queue ``first`` (e.g. "subscribed"), the history backlog, then the live events
+        that arrived meanwhile (deduped)."""
         pending = self._replaying.pop(topic, None)
         if pending is None:
             return  # unsubscribed while replaying
+        if first is not None:
+            self._push(first)
         for event in backlog:
             self._push(event)
         self.positions[topic] = position

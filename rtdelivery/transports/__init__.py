@@ -1,0 +1,1 @@
+"""One module per transport, all on the same hub, history and policy."""

@@ -1,0 +1,138 @@
+"""The small HTTP endpoints: ``history``, ``publish`` and ``presence``."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.middleware.csrf import CsrfViewMiddleware
+
+from ..conf import get_settings
+from ..core.cursors import Cursor
+from ..core.errors import Forbidden, InvalidEvent
+from ..history import get_history
+from ..policy import SUBSCRIBE, authorize, authorize_client_publish
+from ..publishing import apublish
+from .http import BadRequest, Request, Send, events_body, respond
+from .poll import authorize_all
+
+
+def _limit(request: Request, maximum: int) -> int:
+    raw = request.param("limit")
+    if raw is None:
+        return maximum
+    if not raw.isdigit() or not 0 < int(raw) <= maximum:
+        raise BadRequest(f"Expected 'limit' as an integer from 1 to {maximum}, got {raw!r}.")
+    return int(raw)
+
+
+async def history(request: Request, send: Send) -> None:
+    """``GET history?topic=T[&limit=N][&cursor=C]``: the latest N events, or those after C."""
+    conf = get_settings()
+    topics = request.topics()
+    if len(topics) != 1:
+        raise BadRequest(f"Expected exactly one 'topic' for history, got {len(topics)}.")
+    topic = topics[0]
+    limit = _limit(request, conf.history_limit)
+    cursor = request.cursor()
+    await authorize_all(request, topics)
+    since = cursor.get(topic)
+    store = get_history()
+    if since is None:
+        result = await store.latest(topic, limit)
+    else:
+        result = await store.read(topic, since, limit)
+    cursor_text = Cursor({topic: result.position}).encode(conf.cursor_key)
+    lost = [] if result.recovered else [topic]
+    await respond(send, 200, events_body(result.events, cursor_text, result.recovered, lost))
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    """Django's own CSRF logic, answering with the failure reason instead of a page."""
+
+    def _reject(self, request: Any, reason: str) -> Any:
+        return reason
+
+
+def _check_csrf(scope: Any, body: bytes) -> str | None:
+    request = ASGIRequest(scope, io.BytesIO(body))
+    if settings.CSRF_USE_SESSIONS and "session" in scope:
+        request.session = scope["session"]
+    check = _CsrfCheck(lambda r: None)  # type: ignore[arg-type, return-value]
+    check.process_request(request)
+    return check.process_view(request, lambda r: None, (), {})  # type: ignore[arg-type, return-value]
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.header("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Forbidden("Expected 'Authorization: Bearer <token>'.", code="bad_token")
+    return token.strip()
+
+
+async def publish(request: Request, send: Send) -> None:
+    """``POST publish`` with ``{"topic", "type", "data"}``: 201 ``{"topic", "seq", "id"}``."""
+    conf = get_settings()
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    token = _bearer(request)
+    body = await request.body(conf.max_request_bytes)
+    if token is not None:
+        if not any(hmac.compare_digest(token, t) for t in conf.publish_tokens):
+            raise Forbidden("The publish token is not valid.", code="bad_token")
+    else:
+        # Session (cookie) authentication: Django's CSRF rules apply.
+        if settings.CSRF_USE_SESSIONS:
+            reason = await sync_to_async(_check_csrf)(request.scope, body)
+        else:
+            reason = _check_csrf(request.scope, body)
+        if reason:
+            raise Forbidden(f"CSRF check failed: {reason}", code="csrf_failed")
+    if content_type != "application/json":
+        raise BadRequest(
+            f"Expected Content-Type application/json, got {content_type or 'none'!r}.",
+            code="invalid_json",
+        )
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"Expected a JSON body: {exc}.", code="invalid_json") from exc
+    if not isinstance(payload, dict):
+        raise BadRequest(
+            f"Expected a JSON object body, got {type(payload).__name__}.", code="invalid_json"
+        )
+    unknown = sorted(set(payload) - {"topic", "type", "data"})
+    if unknown:
+        raise InvalidEvent(f"Expected only topic, type and data; got also {unknown}.")
+    if "data" not in payload:
+        raise InvalidEvent("Expected 'data' in the body.")
+    topic = payload.get("topic")
+    from ..core.topics import validate_topic
+
+    validate_topic(topic)
+    if token is None:
+        await authorize_client_publish(request.user, topic)
+    event = await apublish(topic, payload["data"], type=payload.get("type", "message"))
+    body_out = json.dumps({"topic": event.topic, "seq": event.seq, "id": event.id}).encode()
+    await respond(send, 201, body_out)
+
+
+async def presence(request: Request, send: Send) -> None:
+    """``GET presence?topic=T``: who is subscribed to T right now."""
+    from ..presence import get_presence, presence_enabled
+
+    topics = request.topics()
+    if len(topics) != 1:
+        raise BadRequest(f"Expected exactly one 'topic' for presence, got {len(topics)}.")
+    topic = topics[0]
+    await authorize(request.user, topic, SUBSCRIBE)
+    presence_enabled(topic)
+    snapshot = await get_presence().snapshot(topic)
+    await respond(send, 200, json.dumps({"topic": topic, **snapshot}).encode())

@@ -1,0 +1,105 @@
+"""Long polling: the request is held until at least one event arrives or the timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ..conf import get_settings
+from ..core.cursors import Cursor, Position
+from ..core.events import Event
+from ..hub import get_hub
+from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from . import limits
+from .http import BadRequest, Receive, Request, Send, events_body, respond
+from .poll import authorize_all
+
+
+def _timeout(request: Request) -> float:
+    conf = get_settings()
+    raw = request.param("timeout")
+    if raw is None:
+        return conf.longpoll_timeout
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise BadRequest(f"Expected 'timeout' as a number of seconds >= 0, got {raw!r}.")
+    return min(value, conf.longpoll_max_timeout)
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Return when the client goes away (``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def handle(request: Request, send: Send) -> None:
+    conf = get_settings()
+    topics = request.topics()
+    cursor = request.cursor()
+    timeout = _timeout(request)
+    await authorize_all(request, topics)
+    with limits.hold("longpoll"):
+        hub = get_hub()
+        sub = Subscriber(conf.queue_size)
+        positions: dict[str, Position] = {}
+        lost: list[str] = []
+        events: list[Event] = []
+        disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+        try:
+            for topic in topics:
+                since = cursor.get(topic)
+                subscription = await hub.subscribe(sub, topic, since)
+                if since is not None and subscription.recovered:
+                    positions[topic] = since
+                else:
+                    positions[topic] = subscription.position
+                    if not subscription.recovered:
+                        lost.append(topic)
+            if not lost:
+                getter = asyncio.ensure_future(sub.get())
+                done, _ = await asyncio.wait(
+                    {getter, disconnect},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if disconnect in done:
+                    getter.cancel()
+                    return
+                if getter in done:
+                    try:
+                        items = getter.result()
+                    except (SlowConsumer, SubscriberClosed):
+                        items = []
+                    _collect(items, events, positions, lost, conf.poll_limit)
+                else:
+                    getter.cancel()
+        finally:
+            disconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await disconnect
+            await hub.unsubscribe_all(sub)
+    cursor_text = Cursor(positions).encode(conf.cursor_key)
+    await respond(send, 200, events_body(events, cursor_text, not lost, lost))
+
+
+def _collect(
+    items: list[Event | Reset | Notice],
+    events: list[Event],
+    positions: dict[str, Position],
+    lost: list[str],
+    limit: int,
+) -> None:
+    for item in items:
+        if isinstance(item, Event):
+            if len(events) >= limit:
+                break  # the rest is read from history by the next request
+            events.append(item)
+            positions[item.topic] = item.position
+        elif isinstance(item, Reset):
+            positions[item.topic] = item.position
+            lost.append(item.topic)

@@ -1,0 +1,72 @@
+"""Short polling: "anything new since cursor C?", answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from ..conf import get_settings
+from ..core.cursors import Cursor, Position
+from ..core.events import Event
+from ..history import get_history
+from ..policy import SUBSCRIBE, authorize
+from .http import Request, Send, events_body, respond
+
+
+async def authorize_all(request: Request, topics: list[str]) -> None:
+    """Subscribe permission on every topic; the user is loaded only if a rule needs it."""
+    for topic in topics:
+        await authorize(request.user, topic, SUBSCRIBE)
+
+
+async def read_after(
+    topics: list[str], cursor: Cursor, limit: int
+) -> tuple[list[Event], dict[str, Position], list[str]]:
+    """Events after ``cursor`` in each topic (live end for topics it doesn't cover)."""
+    history = get_history()
+    results = await asyncio.gather(*(history.read(t, cursor.get(t), limit) for t in topics))
+    events: list[Event] = []
+    positions: dict[str, Position] = {}
+    lost: list[str] = []
+    for topic, result in zip(topics, results, strict=True):
+        events.extend(result.events)
+        positions[topic] = result.position
+        if not result.recovered:
+            lost.append(topic)
+    return events, positions, lost
+
+
+def etag_for(cursor_text: str) -> bytes:
+    return b'W/"' + hashlib.blake2b(cursor_text.encode(), digest_size=12).hexdigest().encode() + b'"'
+
+
+async def handle(request: Request, send: Send) -> None:
+    conf = get_settings()
+    topics = request.topics()
+    cursor = request.cursor()
+    await authorize_all(request, topics)
+    events, positions, lost = await read_after(topics, cursor, conf.poll_limit)
+    cursor_text = Cursor(positions).encode(conf.cursor_key)
+    etag = etag_for(cursor_text)
+    headers: list[Any] = [(b"etag", etag), (b"cache-control", b"private, no-cache")]
+    if not events and not lost and request.headers.get(b"if-none-match") == etag:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = events_body(events, cursor_text, not lost, lost)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["authorize_all", "handle", "read_after", "respond"]

@@ -1,0 +1,139 @@
+"""Server-Sent Events: one long-lived ``text/event-stream`` response over many topics.
+
+Each event's ``id:`` is a cursor over every topic of the stream, so the browser's
+``Last-Event-ID`` resumes the whole stream. The first frame is always ``rt.open``
+(``{"cursor", "recovered", "lost"}``); presence changes are ``rt.presence``; a topic
+that lost events mid-stream gets ``rt.reset``; a stream ended by the server gets
+``rt.close`` with a reason and the cursor to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from .. import metrics
+from ..conf import get_settings
+from ..core import sse as framing
+from ..core.cursors import Cursor, Position
+from ..core.events import Event
+from ..hub import get_hub
+from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from . import limits
+from .http import Request, Send
+from .longpoll import wait_disconnect
+from .poll import authorize_all
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    # nginx: don't buffer; "no-transform" keeps compressing proxies from holding frames.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class _Stream:
+    """Formats items into SSE frames, tracking the stream's cursor."""
+
+    def __init__(self, positions: dict[str, Position], key: bytes) -> None:
+        self.positions = positions
+        self.key = key
+        self.single = len(positions) == 1
+
+    def cursor(self) -> str:
+        return Cursor(self.positions).encode(self.key)
+
+    def frame(self, item: Event | Reset | Notice) -> str:
+        if isinstance(item, Event):
+            self.positions[item.topic] = item.position
+            # One topic: the event's own id is the stream cursor (built once per process).
+            event_id = item.id if self.single else self.cursor()
+            return framing.format_event(item.raw, event=item.type, id=event_id)
+        if isinstance(item, Reset):
+            self.positions[item.topic] = item.position
+            data = json.dumps({"topic": item.topic, "cursor": self.cursor()})
+            return framing.format_event(data, event="rt.reset", id=self.cursor())
+        if item.kind == "presence":
+            return framing.format_event(json.dumps(item.data), event="rt.presence")
+        return ""
+
+    def close_frame(self, reason: str) -> str:
+        data = json.dumps({"reason": reason, "cursor": self.cursor()})
+        return framing.format_event(data, event="rt.close")
+
+
+async def handle(request: Request, send: Send) -> None:
+    conf = get_settings()
+    topics = request.topics()
+    cursor = request.cursor(last_event_id=True)
+    await authorize_all(request, topics)
+    with limits.hold("sse"):
+        hub = get_hub()
+        sub = Subscriber(conf.queue_size)
+        positions: dict[str, Position] = {}
+        lost: list[str] = []
+        disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+        try:
+            for topic in topics:
+                since = cursor.get(topic)
+                subscription = await hub.subscribe(sub, topic, since)
+                if since is not None and subscription.recovered:
+                    positions[topic] = since
+                else:
+                    positions[topic] = subscription.position
+                    if not subscription.recovered:
+                        lost.append(topic)
+            stream = _Stream(positions, conf.cursor_key)
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            opening = json.dumps({"cursor": stream.cursor(), "recovered": not lost, "lost": lost})
+            await _write(
+                send,
+                framing.format_retry(conf.sse_retry)
+                + framing.format_event(opening, event="rt.open", id=stream.cursor()),
+            )
+            await _pump(sub, stream, send, disconnect, conf.sse_heartbeat)
+        finally:
+            disconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await disconnect
+            await hub.unsubscribe_all(sub)
+
+
+async def _write(send: Send, text: str, *, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": text.encode(), "more_body": more})
+
+
+async def _pump(
+    sub: Subscriber,
+    stream: _Stream,
+    send: Send,
+    disconnect: asyncio.Future[None],
+    heartbeat: float,
+) -> None:
+    heartbeat_frame = framing.format_comment("hb")
+    while not disconnect.done():
+        getter = asyncio.ensure_future(sub.get())
+        done, _ = await asyncio.wait(
+            {getter, disconnect}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+        )
+        if disconnect in done:
+            getter.cancel()
+            return
+        if getter not in done:
+            getter.cancel()
+            await _write(send, heartbeat_frame)
+            continue
+        try:
+            items = getter.result()
+        except SlowConsumer:
+            metrics.incr("slow_disconnects.sse")
+            await _write(send, stream.close_frame("too_slow"), more=False)
+            return
+        except SubscriberClosed:
+            await _write(send, stream.close_frame("going_away"), more=False)
+            return
+        text = "".join(stream.frame(item) for item in items)
+        if text:
+            await _write(send, text)
+            metrics.counters["events_delivered.sse"] += len(items)

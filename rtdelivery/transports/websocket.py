@@ -1,0 +1,335 @@
+"""WebSocket transport: one full-duplex connection for subscribe, publish and presence.
+
+A plain ASGI application rather than a Channels consumer: events reach the socket
+straight from the hub's inbox (one task per connection writes them), so no consumer
+handler, no layer message and no ``aclose_old_connections()`` thread hop happen per
+delivered event. It runs inside Channels' ``AuthMiddlewareStack`` for ``scope["user"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from .. import metrics
+from ..conf import get_settings
+from ..core.cursors import Cursor, Position
+from ..core.errors import InvalidCursor, RTDeliveryError
+from ..core.events import Event
+from ..core.topics import validate_topic
+from ..hub import Subscription, get_hub
+from ..policy import SUBSCRIBE, authorize, authorize_client_publish
+from ..publishing import apublish
+from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from .http import Receive, Scope, Send
+from .origins import origin_allowed
+
+logger = logging.getLogger("rtdelivery.websocket")
+
+#: Close codes (documented in docs/protocol.md).
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TOO_SLOW = 4001
+
+_ids = itertools.count(1)
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _frame(payload: dict[str, Any]) -> Notice:
+    return Notice("frame", text=json.dumps(payload, separators=(",", ":")))
+
+
+def _error(code: str, message: str, ref: Any = None) -> Notice:
+    payload: dict[str, Any] = {"op": "error", "code": code, "message": message}
+    if ref is not None:
+        payload["ref"] = ref
+    return _frame(payload)
+
+
+class Connection:
+    """State of one WebSocket connection."""
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        conf = get_settings()
+        self.conf = conf
+        self.scope = scope
+        self.send = send
+        self.user = scope.get("user")
+        self.id = f"{os.getpid()}.{next(_ids)}"
+        self.sub = Subscriber(conf.queue_size)
+        self.hub = get_hub()
+        #: Position of the last event sent per topic: the cursor to resume from.
+        self.sent: dict[str, Position] = {}
+        self.presence_topics: set[str] = set()
+        self._tokens = float(conf.ws_burst)
+        self._last = time.monotonic()
+
+    # -- rate limiting --------------------------------------------------------------
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(
+            float(self.conf.ws_burst), self._tokens + (now - self._last) * self.conf.ws_rate
+        )
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    # -- reading ---------------------------------------------------------------------
+    async def on_text(self, text: str) -> None:
+        if len(text.encode("utf-8")) > self.conf.ws_max_message_bytes:
+            raise _Close(CLOSE_TOO_BIG, "frame too big")
+        if not self._take_token():
+            metrics.incr("ws_floods")
+            raise _Close(CLOSE_POLICY, "too many frames")
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            self.sub.push_notice(_error("invalid_json", "Expected a JSON object frame."))
+            return
+        if not isinstance(frame, dict):
+            self.sub.push_notice(
+                _error("invalid_frame", f"Expected a JSON object, got {type(frame).__name__}.")
+            )
+            return
+        ref = frame.get("ref")
+        if ref is not None and not isinstance(ref, str | int):
+            ref = None
+        op = frame.get("op")
+        handler = self.OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            self.sub.push_notice(
+                _error(
+                    "unknown_op",
+                    f"Expected op to be one of {', '.join(sorted(self.OPS))}, got {op!r}.",
+                    ref,
+                )
+            )
+            return
+        try:
+            await handler(self, frame, ref)
+        except RTDeliveryError as exc:
+            self.sub.push_notice(_error(exc.code, exc.message, ref))
+
+    async def op_subscribe(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = validate_topic(frame.get("topic"))
+        if topic in self.sub.topics:
+            raise RTDeliveryError(f"Already subscribed to {topic!r}.", code="already_subscribed")
+        if len(self.sub.topics) >= self.conf.max_topics:
+            raise _Close(CLOSE_POLICY, "too many topics")
+        since_text = frame.get("since")
+        since: Position | None = None
+        if since_text is not None:
+            since = Cursor.decode(since_text, self.conf.cursor_key).get(topic)
+            if since is None and since_text:
+                # A cursor for other topics: this one starts at the live end.
+                since = None
+        await authorize(self.user, topic, SUBSCRIBE)
+        key = self.conf.cursor_key
+
+        def announce(subscription: Subscription) -> Notice:
+            payload: dict[str, Any] = {
+                "op": "subscribed",
+                "topic": topic,
+                "recovered": subscription.recovered,
+                "cursor": Cursor({topic: since if since and subscription.recovered
+                                  else subscription.position}).encode(key),
+            }
+            if ref is not None:
+                payload["ref"] = ref
+            return _frame(payload)
+
+        subscription = await self.hub.subscribe(self.sub, topic, since, announce=announce)
+        self.sent[topic] = since if since and subscription.recovered else subscription.position
+        if self.conf.topic_options(topic).presence:
+            from ..presence import get_presence
+
+            await get_presence().join(topic, self.id, self.user)
+            self.presence_topics.add(topic)
+
+    async def op_unsubscribe(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = validate_topic(frame.get("topic"))
+        if topic not in self.sub.topics:
+            raise RTDeliveryError(f"Not subscribed to {topic!r}.", code="not_subscribed")
+        await self.hub.unsubscribe(self.sub, topic)
+        self.sent.pop(topic, None)
+        await self._leave_presence(topic)
+        payload: dict[str, Any] = {"op": "unsubscribed", "topic": topic}
+        if ref is not None:
+            payload["ref"] = ref
+        self.sub.push_notice(_frame(payload))
+
+    async def op_publish(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = validate_topic(frame.get("topic"))
+        await authorize_client_publish(self.user, topic)
+        event_type = frame.get("type", "message")
+        if "data" not in frame:
+            raise RTDeliveryError("Expected 'data' in a publish frame.", code="invalid_event")
+        event = await apublish(topic, frame["data"], type=event_type)
+        payload: dict[str, Any] = {"op": "ack", "topic": topic, "seq": event.seq, "id": event.id}
+        if ref is not None:
+            payload["ref"] = ref
+        self.sub.push_notice(_frame(payload))
+
+    async def op_presence(self, frame: dict[str, Any], ref: Any) -> None:
+        topic = validate_topic(frame.get("topic"))
+        await authorize(self.user, topic, SUBSCRIBE)
+        from ..presence import get_presence, presence_enabled
+
+        presence_enabled(topic)
+        snapshot = await get_presence().snapshot(topic)
+        payload: dict[str, Any] = {"op": "presence", "topic": topic, **snapshot}
+        if ref is not None:
+            payload["ref"] = ref
+        self.sub.push_notice(_frame(payload))
+
+    async def op_ping(self, frame: dict[str, Any], ref: Any) -> None:
+        payload: dict[str, Any] = {"op": "pong"}
+        if ref is not None:
+            payload["ref"] = ref
+        self.sub.push_notice(_frame(payload))
+
+    OPS = {
+        "subscribe": op_subscribe,
+        "unsubscribe": op_unsubscribe,
+        "publish": op_publish,
+        "presence": op_presence,
+        "ping": op_ping,
+    }
+
+    async def _leave_presence(self, topic: str) -> None:
+        if topic in self.presence_topics:
+            self.presence_topics.discard(topic)
+            from ..presence import get_presence
+
+            with contextlib.suppress(Exception):
+                await get_presence().leave(topic, self.id)
+
+    # -- writing ---------------------------------------------------------------------
+    async def writer(self) -> None:
+        """The only task that sends on the socket: events and replies, in queue order."""
+        send = self.send
+        sub = self.sub
+        sent = self.sent
+        while True:
+            try:
+                items = await sub.get()
+            except SlowConsumer:
+                metrics.incr("slow_disconnects.ws")
+                await self._send_json(
+                    {
+                        "op": "error",
+                        "code": "too_slow",
+                        "message": "The connection did not keep up; resume from cursor.",
+                        "cursor": Cursor(sent).encode(self.conf.cursor_key),
+                    }
+                )
+                raise _Close(CLOSE_TOO_SLOW, "too slow") from None
+            except SubscriberClosed:
+                raise _Close(CLOSE_GOING_AWAY, "server going away") from None
+            for item in items:
+                if isinstance(item, Event):
+                    sent[item.topic] = item.position
+                    await send({"type": "websocket.send", "text": item.ws_frame})
+                elif isinstance(item, Notice):
+                    if item.kind == "frame":
+                        await send({"type": "websocket.send", "text": item.text})
+                    elif item.kind == "presence":
+                        await self._send_json({"op": "presence", **(item.data or {})})
+                elif isinstance(item, Reset):
+                    sent[item.topic] = item.position
+                    await self._send_json(
+                        {
+                            "op": "subscribed",
+                            "topic": item.topic,
+                            "recovered": False,
+                            "cursor": Cursor({item.topic: item.position}).encode(
+                                self.conf.cursor_key
+                            ),
+                        }
+                    )
+            metrics.counters["events_delivered.ws"] += len(items)
+
+    async def _send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(
+            {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
+        )
+
+    async def close(self) -> None:
+        await self.hub.unsubscribe_all(self.sub)
+        for topic in list(self.presence_topics):
+            await self._leave_presence(topic)
+
+
+async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """ASGI application for the ``ws`` route."""
+    if scope["type"] != "websocket":  # pragma: no cover - routed by protocol
+        raise ValueError(f"Expected a websocket scope, got {scope['type']!r}.")
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    headers = dict(scope.get("headers", ()))
+    origin = headers.get(b"origin")
+    if not origin_allowed(origin.decode("latin-1") if origin else None):
+        metrics.incr("ws_origin_refused")
+        await send({"type": "websocket.close", "code": CLOSE_POLICY})
+        return
+    conn = Connection(scope, send)
+    await send({"type": "websocket.accept"})
+    metrics.incr("connections_opened.ws")
+    writer = asyncio.ensure_future(conn.writer())
+    reader = asyncio.ensure_future(_read(conn, receive))
+    close: _Close | None = None
+    try:
+        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, _Close):
+                close = exc
+            elif exc is not None:
+                logger.error("WebSocket connection failed", exc_info=exc)
+                close = _Close(1011, "internal error")
+    finally:
+        for task in (writer, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await conn.close()
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": close.code, "reason": close.reason})
+
+
+async def _read(conn: Connection, receive: Receive) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            return
+        if kind != "websocket.receive":
+            continue
+        text = message.get("text")
+        if text is None:
+            if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
+                raise _Close(CLOSE_TOO_BIG, "frame too big")
+            conn.sub.push_notice(_error("invalid_frame", "Expected JSON text frames, got binary."))
+            continue
+        await conn.on_text(text)
+
+
+__all__ = ["InvalidCursor", "websocket_app"]
