@@ -72,6 +72,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+DEMO_PUBLISH_TOKEN = os.environ.get("DEMO_PUBLISH_TOKEN", "demo-only-publish-token-change-me")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -89,10 +90,31 @@ else:
 
 RTDELIVERY = {
     "HISTORY_BACKEND": "redis" if REDIS_URL else "memory",
-    "REDIS_URL": REDIS_URL,
-    # Who may subscribe to / publish on which topics (deny by default).
+    "REDIS_URL": REDIS_URL or None,
+    # Lets `manage.py demo_feed` publish through the running server (Authorization: Bearer).
+    "PUBLISH_TOKENS": [DEMO_PUBLISH_TOKEN],
+    # Who may subscribe to / publish on which topics: deny by default, first match wins.
     "TOPICS": {
+        # Chat rooms: signed-in users watch and see who is there; messages are posted
+        # through a Django view (stored, then published on commit), not by clients.
+        "chat.*": {
+            "subscribe": "authenticated",
+            "publish": "nobody",
+            "presence": True,
+            "history_size": 200,
+        },
+        "feed": {"subscribe": "anyone", "publish": "staff", "history_size": 100},
+        "announcements": {"subscribe": "anyone", "publish": "staff", "history_size": 20},
+        # Private notifications: only the user whose id ends the topic may watch it.
+        "user.*": {"subscribe": "owner", "publish": "nobody", "history_size": 50},
+        "dashboard.*": {"subscribe": "anyone", "publish": "staff", "history_size": 300},
         # Anyone may watch the demo topics; only staff may publish on them.
         "demo.*": {"subscribe": "anyone", "publish": "staff"},
     },
 }
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/chat/"
+
+# The dashboard's simulated sensors and delivery stats, published by the server process.
+DEMO_SIMULATOR = os.environ.get("DEMO_SIMULATOR", "1").lower() in {"1", "true", "yes", "on"}

@@ -1,12 +1,27 @@
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from demo_site.demo import views
+from demo_site.demo import harness, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", views.index, name="index"),
+    path("chat/", views.chat, name="chat"),
+    path("chat/<slug:slug>/", views.room, name="room"),
+    path("chat/<slug:slug>/send", views.send_message, name="send-message"),
+    path("feed/", views.feed, name="feed"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("signup/", views.signup, name="signup"),
+    path("guest/", views.guest_login, name="guest-login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="demo/login.html"),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="/"), name="logout"),
+    path("client-harness/", harness.harness, name="client-harness"),
 ]
 
 # Daphne does not serve static files; let Django do it for the demo (only when DEBUG is on).

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+
+from . import live
+from .models import Announcement, FeedItem, Message, Room
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["room", "author", "text", "created"]
+    list_filter = ["room"]
+    search_fields = ["text"]
+
+
+@admin.register(FeedItem)
+class FeedItemAdmin(admin.ModelAdmin):
+    list_display = ["title", "created"]
+    search_fields = ["title", "body"]
+    actions = ["broadcast"]
+
+    @admin.action(description="Broadcast the selected items as announcements")
+    def broadcast(self, request: Any, queryset: Any) -> None:
+        for item in queryset:
+            live.announce(f"{item.title}")
+        self.message_user(
+            request, f"Announced {queryset.count()} item(s) to every client.", messages.SUCCESS
+        )
+
+
+@admin.register(Announcement)
+class AnnouncementAdmin(admin.ModelAdmin):
+    """Adding an announcement broadcasts it to every connected client (after commit)."""
+
+    list_display = ["text", "created"]

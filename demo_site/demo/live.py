@@ -1,0 +1,19 @@
+"""How the demo publishes: always after the transaction commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtdelivery import publish_on_commit
+
+FEED_TOPIC = "feed"
+ANNOUNCE_TOPIC = "announcements"
+
+
+def notify_user(user_id: int, data: dict[str, Any]) -> None:
+    """A private notification on the user's own topic (only they may subscribe)."""
+    publish_on_commit(f"user.{user_id}", data, type="notification")
+
+
+def announce(text: str) -> None:
+    publish_on_commit(ANNOUNCE_TOPIC, {"text": text}, type="announcement")
