@@ -7,11 +7,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning
+from django.core.checks import CheckMessage, Error, Tags, Warning  # noqa: A004 - Django's name
 from django.core.checks import register as register_check
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import DEFAULTS, get_settings, validate_topic_options
+from .policy import validate_rule
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -49,7 +50,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     topic_problems = False
     if isinstance(topics, Mapping):
         for pattern, options in topics.items():
-            for problem in validate_topic_options(pattern, options):
+            for problem in _topic_problems(pattern, options):
                 topic_problems = True
                 messages.append(Error(problem, id="rtdelivery.E003"))
     if not unknown and not topic_problems:
@@ -71,6 +72,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _topic_problems(pattern: Any, options: Any) -> list[str]:
+    """Problems with one TOPICS entry: its shape and its policy rules."""
+    problems = validate_topic_options(pattern, options)
+    if isinstance(options, Mapping):
+        for action in ("subscribe", "publish"):
+            problem = validate_rule(options.get(action))
+            if problem:
+                problems.append(f"TOPICS[{pattern!r}][{action!r}]: {problem}.")
+    return problems
 
 
 def _check_conf(conf: Any) -> list[CheckMessage]:
@@ -132,7 +144,9 @@ def _check_layers(alias: Any) -> list[CheckMessage]:
             )
         )
     if backend == "channels_redis.core.RedisChannelLayer":
-        hosts = (config.get("CONFIG") or {}).get("hosts") or []
+        # No hosts: channels-redis connects to redis://localhost:6379 with the default
+        # socket timeout, so that needs the warning too.
+        hosts = (config.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
         for host in hosts:
             if not isinstance(host, Mapping) or host.get("socket_timeout", 0) is not None:
                 messages.append(

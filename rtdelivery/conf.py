@@ -152,11 +152,12 @@ def _positive_int(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False)
     return value
 
 
-def _non_negative_number(raw: Mapping[str, Any], key: str) -> float:
+def _non_negative_number(raw: Mapping[str, Any], key: str, unit: str = "seconds") -> float:
     value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    # "not value >= 0" also rejects NaN.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ImproperlyConfigured(
-            f"RTDELIVERY[{key!r}] must be a number >= 0 (seconds), got {value!r}."
+            f"RTDELIVERY[{key!r}] must be a number >= 0 ({unit}), got {value!r}."
         )
     return float(value)
 
@@ -233,14 +234,17 @@ def _build(raw_user: Any) -> Settings:
 
     origins = raw["ALLOWED_ORIGINS"]
     if origins is not None and (
-        isinstance(origins, str) or not all(isinstance(o, str) for o in origins)
+        not isinstance(origins, list | tuple | set | frozenset)
+        or not all(isinstance(o, str) for o in origins)
     ):
         raise ImproperlyConfigured(
             "RTDELIVERY['ALLOWED_ORIGINS'] must be None or a list of origins like "
             f"'https://example.com' (or '*'), got {origins!r}."
         )
     tokens = raw["PUBLISH_TOKENS"]
-    if isinstance(tokens, str) or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
+    if not isinstance(tokens, list | tuple | set | frozenset) or not all(
+        isinstance(t, str) and len(t) >= 16 for t in tokens
+    ):
         raise ImproperlyConfigured(
             "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 "
             "characters."
@@ -255,7 +259,7 @@ def _build(raw_user: Any) -> Settings:
     heartbeat = _non_negative_number(raw, "SSE_HEARTBEAT")
     if heartbeat <= 0:
         raise ImproperlyConfigured("RTDELIVERY['SSE_HEARTBEAT'] must be > 0 seconds.")
-    ws_rate = _non_negative_number(raw, "WS_RATE")
+    ws_rate = _non_negative_number(raw, "WS_RATE", "frames per second")
 
     secret = getattr(django_settings, "SECRET_KEY", "") or ""
     cursor_key = hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest()

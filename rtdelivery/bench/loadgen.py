@@ -75,9 +75,13 @@ async def _request(
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
     await writer.drain()
     status, headers = await _read_head(reader)
-    length = int(headers.get("content-length", "0"))
-    body = await reader.readexactly(length) if length else b""
-    return status, headers, body, length + 200
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b"".join([chunk async for chunk in _chunks(reader)])
+        await reader.readline()  # the blank line after the last chunk
+    else:
+        length = int(headers.get("content-length", "0"))
+        body = await reader.readexactly(length) if length else b""
+    return status, headers, body, len(body) + 200
 
 
 async def _chunks(reader: asyncio.StreamReader) -> Any:

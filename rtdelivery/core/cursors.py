@@ -101,7 +101,8 @@ class Cursor(Mapping[str, Position]):
 
     def only(self, topics: Iterable[str]) -> Cursor:
         """A copy restricted to ``topics``."""
-        return Cursor({t: p for t, p in self._positions.items() if t in set(topics)})
+        wanted = set(topics)
+        return Cursor({t: p for t, p in self._positions.items() if t in wanted})
 
     def encode(self, key: bytes) -> str:
         """The opaque, URL-safe text form, signed with ``key``."""
@@ -114,15 +115,41 @@ class Cursor(Mapping[str, Position]):
 
 
 def encode_positions(items: Iterable[tuple[str, Position]], key: bytes) -> str:
+    """Encode and sign; raise ``ValueError`` for anything :func:`decode_positions` would
+    reject, so the server never hands out a cursor it cannot read back."""
     out = bytearray((VERSION,))
+    count = 0
     for topic, (epoch, seq) in items:
+        try:
+            validate_topic(topic)
+        except InvalidTopic as exc:
+            raise ValueError(f"Cannot encode a cursor: {exc.message}") from exc
+        if not (
+            type(epoch) is int
+            and type(seq) is int
+            and 0 <= epoch <= _MAX_VARINT
+            and 0 <= seq <= _MAX_VARINT
+        ):
+            raise ValueError(
+                f"Cannot encode a cursor: epoch and seq must be integers in 0..2**63-1, "
+                f"got {epoch!r} and {seq!r} for {topic!r}."
+            )
+        count += 1
+        if count > MAX_CURSOR_TOPICS:
+            raise ValueError(f"Cannot encode a cursor of more than {MAX_CURSOR_TOPICS} topics.")
         raw = topic.encode("ascii")
         _put_varint(out, len(raw))
         out += raw
         _put_varint(out, epoch)
         _put_varint(out, seq)
     out += _mac(key, bytes(out))
-    return base64.urlsafe_b64encode(out).rstrip(b"=").decode("ascii")
+    text = base64.urlsafe_b64encode(out).rstrip(b"=").decode("ascii")
+    if len(text) > MAX_CURSOR_LENGTH:
+        raise ValueError(
+            f"Cannot encode a cursor longer than {MAX_CURSOR_LENGTH} characters "
+            f"({len(text)} for {count} topics)."
+        )
+    return text
 
 
 def event_id(topic: str, epoch: int, seq: int, key: bytes) -> str:

@@ -16,9 +16,7 @@ _TYPE_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
 def validate_type(event_type: object) -> str:
     """Return ``event_type`` if valid: 1-64 of letters, digits and ``_.:-``."""
     if not isinstance(event_type, str):
-        raise InvalidEvent(
-            f"Expected the event type as a string, got {type(event_type).__name__}."
-        )
+        raise InvalidEvent(f"Expected the event type as a string, got {type(event_type).__name__}.")
     if not 0 < len(event_type) <= MAX_TYPE_LENGTH or not _TYPE_RE.fullmatch(event_type):
         raise InvalidEvent(
             f"Expected an event type of 1 to {MAX_TYPE_LENGTH} letters, digits or '_.:-', "
@@ -33,7 +31,15 @@ def encode_data(data: Any, max_bytes: int) -> str:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"Expected JSON-serializable event data: {exc}.") from exc
-    size = len(text.encode("utf-8"))
+    except RecursionError as exc:
+        raise InvalidEvent("Expected JSON-serializable event data: nested too deeply.") from exc
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(
+            "Expected event data of valid Unicode text: it contains a lone surrogate "
+            f"({text[exc.start : exc.end]!r})."
+        ) from exc
     if size > max_bytes:
         raise EventTooLarge(
             f"Expected event data of at most {max_bytes} bytes as JSON, got {size} bytes."

@@ -20,8 +20,7 @@ def validate_topic(topic: object) -> str:
         raise InvalidTopic("Expected a topic name, got an empty string.")
     if len(topic) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(
-            f"Expected a topic name of at most {MAX_TOPIC_LENGTH} characters, "
-            f"got {len(topic)}."
+            f"Expected a topic name of at most {MAX_TOPIC_LENGTH} characters, got {len(topic)}."
         )
     if not _TOPIC_RE.fullmatch(topic):
         raise InvalidTopic(

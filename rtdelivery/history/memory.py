@@ -74,7 +74,8 @@ class MemoryHistory(History):
             stop = len(log.events) if limit is None else min(len(log.events), start + limit)
             events = [log.events[i] for i in range(start, stop)]
         more = stop < len(log.events)
-        position = Position(head.epoch, events[-1].seq) if events else head
+        # No events: at the head, or limit=0 (then the reader stays where it was).
+        position = Position(head.epoch, events[-1].seq if events else since.seq)
         return ReadResult(events, position, True, more=more, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:

@@ -25,7 +25,8 @@ from ..core.events import Event
 from .base import History, ReadResult, new_epoch
 
 # Shared by both scripts: make sure the topic has an epoch; drop records older than
-# the age limit (bounded work per call; appends keep the log short anyway).
+# the age limit, oldest first (at most the list's length, which the size limit bounds;
+# each record is dropped once, so the work is amortized over the appends).
 _PRELUDE = """
 local function ensure(meta, log, epoch, ttl)
   local current = redis.call('HGET', meta, 'epoch')
@@ -38,7 +39,7 @@ local function ensure(meta, log, epoch, ttl)
   return current
 end
 local function trim_old(log, min_time)
-  for _ = 1, 1000 do
+  for _ = 1, redis.call('LLEN', log) do
     local head = redis.call('LINDEX', log, 0)
     if not head then return end
     local t = tonumber(string.match(head, '^%d+|(%d+)|'))
@@ -92,9 +93,10 @@ local since = tonumber(ARGV[4])
 if ARGV[3] ~= epoch or since > head or since < first - 1 then
   return {epoch, head, first, 'lost'}
 end
+if limit == 0 then return {epoch, head, first} end
 local start = since - first + 1
 local stop = -1
-if limit >= 0 then stop = start + limit - 1 end
+if limit > 0 then stop = start + limit - 1 end
 local out = {epoch, head, first}
 for _, r in ipairs(redis.call('LRANGE', KEYS[2], start, stop)) do table.insert(out, r) end
 return out
@@ -176,7 +178,8 @@ class RedisHistory(History):
         if records and records[0] in (b"lost", "lost"):
             return ReadResult([], Position(epoch, head), False, first_seq=first)
         events = [Event.from_record(topic, epoch, r, self.key) for r in records]
-        position = Position(epoch, events[-1].seq) if events else Position(epoch, head)
+        # No events: at the head, or limit=0 (then the reader stays where it was).
+        position = Position(epoch, events[-1].seq if events else since.seq)
         return ReadResult(events, position, True, more=position.seq < head, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:

@@ -1,0 +1,445 @@
+"""rtdelivery.testing under pytest: each helper works, and each one can fail.
+
+Django's runner counterparts are in tests/test_django_runner.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import threading
+import unittest
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from django.test import Client, SimpleTestCase
+
+from rtdelivery import apublish, publish
+from rtdelivery.conf import get_settings
+from rtdelivery.core.cursors import Cursor, Position
+from rtdelivery.hub import get_hub, running_hub_loops
+from rtdelivery.testing import (
+    HandshakeRefused,
+    RTDeliveryTestMixin,
+    areset,
+    capture_events,
+    isolated,
+    live_server,
+    live_ws_client,
+    subscribe,
+    ws_client,
+)
+
+TOPICS = {
+    "open.*": {"subscribe": "anyone", "publish": "anyone"},
+    "members.*": {"subscribe": "authenticated", "publish": "authenticated"},
+    "closed.*": {"subscribe": "nobody", "publish": "nobody"},
+    "talk.*": {"subscribe": "anyone", "publish": "anyone", "presence": True},
+}
+
+
+@pytest.fixture(autouse=True)
+def _rt_settings(settings: Any) -> None:
+    settings.RTDELIVERY = {"HISTORY_BACKEND": "memory", "TOPICS": TOPICS}
+
+
+@pytest.fixture(autouse=True)
+async def _isolation(_rt_settings: None) -> AsyncIterator[None]:
+    # After the test, while its settings are still in place: close this loop's hub and
+    # Redis client and forget the in-memory history.
+    yield
+    await areset()
+
+
+#: WebSocket tests: Channels' AuthMiddlewareStack reads the session and user from the
+#: database (in a worker thread), so they need database access.
+ws_db = pytest.mark.django_db(transaction=True)
+
+
+def capture_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "rtdelivery-capture"]
+
+
+# -- subscribe() / EventRecorder -----------------------------------------------------------
+
+
+async def test_recorder_hands_out_events_in_order_and_its_cursor_resumes() -> None:
+    async with subscribe("open.feed") as rec:
+        await apublish("open.feed", {"n": 1})
+        await apublish("open.feed", {"n": 2}, type="update")
+        first = await rec.next()
+        (second,) = await rec.events(1)
+        cursor = rec.cursor
+    assert (first.seq, first.data, first.type) == (1, {"n": 1}, "message")
+    assert (second.seq, second.data, second.type) == (2, {"n": 2}, "update")
+    assert rec.received == [first, second]
+
+    await apublish("open.feed", {"n": 3})  # while nobody watches
+    async with subscribe("open.feed", since=cursor) as rec:
+        assert rec.subscriptions["open.feed"].recovered is True
+        assert (await rec.next()).data == {"n": 3}  # replayed from history
+        await rec.assert_no_event()
+
+
+async def test_recorder_without_since_starts_at_the_live_end() -> None:
+    await apublish("open.feed", {"n": 1})
+    async with subscribe("open.feed") as rec:
+        await apublish("open.feed", {"n": 2})
+        assert (await rec.next()).data == {"n": 2}
+
+
+async def test_recorder_watches_several_topics() -> None:
+    async with subscribe("open.a", "open.b") as rec:
+        await apublish("open.b", "b1")
+        await apublish("open.a", "a1")
+        events = await rec.events(2)
+        assert [(e.topic, e.data) for e in events] == [("open.b", "b1"), ("open.a", "a1")]
+        await rec.unsubscribe("open.a")
+        assert rec.topics == ["open.b"]
+        await apublish("open.a", "a2")
+        await rec.assert_no_event()
+
+
+async def test_recorder_unsubscribes_on_exit() -> None:
+    async with subscribe("open.feed"):
+        assert get_hub().local_subscribers("open.feed") == 1
+    assert get_hub().local_subscribers("open.feed") == 0
+
+
+async def test_next_fails_clearly_when_nothing_is_published() -> None:
+    async with subscribe("open.feed") as rec:
+        await apublish("open.other", "not watched")
+        with pytest.raises(AssertionError, match=r"No event on \['open.feed'\] within 0.1s"):
+            await rec.next(timeout=0.1)
+
+
+async def test_events_fails_when_fewer_arrive() -> None:
+    async with subscribe("open.feed") as rec:
+        await apublish("open.feed", "only one")
+        with pytest.raises(AssertionError, match=r"Expected 2 events .* got 1: \[open.feed#1 "):
+            await rec.events(2, timeout=0.2)
+
+
+async def test_assert_no_event_fails_on_an_event() -> None:
+    async with subscribe("open.feed") as rec:
+        await rec.assert_no_event(timeout=0.05)
+        await apublish("open.feed", {"n": 1})
+        with pytest.raises(AssertionError, match=r"Expected no event .* got open.feed#1"):
+            await rec.assert_no_event(timeout=0.05)
+
+
+async def test_recorder_fails_as_a_slow_consumer() -> None:
+    async with subscribe("open.feed", maxsize=2) as rec:
+        for n in range(4):
+            await apublish("open.feed", n)
+        await asyncio.sleep(0.05)  # let the hub fan them out
+        with pytest.raises(AssertionError, match="fell behind: more than 2 events"):
+            await rec.next()
+
+
+async def test_lost_events_fail_unless_allowed() -> None:
+    async with subscribe("open.feed") as rec:
+        position = rec.subscriptions["open.feed"].position
+        rec.subscriber.reset("open.feed", Position(position.epoch, 5))  # as the hub would
+        with pytest.raises(AssertionError, match=r"Events were lost on topic 'open\.feed'"):
+            await rec.next(timeout=0.5)
+    async with subscribe("open.feed", allow_resets=True) as rec:
+        position = rec.subscriptions["open.feed"].position
+        rec.subscriber.reset("open.feed", Position(position.epoch, 5))
+        await rec.assert_no_event()
+        assert [r.topic for r in rec.resets] == ["open.feed"]
+        assert Cursor.decode(rec.cursor, get_settings().cursor_key)["open.feed"].seq == 5
+
+
+async def test_reset_loses_history_so_an_old_cursor_is_not_recovered() -> None:
+    async with subscribe("open.feed") as rec:
+        await apublish("open.feed", 1)
+        await rec.next()
+        cursor = rec.cursor
+    await areset()
+    async with subscribe("open.feed", since=cursor) as rec:
+        assert rec.subscriptions["open.feed"].recovered is False
+        assert (await apublish("open.feed", 2)).seq == 1  # a new epoch starts at 1
+        assert (await rec.next()).data == 2
+
+
+# -- capture_events() (sync) ----------------------------------------------------------------
+
+
+def test_capture_events_records_sync_publishes_and_tears_down() -> None:
+    with capture_events("open.feed") as captured:
+        assert len(running_hub_loops()) == 1  # publish() goes through the capture loop
+        publish("open.feed", {"n": 1})
+        publish("open.feed", {"n": 2})
+        events = captured.wait(2)
+        captured.assert_no_event()
+    assert [e.data for e in events] == [{"n": 1}, {"n": 2}]
+    assert captured.received == events
+    assert running_hub_loops() == []
+    assert capture_threads() == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.collect()  # an unclosed loop or client would warn here
+
+
+def test_capture_events_wait_fails_when_nothing_is_published() -> None:
+    with (
+        capture_events("open.feed") as captured,
+        pytest.raises(AssertionError, match=r"Expected 1 events on \['open.feed'\] within 0.1s"),
+    ):
+        captured.wait(1, timeout=0.1)
+    assert capture_threads() == []
+
+
+def test_capture_events_assert_no_event_fails_on_an_event() -> None:
+    with capture_events("open.feed") as captured:
+        publish("open.feed", "stray")
+        with pytest.raises(AssertionError, match="Expected no event"):
+            captured.assert_no_event(timeout=0.5)
+
+
+def test_nested_captures_share_one_loop() -> None:
+    with capture_events("open.a") as a, capture_events("open.b", "open.a") as b:
+        assert len(capture_threads()) == 1
+        publish("open.a", "x")
+        assert a.next().data == "x"
+        assert b.next().data == "x"
+        assert b.subscriptions.keys() == {"open.b", "open.a"}
+    assert capture_threads() == []
+
+
+def test_capture_events_resumes_from_a_cursor() -> None:
+    with capture_events("open.feed") as captured:
+        publish("open.feed", 1)
+        captured.wait(1)
+        cursor = captured.cursor
+    publish("open.feed", 2)
+    with capture_events("open.feed", since=cursor) as captured:
+        assert captured.next().data == 2
+
+
+async def test_capture_events_refuses_async_code() -> None:
+    with pytest.raises(RuntimeError, match="in async code use"), capture_events("open.feed"):
+        pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("layer", ["redis", "pubsub"])
+def test_capture_events_on_redis(
+    layer: str,
+    settings: Any,
+    redis_settings: dict[str, Any],
+    redis_layer_settings: Callable[[str], dict[str, Any]],
+) -> None:
+    settings.RTDELIVERY = {**redis_settings, "TOPICS": TOPICS}
+    redis_layer_settings(layer)
+    with capture_events("open.feed") as captured:
+        publish("open.feed", {"layer": layer})
+        assert captured.next().data == {"layer": layer}
+    assert capture_threads() == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.collect()
+
+
+# -- ws_client() (in-process) --------------------------------------------------------------
+
+
+@ws_db
+async def test_ws_client_subscribes_publishes_and_receives() -> None:
+    async with ws_client() as ws, subscribe("open.room") as rec:
+        subscribed = await ws.subscribe("open.room")
+        assert subscribed["recovered"] is True
+        ack = await ws.publish("open.room", {"text": "from ws"})
+        await apublish("open.room", {"text": "from server"})
+        first, second = await ws.receive_events(2)
+        assert (first["seq"], first["data"]) == (ack["seq"], {"text": "from ws"})
+        assert second["data"] == {"text": "from server"}
+        assert [e.data["text"] for e in await rec.events(2)] == ["from ws", "from server"]
+        assert (await ws.ping())["op"] == "pong"
+        await ws.unsubscribe("open.room")
+        await apublish("open.room", "unseen")
+        await ws.assert_no_event()
+
+
+@ws_db
+async def test_presence_reaches_the_recorder_and_the_ws_client() -> None:
+    async with subscribe("talk.room") as rec, ws_client() as ws:
+        await ws.subscribe("talk.room")
+        snapshot = await ws.presence("talk.room")
+        assert snapshot["count"] == 1
+        join = await ws.receive()  # the join broadcast, kept for receive()
+        assert (join["op"], join["action"]) == ("presence", "join")
+        await rec.assert_no_event()  # presence changes are not events
+        assert [p["action"] for p in rec.presence] == ["join"]
+
+
+@ws_db
+async def test_ws_client_resumes_with_an_event_id() -> None:
+    async with ws_client() as ws:
+        await ws.subscribe("open.room")
+        await apublish("open.room", 1)
+        last = await ws.receive_event()
+    await apublish("open.room", 2)
+    async with ws_client() as ws:
+        await ws.subscribe("open.room", since=last["id"])
+        assert (await ws.receive_event())["data"] == 2
+
+
+@ws_db
+async def test_ws_client_requests_fail_with_the_servers_error() -> None:
+    async with ws_client() as ws:
+        with pytest.raises(AssertionError, match=r"subscribe closed.x was refused: forbidden"):
+            await ws.subscribe("closed.x")
+        with pytest.raises(AssertionError, match="subscribe bad topic! was refused"):
+            await ws.subscribe("bad topic!")
+        await ws.send("not json")
+        error = await ws.receive()
+        assert (error["op"], error["code"]) == ("error", "invalid_json")
+
+
+@ws_db
+async def test_ws_client_receive_event_fails_when_nothing_arrives() -> None:
+    async with ws_client() as ws:
+        await ws.subscribe("open.room")
+        with pytest.raises(AssertionError, match=r"No event within 0\.1s"):
+            await ws.receive_event(timeout=0.1)
+        await apublish("open.room", "late")
+        with pytest.raises(AssertionError, match="Expected no event"):
+            await ws.assert_no_event(timeout=0.5)
+
+
+@ws_db
+async def test_ws_client_refused_origin_raises_handshake_refused() -> None:
+    with pytest.raises(HandshakeRefused, match="refused with close code 1008") as info:
+        async with ws_client(origin="http://evil.example"):
+            pass  # pragma: no cover
+    assert info.value.code == 1008
+
+
+@ws_db
+async def test_ws_client_sees_a_server_close() -> None:
+    async with ws_client() as ws:
+        await ws.send("x" * 2_000_000)  # over WS_MAX_MESSAGE_BYTES
+        assert await ws.expect_close() == 1009
+        with pytest.raises(AssertionError, match="closed with code 1009"):
+            await ws.ping(timeout=0.1)
+
+
+@pytest.fixture
+def member_client(django_user_model: Any) -> Client:
+    user = django_user_model.objects.create_user("member", password="pw")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@ws_db
+async def test_ws_client_connects_as_a_logged_in_user(member_client: Client) -> None:
+    async with ws_client() as anonymous:
+        with pytest.raises(AssertionError, match="forbidden"):
+            await anonymous.subscribe("members.room")
+    async with ws_client(cookies=member_client.cookies) as member:
+        await member.subscribe("members.room")
+        await member.publish("members.room", "hello")
+        assert (await member.receive_event())["data"] == "hello"
+
+
+# -- live_server() / live_ws_client() -------------------------------------------------------
+
+
+@ws_db
+async def test_live_ws_client_against_a_live_server() -> None:
+    async with live_server() as server, live_ws_client(server.ws_url()) as ws:
+        await ws.subscribe("open.live")
+        await apublish("open.live", {"n": 1})
+        event = await ws.receive_event()
+        assert (event["topic"], event["data"]) == ("open.live", {"n": 1})
+        ack = await ws.publish("open.live", "from client")
+        assert (await ws.receive_event())["seq"] == ack["seq"]
+        with pytest.raises(AssertionError, match=r"No event within 0\.1s"):
+            await ws.receive_event(timeout=0.1)
+
+
+@ws_db
+async def test_live_ws_client_refused_origin() -> None:
+    async with live_server() as server:
+        with pytest.raises(HandshakeRefused, match="HTTP 403") as info:
+            async with live_ws_client(server.ws_url(), origin="http://evil.example"):
+                pass  # pragma: no cover
+    assert info.value.status == 403
+
+
+async def test_live_ws_client_without_websockets_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "websockets.asyncio.client", None)
+    with pytest.raises(ImportError, match="needs the 'websockets' package"):
+        async with live_ws_client("ws://127.0.0.1:1/rt/ws"):
+            pass  # pragma: no cover
+
+
+# -- isolation ------------------------------------------------------------------------------
+
+
+def test_isolated_resets_history() -> None:
+    with isolated():
+        assert publish("open.feed", 1).seq == 1
+        assert publish("open.feed", 2).seq == 2
+    with isolated():
+        assert publish("open.feed", 3).seq == 1
+
+
+async def test_async_isolated_closes_the_hub() -> None:
+    async with isolated(), subscribe("open.feed"):
+        hub = get_hub()
+    assert hub.channel is not None
+    async with isolated():
+        assert hub.closed
+
+
+@pytest.fixture
+def mixin_case() -> Any:
+    seen: list[tuple[str, int]] = []
+
+    class Case(RTDeliveryTestMixin, SimpleTestCase):
+        def test_sync(self) -> None:
+            seen.append(("sync", publish("open.feed", 1).seq))
+
+        async def test_async(self) -> None:
+            async with subscribe("open.feed") as rec:
+                await apublish("open.feed", 1)
+                seen.append(("async", (await rec.next()).seq))
+                hub = get_hub()
+            seen.append(("hub open", int(not hub.closed)))
+            case.hub = hub  # type: ignore[attr-defined]
+
+    case = Case
+    Case.seen = seen  # type: ignore[attr-defined]
+    return Case
+
+
+def test_mixin_isolates_each_test_method(mixin_case: Any) -> None:
+    assert getattr(mixin_case.test_sync, "_rtdelivery_isolated", False)
+    assert asyncio.iscoroutinefunction(mixin_case.test_async)
+    publish("open.feed", "before")  # seq 1: each test below must start again at 1
+    for name in ("test_sync", "test_async", "test_sync"):
+        result = unittest.TestResult()
+        mixin_case(name)(result)  # as Django's runner does (async tests via async_to_sync)
+        assert result.wasSuccessful(), result.errors + result.failures
+    assert mixin_case.seen == [("sync", 1), ("async", 1), ("hub open", 1), ("sync", 1)]
+    assert mixin_case.hub.closed  # closed inside the test's loop
+
+
+def test_mixin_failures_still_fail() -> None:
+    class Case(RTDeliveryTestMixin, SimpleTestCase):
+        async def test_nothing_published(self) -> None:
+            async with subscribe("open.feed") as rec:
+                await rec.next(timeout=0.05)
+
+    result = unittest.TestResult()
+    Case("test_nothing_published")(result)
+    assert len(result.failures) == 1
+    assert "No event on ['open.feed'] within 0.05s" in result.failures[0][1]
