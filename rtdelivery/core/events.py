@@ -10,6 +10,7 @@ from .cursors import Position, event_id
 from .errors import EventTooLarge, InvalidEvent
 
 MAX_TYPE_LENGTH = 64
+RESERVED_TYPE_PREFIX = "rt."
 _TYPE_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
@@ -21,6 +22,12 @@ def validate_type(event_type: object) -> str:
         raise InvalidEvent(
             f"Expected an event type of 1 to {MAX_TYPE_LENGTH} letters, digits or '_.:-', "
             f"got {event_type[:MAX_TYPE_LENGTH]!r}."
+        )
+    if event_type[:3].lower() == RESERVED_TYPE_PREFIX:
+        # SSE control frames (rt.open, rt.reset, rt.presence, rt.close) use these names.
+        raise InvalidEvent(
+            f"Expected an event type not starting with {RESERVED_TYPE_PREFIX!r} "
+            f"(reserved for rtdelivery's own frames), got {event_type!r}."
         )
     return event_type
 

@@ -171,7 +171,7 @@ def test_record_round_trip_property(
 
 
 @pytest.mark.parametrize(
-    "etype", ["message", "a", "rt.open", "chat:message", "x-y_z.1:2", "A" * MAX_TYPE_LENGTH]
+    "etype", ["message", "a", "chat:message", "x-y_z.1:2", "A" * MAX_TYPE_LENGTH]
 )
 def test_valid_types(etype: str) -> None:
     assert validate_type(etype) is etype
@@ -307,3 +307,15 @@ def test_lone_surrogates_are_rejected_not_a_crash(data: Any) -> None:
 def test_surrogate_pairs_from_json_are_fine() -> None:
     data = json.loads('"\\ud83d\\ude00"')
     assert encode_data(data, 100) == '"😀"'
+
+
+@pytest.mark.parametrize("event_type", ["rt.open", "rt.close", "RT.reset", "rt.presence", "Rt.x"])
+def test_reserved_rt_prefix_is_refused(event_type: str) -> None:
+    # Publishers must not be able to forge SSE control frames in other clients' streams.
+    with pytest.raises(InvalidEvent, match="reserved"):
+        validate_type(event_type)
+
+
+@pytest.mark.parametrize("event_type", ["rtx", "rt", "rt-open", "chat.rt.open"])
+def test_names_near_the_reserved_prefix_are_allowed(event_type: str) -> None:
+    assert validate_type(event_type) == event_type
