@@ -47,6 +47,11 @@ ROUTES = {
 }
 
 
+class InternalError(RTDeliveryError):
+    code = "internal"
+    status = 500
+
+
 class HttpEndpoints:
     """ASGI app answering rtdelivery's HTTP routes under ``prefix`` (JSON errors only)."""
 
@@ -86,7 +91,7 @@ class HttpEndpoints:
             if not started:
                 await respond_error(
                     tracked_send,
-                    RTDeliveryError("Internal error; see the server log.", code="internal"),
+                    InternalError("Internal error; see the server log."),
                     (),
                 )
 

@@ -28,6 +28,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "socket_timeout": 10,
     "health_check_interval": 30,
     "retry_on_timeout": True,
+    # A bounded, *blocking* pool: past max_connections concurrent commands wait (up to
+    # `timeout` seconds) for a free connection, where redis-py's default pool raises
+    # "Too many connections" at 100 and the request would fail with 503.
+    "max_connections": 50,
+    "timeout": 20,
 }
 
 
@@ -43,7 +48,8 @@ def get_redis() -> aioredis.Redis:
                 "(e.g. 'redis://127.0.0.1:6379/0'), got None."
             )
         options = {**DEFAULT_OPTIONS, **conf.redis_options}
-        client = aioredis.Redis.from_url(conf.redis_url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(conf.redis_url, **options)
+        client = aioredis.Redis.from_pool(pool)
         _clients[loop] = client
     return client
 

@@ -5,6 +5,9 @@ pattern matching the topic wins). A rule is one of the names below, a dotted pat
 to a callable ``(user, topic, action) -> bool`` (sync or async), or a list of rules
 of which any may allow. No matching pattern, or no rule for the action: denied.
 Every transport calls :func:`authorize`, so the decision is the same everywhere.
+
+``user`` is a user object or an async callable returning one (the HTTP transports pass
+``Request.user``): it is only awaited when a rule needs it ("anyone" and "nobody" don't).
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ def _hook(path: str) -> Callable[..., Any]:
     return import_string(path)
 
 
+async def _resolve(user: Any) -> Any:
+    """The user itself, or what a lazy loader (an async callable) returns."""
+    if inspect.iscoroutinefunction(user):
+        return await user()
+    return user
+
+
 async def _allows(rule: Any, user: Any, topic: str, action: str) -> bool:
     if rule is None or rule == NOBODY:
         return False
@@ -80,6 +90,7 @@ async def _allows(rule: Any, user: Any, topic: str, action: str) -> bool:
         return False
     if rule == ANYONE:
         return True
+    user = await _resolve(user)
     if rule == AUTHENTICATED:
         return bool(getattr(user, "is_authenticated", False))
     if rule == STAFF:

@@ -73,7 +73,11 @@ def _bearer(request: Request) -> str | None:
     if value is None:
         return None
     scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
+        # e.g. "Basic", which browsers send by themselves to sites behind HTTP auth:
+        # not ours; the session + CSRF rules apply.
+        return None
+    if not token.strip():
         raise Forbidden("Expected 'Authorization: Bearer <token>'.", code="bad_token")
     return token.strip()
 
@@ -85,7 +89,9 @@ async def publish(request: Request, send: Send) -> None:
     token = _bearer(request)
     body = await request.body(conf.max_request_bytes)
     if token is not None:
-        if not any(hmac.compare_digest(token, t) for t in conf.publish_tokens):
+        # Bytes: compare_digest() raises TypeError on non-ASCII str (a header may hold any).
+        given = token.encode("latin-1")
+        if not any(hmac.compare_digest(given, t.encode()) for t in conf.publish_tokens):
             raise Forbidden("The publish token is not valid.", code="bad_token")
     else:
         # Session (cookie) authentication: Django's CSRF rules apply.

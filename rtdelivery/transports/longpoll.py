@@ -12,7 +12,7 @@ from ..hub import get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
 from .http import BadRequest, Receive, Request, Send, events_body, respond
-from .poll import authorize_all
+from .poll import authorize_all, read_after
 
 
 def _timeout(request: Request) -> float:
@@ -43,6 +43,16 @@ async def handle(request: Request, send: Send) -> None:
     cursor = request.cursor()
     timeout = _timeout(request)
     await authorize_all(request, topics)
+    if cursor:
+        # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
+        # like a poll: replaying it through the subscriber's bounded inbox would overflow
+        # (and answer nothing, forever) as soon as it exceeds QUEUE_SIZE.
+        events, read_positions, lost = await read_after(topics, cursor, conf.poll_limit)
+        if events or lost:
+            cursor_text = Cursor(read_positions).encode(conf.cursor_key)
+            await respond(send, 200, events_body(events, cursor_text, not lost, lost))
+            return
+        cursor = Cursor(read_positions)
     with limits.hold("longpoll"):
         hub = get_hub()
         sub = Subscriber(conf.queue_size)
@@ -62,11 +72,15 @@ async def handle(request: Request, send: Send) -> None:
                         lost.append(topic)
             if not lost:
                 getter = asyncio.ensure_future(sub.get())
-                done, _ = await asyncio.wait(
-                    {getter, disconnect},
-                    timeout=timeout,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                try:
+                    done, _ = await asyncio.wait(
+                        {getter, disconnect},
+                        timeout=timeout,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                except BaseException:  # cancelled: don't leave the getter behind
+                    getter.cancel()
+                    raise
                 if disconnect in done:
                     getter.cancel()
                     return

@@ -114,9 +114,13 @@ async def _pump(
     heartbeat_frame = framing.format_comment("hb")
     while not disconnect.done():
         getter = asyncio.ensure_future(sub.get())
-        done, _ = await asyncio.wait(
-            {getter, disconnect}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {getter, disconnect}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled (server shutdown): don't leave the getter behind
+            getter.cancel()
+            raise
         if disconnect in done:
             getter.cancel()
             return

@@ -311,8 +311,37 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
                 await task
         await conn.close()
     if close is not None:
+        await _send_close(send, close)
+
+
+#: Stand-ins on servers that refuse the standard codes from an application.
+FALLBACK_CLOSE_CODES = {
+    CLOSE_GOING_AWAY: 4002,  # not 4001: that is "too slow"
+    CLOSE_POLICY: 4008,
+    CLOSE_TOO_BIG: 4009,
+    1011: 4011,
+}
+
+
+def fallback_close_code(code: int) -> int:
+    """The stand-in for ``code`` on servers that refuse it (see FALLBACK_CLOSE_CODES).
+
+    Daphne (autobahn) lets an application close only with 1000 or 3000-4999 and raises
+    for anything else (1001, 1008, 1009, 1011); the socket would stay open with no
+    application behind it. There 1008 becomes 4008, 1009 4009, 1011 4011, 1001 4002.
+    """
+    return FALLBACK_CLOSE_CODES.get(code, code)
+
+
+async def _send_close(send: Send, close: _Close) -> None:
+    try:
+        await send({"type": "websocket.close", "code": close.code, "reason": close.reason})
+    except Exception:
+        fallback = fallback_close_code(close.code)
+        if fallback == close.code:
+            return
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": close.code, "reason": close.reason})
+            await send({"type": "websocket.close", "code": fallback, "reason": close.reason})
 
 
 async def _read(conn: Connection, receive: Receive) -> None:
@@ -327,6 +356,9 @@ async def _read(conn: Connection, receive: Receive) -> None:
         if text is None:
             if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
                 raise _Close(CLOSE_TOO_BIG, "frame too big")
+            if not conn._take_token():  # binary frames count against the rate too
+                metrics.incr("ws_floods")
+                raise _Close(CLOSE_POLICY, "too many frames")
             conn.sub.push_notice(_error("invalid_frame", "Expected JSON text frames, got binary."))
             continue
         await conn.on_text(text)

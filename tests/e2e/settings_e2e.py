@@ -1,0 +1,85 @@
+"""Django settings for the end-to-end servers (Daphne/Uvicorn processes started by the tests).
+
+The demo site's settings with the real Redis layer and Redis history, isolated by the key
+prefix in ``RTD_PREFIX``; limits that the tests exercise come from ``RTD_*`` environment
+variables so one module serves every e2e server.
+"""
+
+import os
+
+from demo_site.settings import *  # noqa: F403
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+RTD_PREFIX = os.environ.get("RTD_PREFIX", "rtde2e:default:")
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "tests.e2e.urls_e2e"
+# No background publisher in the measured servers (thread counts, exact deliveries).
+DEMO_SIMULATOR = False
+# Nothing in the e2e paths needs the database; keep the demo's SQLite file out of it.
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # socket_timeout None: see DESIGN "Known traps" (redis-py 8.1 + channels-redis).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": RTD_PREFIX + "layer",
+        },
+    }
+}
+
+RTDELIVERY = {
+    "HISTORY_BACKEND": "redis",
+    "REDIS_URL": REDIS_URL,
+    "KEY_PREFIX": RTD_PREFIX,
+    "TOPICS": {
+        "e2e.*": {
+            "subscribe": "anyone",
+            "publish": "anyone",
+            "client_publish": True,
+            "history_size": _env_int("RTD_HISTORY_SIZE", 1000),
+        },
+        "e2esmall.*": {
+            "subscribe": "anyone",
+            "publish": "anyone",
+            "client_publish": True,
+            "history_size": 5,
+        },
+        # Refused everywhere: for the policy checks of the bad-input tests.
+        "e2edeny.*": {"subscribe": "nobody", "publish": "nobody"},
+    },
+    # Workaround knob for the thread-count test only (see test_burst_of_concurrent_streams):
+    # redis-py 8.1's asyncio pool refuses a 101st concurrent command.
+    "REDIS_OPTIONS": (
+        {"max_connections": int(os.environ["RTD_REDIS_MAX_CONNECTIONS"])}
+        if os.environ.get("RTD_REDIS_MAX_CONNECTIONS")
+        else {}
+    ),
+    "PUBLISH_TOKENS": [t for t in os.environ.get("RTD_PUBLISH_TOKENS", "").split(",") if t],
+    "SSE_HEARTBEAT": _env_float("RTD_SSE_HEARTBEAT", 1.0),
+    "TAIL_CHECK_INTERVAL": 0.5,
+    "LONGPOLL_TIMEOUT": 10.0,
+    "WS_RATE": _env_float("RTD_WS_RATE", 1000.0),
+    "WS_BURST": _env_int("RTD_WS_BURST", 1000),
+    "MAX_REQUEST_BYTES": _env_int("RTD_MAX_REQUEST_BYTES", 128 * 1024),
+    "WS_MAX_MESSAGE_BYTES": _env_int("RTD_WS_MAX_MESSAGE_BYTES", 128 * 1024),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"rtdelivery": {"handlers": ["stderr"], "level": "INFO"}},
+}
