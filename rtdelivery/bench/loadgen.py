@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--longpoll-timeout", type=float, default=25.0)
     parser.add_argument("--hold", action="store_true", help="keep connections until stdin closes")
+    parser.add_argument("--out", help="write the JSON result to this file")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -334,7 +335,13 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(run(args))
     else:
         result = uvloop.run(run(args))
-    print("RESULT " + json.dumps(result), flush=True)
+    if args.out:
+        # Large results go through a file: a pipe may be non-blocking after the loop ran.
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+        print("RESULT @" + args.out, flush=True)
+    else:
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

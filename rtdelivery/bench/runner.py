@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -176,10 +177,12 @@ def run_case(case: Case) -> dict[str, Any]:
         deadline = time.monotonic() + case.timeout + 120
         per = [case.clients // case.loadgens + (1 if i < case.clients % case.loadgens else 0)
                for i in range(case.loadgens)]
-        for clients in per:
+        outdir = tempfile.mkdtemp(prefix="rtdbench-")
+        for n, clients in enumerate(per):
+            out = os.path.join(outdir, f"loadgen-{n}.json")
             gens.append(
                 subprocess.Popen(
-                    _loadgen_cmd(case, server.port, clients, []), env=_env(prefix),
+                    _loadgen_cmd(case, server.port, clients, ["--out", out]), env=_env(prefix),
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 )
             )
@@ -195,7 +198,7 @@ def run_case(case: Case) -> dict[str, Any]:
             )
             if "RESULT" not in pub.stdout:
                 raise RuntimeError(f"publisher failed: {pub.stderr[-500:]}")
-        results = [json.loads(_read_line(g, "RESULT ", deadline)) for g in gens]
+        results = [_load_result(_read_line(g, "RESULT ", deadline)) for g in gens]
         elapsed = time.monotonic() - started
         end = procstat.total(server.pids())
     finally:
@@ -248,6 +251,15 @@ def run_case(case: Case) -> dict[str, Any]:
         "mean_latency_ms": round(statistics.fmean(latencies), 3) if latencies else None,
         "note": case.note,
     }
+
+
+def _load_result(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        with open(text[1:]) as f:
+            result: dict[str, Any] = json.load(f)
+        os.unlink(text[1:])
+        return result
+    return dict(json.loads(text))
 
 
 def _cleanup(prefix: str) -> None:

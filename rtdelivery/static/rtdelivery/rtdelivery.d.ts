@@ -1,0 +1,148 @@
+// Type declarations for rtdelivery.js: the `RTDelivery` global (classic script) and the
+// exports of rtdelivery.mjs (`Client`, default `RTDelivery`).
+
+export type TransportName = "ws" | "sse" | "longpoll" | "poll";
+
+export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed";
+
+/** An event as delivered: `id` is a cursor positioned at this event in its topic. */
+export interface RTEvent<T = unknown> {
+  id: string;
+  topic: string;
+  seq: number;
+  type: string;
+  data: T;
+  /** Publish time, epoch milliseconds. */
+  time: number;
+}
+
+export interface ClientOptions {
+  /** Where rtdelivery's URLs are mounted (default "/rt/"). */
+  url?: string;
+  /** Candidate transports in fallback order (default all four); one entry pins it. */
+  transports?: TransportName[] | TransportName;
+  /** WebSocket URL (default: `url + "ws"` with ws:/wss:). */
+  wsUrl?: string;
+  /** Short polling interval, ms (default 5000). */
+  pollInterval?: number;
+  /** Long-poll hold asked of the server, seconds (default 25; the server caps it). */
+  longpollTimeout?: number;
+  /** A transport that hasn't opened within this many ms counts as failed (default 10000). */
+  openTimeout?: number;
+  /** WebSocket ping interval, ms (default 25000; 0 disables) and pong timeout (default 10000). */
+  pingInterval?: number;
+  pongTimeout?: number;
+  /** Timeout of a WebSocket publish/presence request, ms (default 15000). */
+  requestTimeout?: number;
+  /** Reconnect backoff with full jitter: random in [0, min(max, base * 2^attempt)) ms. */
+  backoff?: { base?: number; max?: number };
+  /** Failed reopens of the transport that worked before the whole list is tried again (5). */
+  maxProvenFailures?: number;
+  /** Cookie holding Django's CSRF token (default "csrftoken"). */
+  csrfCookieName?: string;
+  /** A fetch implementation (default globalThis.fetch). */
+  fetch?: typeof fetch;
+}
+
+export interface SubscribeOptions {
+  /** Resume after this cursor (an event's `id`, or a cursor from any transport). */
+  since?: string;
+}
+
+export interface Subscription {
+  readonly topic: string;
+  /** Removes this handler; the topic is left when its last handler goes. */
+  unsubscribe(): void;
+}
+
+export interface PublishResult {
+  topic: string;
+  seq: number;
+  id: string;
+}
+
+export interface PresenceSnapshot {
+  topic: string;
+  [key: string]: unknown;
+}
+
+export interface StateEvents {
+  connecting: { transport: TransportName; attempt: number };
+  open: { transport: TransportName };
+  /** The transport in use changed (first open, or after a fallback). */
+  transport: TransportName;
+  /** A topic is live on the connection (sent on every (re)open). */
+  subscribed: { topic: string; transport: TransportName; recovered: boolean };
+  /** A resume from a cursor found everything it missed. */
+  recovered: { topic: string; transport: TransportName };
+  /** Events of this topic were lost (history no longer covers the cursor): reload its state. */
+  reset: { topic: string; transport: TransportName };
+  presence: PresenceSnapshot;
+  disconnected: {
+    transport: TransportName;
+    code?: number;
+    reason?: string;
+    /** ms until the next attempt (null: waiting for the browser to come back online). */
+    delay: number | null;
+    next?: TransportName;
+  };
+  error: RTDeliveryError | Error;
+  closed: { reason: string };
+}
+
+declare class RTDeliveryError extends Error {
+  /** The server's error code ("forbidden", "invalid_topic", ...) or a client one. */
+  code: string;
+  /** HTTP status when the error came from an HTTP answer, else 0. */
+  status: number;
+  detail?: unknown;
+  topic?: string;
+}
+
+export declare class Client {
+  constructor(options?: ClientOptions);
+  readonly state: ClientState;
+  readonly transport: TransportName | null;
+  readonly stats: {
+    connects: number;
+    requests: number;
+    delivered: number;
+    duplicates: number;
+    resets: number;
+  };
+  on<K extends keyof StateEvents>(name: K, fn: (data: StateEvents[K]) => void): () => void;
+  off<K extends keyof StateEvents>(name: K, fn: (data: StateEvents[K]) => void): void;
+  subscribe<T = unknown>(
+    topic: string,
+    onEvent: (event: RTEvent<T>) => void,
+    options?: SubscribeOptions,
+  ): Subscription;
+  unsubscribe(topic: string): void;
+  /** The cursor `topic` would resume from. */
+  cursor(topic: string): string | null;
+  topics(): string[];
+  publish(topic: string, data: unknown, options?: { type?: string }): Promise<PublishResult>;
+  presence(topic: string): Promise<PresenceSnapshot>;
+  connect(): void;
+  close(): void;
+}
+
+/** Full jitter: random in [0, min(max, base * 2^attempt)) ms. */
+declare function backoffDelay(base: number, max: number, attempt: number): number;
+
+declare const RTDelivery: {
+  VERSION: string;
+  TRANSPORTS: TransportName[];
+  Client: typeof Client;
+  RTDeliveryError: typeof RTDeliveryError;
+  backoffDelay: typeof backoffDelay;
+};
+
+// rtdelivery.mjs exports `Client` and the namespace as default; the rest is types only.
+export type { RTDeliveryError };
+export default RTDelivery;
+
+declare global {
+  // eslint-disable-next-line no-var
+  var RTDelivery: typeof import("./rtdelivery").default;
+}

@@ -1,0 +1,3 @@
+import "./rtdelivery.js";
+export const Client = globalThis.RTDelivery.Client;
+export default globalThis.RTDelivery;
