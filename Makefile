@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint format clean distclean
+.PHONY: help venv demo test lint format bench clean distclean
 
 help:
 	@echo "make demo       run the demo site on http://127.0.0.1:8000 (Redis if REDIS_URL is set)"
 	@echo "make test       run the test suite (uses REDIS_URL or starts a private redis-server)"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make format     ruff format and ruff check --fix"
+	@echo "make bench      benchmark against naive Channels and the raw floor (docs/performance.md)"
 	@echo "make clean      remove build artefacts and caches (distclean: also .venv)"
 
 venv: $(STAMP)
@@ -30,6 +31,9 @@ demo: venv
 test: venv
 	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered
 	bash scripts/with-redis.sh $(BIN)/python manage.py test tests --settings=tests.settings
+
+bench: venv
+	bash scripts/with-redis.sh $(BIN)/python -m rtdelivery.bench --json bench-results.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -104,6 +104,8 @@ def _server_cmd(case: Case, port: int) -> list[str]:
     ]
     if case.workers > 1:
         cmd += ["--workers", str(case.workers)]
+    if os.environ.get("RTD_BENCH_UVICORN_WS"):
+        cmd += ["--ws", os.environ["RTD_BENCH_UVICORN_WS"]]
     return cmd
 
 
@@ -121,11 +123,16 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> Non
 
 def start_server(case: Case, prefix: str) -> Server:
     port = free_port()
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        _server_cmd(case, port), env=_env(prefix), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        _server_cmd(case, port), env=_env(prefix), stdout=log, stderr=subprocess.STDOUT
     )
-    _wait_port(port, proc, time.monotonic() + 30)
+    try:
+        _wait_port(port, proc, time.monotonic() + 30)
+    except RuntimeError as exc:
+        _stop(proc)
+        log.seek(0)
+        raise RuntimeError(f"{exc}: {log.read()[-1500:].decode(errors='replace')}") from None
     if case.workers > 1:
         # Let every worker finish importing before measuring.
         deadline = time.monotonic() + 30
