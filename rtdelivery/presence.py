@@ -3,21 +3,58 @@
 Streaming connections (WebSocket, SSE) on topics with ``"presence": True`` join on
 subscribe and leave on unsubscribe/disconnect. Join and leave are broadcast to every
 process as ``presence`` notices (not topic events: no seq, not in history).
+
+Two stores, chosen like the history backend (``RTDELIVERY["HISTORY_BACKEND"]``):
+
+- :class:`MemoryPresence`: one process (the embedded default).
+- :class:`RedisPresence`: shared by every process. Per topic two keys with the
+  topic as hash tag (one Redis Cluster slot): ``<prefix>{<topic>}:pz``, a sorted set
+  of connection ids scored by expiry time (Redis clock, milliseconds), and
+  ``<prefix>{<topic>}:ph``, a hash of connection id -> JSON ``{"id", "name"}``.
+  Each process refreshes its own entries every ``PRESENCE_TTL / 3`` seconds (one task
+  per event loop, one pipeline for all its entries); the entries of a process that
+  stops refreshing (crashed, killed, partitioned) expire ``PRESENCE_TTL`` seconds
+  later. Whoever next sweeps the topic (a snapshot, a join, any process's refresh)
+  removes them atomically and broadcasts a ``leave`` for each, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import threading
 import time
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
-from .conf import get_settings
+from .conf import Settings, get_settings
 from .core.errors import RTDeliveryError
 from .core.topics import group_name
+
+logger = logging.getLogger("rtdelivery.presence")
+
+_ids = itertools.count(1)
+
+
+def connection_id() -> str:
+    """A connection id unique among this process's connections: ``"<pid>.<n>"``."""
+    return f"{os.getpid()}.{next(_ids)}"
 
 
 class PresenceDisabled(RTDeliveryError):
     code = "presence_disabled"
+
+
+class PresenceUnavailable(RTDeliveryError):
+    """The presence store (Redis) could not be reached."""
+
+    code = "unavailable"
+    status = 503
 
 
 def presence_enabled(topic: str) -> None:
@@ -51,7 +88,26 @@ def summarize(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class MemoryPresence:
+class Presence:
+    """The interface of both stores."""
+
+    async def join(self, topic: str, conn_id: str, user: Any) -> None:
+        """Add connection ``conn_id`` of ``user`` to ``topic``; broadcast ``join``."""
+        raise NotImplementedError
+
+    async def leave(self, topic: str, conn_id: str) -> None:
+        """Remove ``conn_id`` from ``topic``; broadcast ``leave`` if it was there."""
+        raise NotImplementedError
+
+    async def snapshot(self, topic: str) -> dict[str, Any]:
+        """Who is on ``topic`` now (see :func:`summarize`)."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop the running loop's background work (no leaves are sent)."""
+
+
+class MemoryPresence(Presence):
     """One process: the embedded default."""
 
     def __init__(self) -> None:
@@ -63,12 +119,263 @@ class MemoryPresence:
         await _broadcast(topic, "join", conn_id, info)
 
     async def leave(self, topic: str, conn_id: str) -> None:
-        info = self._topics.get(topic, {}).pop(conn_id, None)
+        entries = self._topics.get(topic, {})
+        info = entries.pop(conn_id, None)
+        if not entries:
+            self._topics.pop(topic, None)
         if info is not None:
             await _broadcast(topic, "leave", conn_id, info)
 
     async def snapshot(self, topic: str) -> dict[str, Any]:
         return summarize(self._topics.get(topic, {}))
+
+
+# KEYS: zset, hash. ARGV: ttl ms, key ttl ms, want live ('1'|'0'), then conn id/info pairs
+# to (re)write. Time is Redis's, so the processes' clocks don't matter. Returns
+# {re-added conn ids (they were not there), gone flat [id, info, ...], live flat}.
+_TOUCH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local added = {}
+for i = 4, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) == 1 then
+    table.insert(added, ARGV[i])
+  end
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+local gone = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  table.insert(gone, id)
+  table.insert(gone, redis.call('HGET', KEYS[2], id) or '{}')
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+if #ARGV >= 4 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+local live = {}
+if ARGV[3] == '1' then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    table.insert(live, id)
+    table.insert(live, redis.call('HGET', KEYS[2], id) or '{}')
+  end
+end
+return {added, gone, live}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(flat) - 1, 2):
+        try:
+            info = json.loads(_text(flat[i + 1]))
+        except ValueError:
+            info = {}
+        if not isinstance(info, dict):
+            info = {}
+        result[_text(flat[i])] = {"id": info.get("id"), "name": info.get("name")}
+    return result
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """One event loop's connections (topic -> conn id -> info JSON) and refresh task."""
+
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    #: Cancelled refresh tasks not finished yet (awaited by ``aclose``).
+    stopping: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Touch:
+    topic: str
+    pairs: tuple[tuple[str, str], ...] = ()
+    live: bool = False
+
+
+class RedisPresence(Presence):
+    """Presence in Redis, namespaced by ``RTDELIVERY["KEY_PREFIX"]``."""
+
+    def __init__(self, conf: Settings) -> None:
+        self.prefix = conf.key_prefix
+        self.ttl_ms = conf.presence_ttl * 1000
+        # Keys outlive their last refresh long enough for someone to sweep (and announce)
+        # the expired entries, then vanish: an abandoned topic leaves nothing behind.
+        self.key_ttl_ms = self.ttl_ms * 3 + 10_000
+        self.interval = conf.presence_ttl / 3
+        self._sha = ""
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        _redis_instances.add(self)
+
+    def keys(self, topic: str) -> tuple[str, str]:
+        base = f"{self.prefix}{{{topic}}}"
+        return base + ":pz", base + ":ph"
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState()
+        return state
+
+    # -- Redis -----------------------------------------------------------------------
+    async def _touch(self, touches: list[_Touch]) -> list[tuple[list[str], Any, Any]]:
+        """Run the touch script once per item in one pipeline; (added, gone, live) each."""
+        from redis.exceptions import NoScriptError, RedisError
+
+        from .connections import get_redis
+
+        client = get_redis()
+        if not self._sha:
+            self._sha = await _script_load(client)
+        results: list[Any] = [None] * len(touches)
+        todo = list(range(len(touches)))
+        try:
+            for _attempt in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    for i in todo:
+                        touch = touches[i]
+                        args = [str(self.ttl_ms), str(self.key_ttl_ms), "1" if touch.live else "0"]
+                        for conn_id, info in touch.pairs:
+                            args += [conn_id, info]
+                        pipe.evalsha(self._sha, 2, *self.keys(touch.topic), *args)
+                    replies = await pipe.execute(raise_on_error=False)
+                missing = []
+                for i, reply in zip(todo, replies, strict=True):
+                    if isinstance(reply, NoScriptError):
+                        missing.append(i)
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    else:
+                        results[i] = reply
+                if not missing:
+                    break
+                # Redis restarted or SCRIPT FLUSH: load the script once, redo those.
+                self._sha = await _script_load(client)
+                todo = missing
+            else:  # pragma: no cover - the script vanished twice in a row
+                raise PresenceUnavailable("Presence script could not be loaded into Redis.")
+        except RedisError as exc:
+            raise PresenceUnavailable(f"Presence backend (Redis) unavailable: {exc}") from exc
+        return [([_text(a) for a in r[0]], r[1], r[2]) for r in results]
+
+    async def _announce_gone(self, topic: str, gone: list[Any]) -> None:
+        for conn_id, info in _pairs(gone).items():
+            await _broadcast(topic, "leave", conn_id, info)
+
+    # -- API -------------------------------------------------------------------------
+    async def join(self, topic: str, conn_id: str, user: Any) -> None:
+        info = describe(user)
+        text = json.dumps(info, separators=(",", ":"))
+        state = self._state()
+        state.entries.setdefault(topic, {})[conn_id] = text
+        try:
+            ((_, gone, _),) = await self._touch([_Touch(topic, ((conn_id, text),))])
+        except BaseException:
+            self._forget(state, topic, conn_id)
+            raise
+        self._ensure_task(state)
+        await self._announce_gone(topic, gone)
+        await _broadcast(topic, "join", conn_id, info)
+
+    async def leave(self, topic: str, conn_id: str) -> None:
+        from redis.exceptions import RedisError
+
+        from .connections import get_redis
+
+        state = self._state()
+        local = state.entries.get(topic, {}).get(conn_id)
+        self._forget(state, topic, conn_id)
+        zset, hash_ = self.keys(topic)
+        try:
+            async with get_redis().pipeline(transaction=True) as pipe:
+                pipe.hget(hash_, conn_id)
+                pipe.zrem(zset, conn_id)
+                pipe.hdel(hash_, conn_id)
+                stored, removed, _ = await pipe.execute()
+        except RedisError as exc:
+            # The entry expires on its own after PRESENCE_TTL.
+            raise PresenceUnavailable(f"Presence backend (Redis) unavailable: {exc}") from exc
+        if removed:
+            info = _pairs([conn_id, stored if stored is not None else local or "{}"])[conn_id]
+            await _broadcast(topic, "leave", conn_id, info)
+
+    async def snapshot(self, topic: str) -> dict[str, Any]:
+        ((_, gone, live),) = await self._touch([_Touch(topic, live=True)])
+        await self._announce_gone(topic, gone)
+        return summarize(_pairs(live))
+
+    async def aclose(self) -> None:
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is None:
+            return
+        tasks = {*state.stopping, *([state.task] if state.task is not None else [])}
+        state.task = None
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- refreshing --------------------------------------------------------------------
+    def _forget(self, state: _LoopState, topic: str, conn_id: str) -> None:
+        entries = state.entries.get(topic)
+        if entries is not None:
+            entries.pop(conn_id, None)
+            if not entries:
+                del state.entries[topic]
+        if not state.entries and state.task is not None:
+            # Nothing left to refresh on this loop: the task ends (a join restarts it).
+            task, state.task = state.task, None
+            task.cancel()
+            state.stopping.add(task)
+            task.add_done_callback(state.stopping.discard)
+
+    def _ensure_task(self, state: _LoopState) -> None:
+        if state.entries and (state.task is None or state.task.done()):
+            state.task = asyncio.create_task(
+                self._refresh_loop(state), name="rtdelivery-presence-refresh"
+            )
+
+    async def _refresh_loop(self, state: _LoopState) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh(state)
+            except Exception:
+                logger.warning("Could not refresh presence entries", exc_info=True)
+
+    async def refresh(self, state: _LoopState | None = None) -> None:
+        """Extend every local entry's expiry (one pipeline), sweep expired entries of
+        those topics and re-announce entries that had vanished (e.g. Redis flushed)."""
+        state = state or self._state()
+        touches = [
+            _Touch(topic, tuple(entries.items()))
+            for topic, entries in list(state.entries.items())
+            if entries
+        ]
+        if not touches:
+            return
+        results = await self._touch(touches)
+        for touch, (added, gone, _) in zip(touches, results, strict=True):
+            await self._announce_gone(touch.topic, gone)
+            infos = dict(touch.pairs)
+            for conn_id in added:
+                # Still ours (not left meanwhile)? Then it is back: say so.
+                if conn_id in state.entries.get(touch.topic, {}):
+                    await _broadcast(touch.topic, "join", conn_id, json.loads(infos[conn_id]))
+
+
+async def _script_load(client: Any) -> str:
+    return _text(await client.script_load(_TOUCH))
 
 
 async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]) -> None:
@@ -90,10 +397,37 @@ async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]
     )
 
 
-_instances: dict[asyncio.AbstractEventLoop | None, Any] = {}
-_memory = MemoryPresence()
+_lock = threading.Lock()
+_instances: dict[Settings, Presence] = {}
+_redis_instances: weakref.WeakSet[RedisPresence] = weakref.WeakSet()
 
 
-def get_presence() -> Any:
-    """The presence store for the configured history backend."""
-    return _memory
+def get_presence() -> Presence:
+    """The presence store for the configured history backend (one per settings object:
+    new settings, e.g. in tests, give a new store)."""
+    conf = get_settings()
+    presence = _instances.get(conf)
+    if presence is None:
+        with _lock:
+            presence = _instances.get(conf)
+            if presence is None:
+                if conf.history_backend == "redis":
+                    presence = RedisPresence(conf)
+                else:
+                    presence = MemoryPresence()
+                _instances.clear()
+                _instances[conf] = presence
+    return presence
+
+
+async def aclose_presence() -> None:
+    """Stop the running loop's refresh tasks (tests, shutdown). Entries left in Redis
+    expire after ``PRESENCE_TTL``."""
+    for presence in list(_redis_instances):
+        await presence.aclose()
+
+
+def reset_presence() -> None:
+    """Forget the store instances (the in-memory one forgets who is there)."""
+    with _lock:
+        _instances.clear()

@@ -19,6 +19,7 @@ from ..core import sse as framing
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..hub import get_hub
+from ..presence import connection_id, get_presence
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
 from .http import Request, Send
@@ -74,6 +75,8 @@ async def handle(request: Request, send: Send) -> None:
         positions: dict[str, Position] = {}
         lost: list[str] = []
         disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+        conn_id = connection_id()
+        present: list[str] = []  # presence topics joined (left when the stream ends)
         try:
             for topic in topics:
                 since = cursor.get(topic)
@@ -84,6 +87,9 @@ async def handle(request: Request, send: Send) -> None:
                     positions[topic] = subscription.position
                     if not subscription.recovered:
                         lost.append(topic)
+                if conf.topic_options(topic).presence:
+                    await get_presence().join(topic, conn_id, await request.user())
+                    present.append(topic)
             stream = _Stream(positions, conf.cursor_key)
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             opening = json.dumps({"cursor": stream.cursor(), "recovered": not lost, "lost": lost})
@@ -98,6 +104,9 @@ async def handle(request: Request, send: Send) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await disconnect
             await hub.unsubscribe_all(sub)
+            for topic in present:
+                with contextlib.suppress(Exception):
+                    await get_presence().leave(topic, conn_id)
 
 
 async def _write(send: Send, text: str, *, more: bool = True) -> None:

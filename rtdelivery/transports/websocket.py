@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -25,6 +23,7 @@ from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
+from ..presence import connection_id
 from ..publishing import apublish
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from .http import Receive, Scope, Send
@@ -38,8 +37,6 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TOO_SLOW = 4001
-
-_ids = itertools.count(1)
 
 
 class _Close(Exception):
@@ -69,7 +66,7 @@ class Connection:
         self.scope = scope
         self.send = send
         self.user = scope.get("user")
-        self.id = f"{os.getpid()}.{next(_ids)}"
+        self.id = connection_id()  # "<pid>.<n>", shared with SSE streams
         self.sub = Subscriber(conf.queue_size)
         self.hub = get_hub()
         #: Position of the last event sent per topic: the cursor to resume from.
