@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 
 from .. import metrics
 from ..conf import get_settings
@@ -74,7 +75,16 @@ async def handle(request: Request, send: Send) -> None:
         sub = Subscriber(conf.queue_size)
         positions: dict[str, Position] = {}
         lost: list[str] = []
-        disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+        gone = False
+
+        async def watch() -> None:
+            # The client went away: wake the stream (get() raises SubscriberClosed).
+            nonlocal gone
+            await wait_disconnect(request.receive)
+            gone = True
+            sub.close()
+
+        disconnect = asyncio.ensure_future(watch())
         conn_id = connection_id()
         present: list[str] = []  # presence topics joined (left when the stream ends)
         try:
@@ -98,7 +108,7 @@ async def handle(request: Request, send: Send) -> None:
                 framing.format_retry(conf.sse_retry)
                 + framing.format_event(opening, event="rt.open", id=stream.cursor()),
             )
-            await _pump(sub, stream, send, disconnect, conf.sse_heartbeat)
+            await _pump(sub, stream, send, lambda: gone, conf.sse_heartbeat)
         finally:
             disconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -117,34 +127,30 @@ async def _pump(
     sub: Subscriber,
     stream: _Stream,
     send: Send,
-    disconnect: asyncio.Future[None],
+    gone: Callable[[], bool],
     heartbeat: float,
 ) -> None:
+    """Write queued items as they come, a heartbeat comment after ``heartbeat`` idle seconds.
+
+    No task per wait: ``asyncio.timeout`` around the inbox is all an idle stream costs.
+    """
     heartbeat_frame = framing.format_comment("hb")
-    while not disconnect.done():
-        getter = asyncio.ensure_future(sub.get())
+    while True:
         try:
-            done, _ = await asyncio.wait(
-                {getter, disconnect}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-        except BaseException:  # cancelled (server shutdown): don't leave the getter behind
-            getter.cancel()
-            raise
-        if disconnect in done:
-            getter.cancel()
-            return
-        if getter not in done:
-            getter.cancel()
+            async with asyncio.timeout(heartbeat):
+                items = await sub.get()
+        except TimeoutError:
             await _write(send, heartbeat_frame)
             continue
-        try:
-            items = getter.result()
         except SlowConsumer:
             metrics.incr("slow_disconnects.sse")
             await _write(send, stream.close_frame("too_slow"), more=False)
             return
         except SubscriberClosed:
-            await _write(send, stream.close_frame("going_away"), more=False)
+            if not gone():
+                await _write(send, stream.close_frame("going_away"), more=False)
+            return
+        if gone():
             return
         text = "".join(stream.frame(item) for item in items)
         if text:

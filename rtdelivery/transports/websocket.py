@@ -72,6 +72,7 @@ class Connection:
         #: Position of the last event sent per topic: the cursor to resume from.
         self.sent: dict[str, Position] = {}
         self.presence_topics: set[str] = set()
+        self.close_sent = False
         self._tokens = float(conf.ws_burst)
         self._last = time.monotonic()
 
@@ -262,6 +263,19 @@ class Connection:
                     )
             metrics.counters["events_delivered.ws"] += len(items)
 
+    async def run_writer(self) -> None:
+        """Run :meth:`writer`; when it ends the connection, close the socket. The server
+        then delivers ``websocket.disconnect``, which ends the reading side."""
+        try:
+            await self.writer()
+        except _Close as exc:
+            close = exc
+        except Exception:
+            logger.exception("WebSocket writer failed")
+            close = _Close(1011, "internal error")
+        self.close_sent = True
+        await _send_close(self.send, close)
+
     async def _send_json(self, payload: dict[str, Any]) -> None:
         await self.send(
             {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
@@ -289,25 +303,23 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
     conn = Connection(scope, send)
     await send({"type": "websocket.accept"})
     metrics.incr("connections_opened.ws")
-    writer = asyncio.ensure_future(conn.writer())
-    reader = asyncio.ensure_future(_read(conn, receive))
+    # Two coroutines per connection: this one reads, one task writes. (No third task
+    # to supervise them: memory per idle connection is a published figure.)
+    writer = asyncio.ensure_future(conn.run_writer())
     close: _Close | None = None
     try:
-        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if isinstance(exc, _Close):
-                close = exc
-            elif exc is not None:
-                logger.error("WebSocket connection failed", exc_info=exc)
-                close = _Close(1011, "internal error")
+        await _read(conn, receive)
+    except _Close as exc:
+        close = exc
+    except Exception:
+        logger.exception("WebSocket connection failed")
+        close = _Close(1011, "internal error")
     finally:
-        for task in (writer, reader):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
         await conn.close()
-    if close is not None:
+    if close is not None and not conn.close_sent:
         await _send_close(send, close)
 
 
@@ -347,7 +359,7 @@ async def _read(conn: Connection, receive: Receive) -> None:
         kind = message["type"]
         if kind == "websocket.disconnect":
             return
-        if kind != "websocket.receive":
+        if kind != "websocket.receive" or conn.close_sent:
             continue
         text = message.get("text")
         if text is None:
