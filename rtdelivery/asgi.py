@@ -17,7 +17,6 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter
-from channels.sessions import SessionMiddlewareStack
 
 from .core.errors import RTDeliveryError
 from .transports import endpoints, longpoll, poll, sse
@@ -103,7 +102,9 @@ def _normalize(prefix: str) -> str:
 def http_application(django_app: ASGIApp, *, prefix: str = "rt/") -> ASGIApp:
     """HTTP only: rtdelivery's endpoints under ``prefix``, the rest to ``django_app``."""
     root = _normalize(prefix)
-    endpoints_app = SessionMiddlewareStack(HttpEndpoints(root))
+    # No session middleware: a Request loads the session (and user) itself, only when a
+    # topic's policy needs to know who is asking.
+    endpoints_app = HttpEndpoints(root)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"].startswith(root):

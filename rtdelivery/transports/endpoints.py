@@ -59,10 +59,10 @@ class _CsrfCheck(CsrfViewMiddleware):
         return reason
 
 
-def _check_csrf(scope: Any, body: bytes) -> str | None:
+def _check_csrf(scope: Any, body: bytes, session: Any = None) -> str | None:
     request = ASGIRequest(scope, io.BytesIO(body))
-    if settings.CSRF_USE_SESSIONS and "session" in scope:
-        request.session = scope["session"]
+    if settings.CSRF_USE_SESSIONS and session is not None:
+        request.session = session
     check = _CsrfCheck(lambda r: None)  # type: ignore[arg-type, return-value]
     check.process_request(request)
     return check.process_view(request, lambda r: None, (), {})  # type: ignore[arg-type, return-value]
@@ -96,7 +96,7 @@ async def publish(request: Request, send: Send) -> None:
     else:
         # Session (cookie) authentication: Django's CSRF rules apply.
         if settings.CSRF_USE_SESSIONS:
-            reason = await sync_to_async(_check_csrf)(request.scope, body)
+            reason = await sync_to_async(_check_csrf)(request.scope, body, request.session())
         else:
             reason = _check_csrf(request.scope, body)
         if reason:

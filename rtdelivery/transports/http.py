@@ -9,11 +9,14 @@ long poll or an SSE stream would keep for minutes.
 from __future__ import annotations
 
 import json
+from importlib import import_module
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import get_user
+from django.conf import settings
+from django.http.cookie import parse_cookie
 
 from ..conf import get_settings
 from ..core.cursors import Cursor
@@ -70,6 +73,7 @@ class Request:
         for name, value in scope.get("headers", ()):
             self.headers[name.lower()] = value
         self._user: Any = None
+        self._session: Any = None
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name.encode("latin-1"))
@@ -106,11 +110,28 @@ class Request:
             return Cursor()
         return Cursor.decode(text, get_settings().cursor_key)
 
+    def session(self) -> Any:
+        """The Django session named by the request's session cookie, or None.
+
+        Built here on demand rather than by Channels' SessionMiddleware, which creates a
+        session store through the thread pool for every request, and keeps it for the
+        life of every stream, whether a policy needs the user or not.
+        """
+        if self._session is None:
+            cookies = parse_cookie(self.header("cookie") or "")
+            key = cookies.get(settings.SESSION_COOKIE_NAME)
+            if not key:
+                return None
+            engine = import_module(settings.SESSION_ENGINE)
+            self._session = engine.SessionStore(key)
+        return self._session
+
     async def user(self) -> Any:
         """The session user, loaded on first use only (policies like "anyone" skip it)."""
         if self._user is None:
-            if "session" in self.scope:
-                self._user = await get_user(self.scope)
+            session = self.session()
+            if session is not None:
+                self._user = await get_user({"session": session})
             else:
                 from django.contrib.auth.models import AnonymousUser
 
