@@ -70,7 +70,8 @@ def validate_rule(rule: Any) -> str | None:
 
 @functools.lru_cache(maxsize=128)
 def _hook(path: str) -> Callable[..., Any]:
-    return import_string(path)
+    hook: Callable[..., Any] = import_string(path)
+    return hook
 
 
 async def _resolve(user: Any) -> Any:

@@ -222,7 +222,7 @@ def run_case(case: Case) -> dict[str, Any]:
     def pct(p: float) -> float | None:
         if not latencies:
             return None
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+        return float(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))])
 
     return {
         "scenario": case.scenario,
@@ -390,8 +390,9 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
 
     out = []
 
-    def cpu(r: dict[str, Any] | None) -> float | None:
-        return r.get("cpu_us_per_delivery") if r else None
+    def cpu(r: dict[str, Any] | None) -> float:
+        value = r.get("cpu_us_per_delivery") if r else None
+        return float(value) if value else 0.0
 
     rt_ws, floor_ws, naive_ws = (find("burst", t, "ws") for t in ("rtdelivery", "floor", "naive"))
     rt_sse, floor_sse = find("burst", "rtdelivery", "sse"), find("burst", "floor", "sse")

@@ -47,10 +47,10 @@ async def handle(request: Request, send: Send) -> None:
         # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
         # like a poll: replaying it through the subscriber's bounded inbox would overflow
         # (and answer nothing, forever) as soon as it exceeds QUEUE_SIZE.
-        events, read_positions, lost = await read_after(topics, cursor, conf.poll_limit)
-        if events or lost:
+        backlog, read_positions, read_lost = await read_after(topics, cursor, conf.poll_limit)
+        if backlog or read_lost:
             cursor_text = Cursor(read_positions).encode(conf.cursor_key)
-            await respond(send, 200, events_body(events, cursor_text, not lost, lost))
+            await respond(send, 200, events_body(backlog, cursor_text, not read_lost, read_lost))
             return
         cursor = Cursor(read_positions)
     with limits.hold("longpoll"):

@@ -248,7 +248,8 @@ class Connection:
                     if item.kind == "frame":
                         await send({"type": "websocket.send", "text": item.text})
                     elif item.kind == "presence":
-                        await self._send_json({"op": "presence", **(item.data or {})})
+                        data = item.data if isinstance(item.data, dict) else {}
+                        await self._send_json({"op": "presence", **data})
                 elif isinstance(item, Reset):
                     sent[item.topic] = item.position
                     await self._send_json(
