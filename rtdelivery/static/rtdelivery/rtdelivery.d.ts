@@ -105,7 +105,12 @@ export declare class Client {
   readonly transport: TransportName | null;
   readonly stats: {
     connects: number;
+    /** HTTP requests made (poll, long poll, SSE, history, publish). */
     requests: number;
+    /** Poll and long-poll answers that carried no event. */
+    emptyResponses: number;
+    /** Characters received: response bodies, SSE chunks, WebSocket frames. */
+    bytesReceived: number;
     delivered: number;
     duplicates: number;
     resets: number;

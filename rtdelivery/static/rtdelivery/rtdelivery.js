@@ -122,6 +122,7 @@
       };
       ws.onmessage = function (message) {
         if (self.stopped) return;
+        client.stats.bytesReceived += message.data.length || 0;
         var frame;
         try {
           frame = JSON.parse(message.data);
@@ -295,7 +296,13 @@
         this.url(path, topics, cursor, extra), { headers: { Accept: "application/json" } }, deadline
       );
       if (!response.ok) throw await httpError(response);
-      return response.json();
+      var text = await response.text();
+      var answer = JSON.parse(text);
+      this.client.stats.bytesReceived += text.length;
+      if (path !== "history" && Array.isArray(answer.events) && answer.events.length === 0) {
+        this.client.stats.emptyResponses += 1;
+      }
+      return answer;
     }
 
     /** Applies one poll/longpoll/history answer; returns its cursor. */
@@ -480,6 +487,7 @@
       while (!this.stopped) {
         var chunk = await reader.read();
         if (chunk.done) break;
+        this.client.stats.bytesReceived += chunk.value.byteLength;
         buffer += decoder.decode(chunk.value, { stream: true });
         var start = 0;
         for (var i = 0; i < buffer.length; i++) {
@@ -585,7 +593,12 @@
       this.state = "idle";
       /** The transport in use (or being tried): "ws" | "sse" | "longpoll" | "poll" | null. */
       this.transport = null;
-      this.stats = { connects: 0, requests: 0, delivered: 0, duplicates: 0, resets: 0 };
+      // requests: HTTP requests made; emptyResponses: poll/long-poll answers with no event;
+      // bytesReceived: response bodies, SSE chunks and WebSocket frames (characters).
+      this.stats = {
+        connects: 0, requests: 0, emptyResponses: 0, bytesReceived: 0,
+        delivered: 0, duplicates: 0, resets: 0,
+      };
       this._topics = new Map();
       this._listeners = new Map();
       this._pending = new Map();
