@@ -56,7 +56,7 @@ class _TopicState:
     joined: bool = False
     removed: bool = False
     pending: list[dict[str, Any]] = field(default_factory=list)
-    suspect_head: int = 0  # tail check: a head seen ahead of us last time
+    suspect_head: Position | None = None  # tail check: a head seen ahead of us last time
 
 
 def event_message(event: Event) -> dict[str, Any]:
@@ -191,9 +191,12 @@ class Hub:
             head = await self.history.read(topic, None)
         except BaseException:
             state.removed = True
-            self._topics.pop(topic, None)
-            with contextlib.suppress(Exception):
-                await self.layer.group_discard(group_name(topic), self.channel)
+            try:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group_name(topic), self.channel)
+            finally:  # after the leave, as in unsubscribe()
+                if self._topics.get(topic) is state:
+                    del self._topics[topic]
             raise
         async with self._deliver_lock:
             state.position = head.position
@@ -214,13 +217,17 @@ class Hub:
             if state.subs or state.removed:
                 return
             state.removed = True
-            if self._topics.get(topic) is state:
-                del self._topics[topic]
-            if state.joined and self.channel is not None:
-                try:
-                    await self.layer.group_discard(group_name(topic), self.channel)
-                except Exception:  # the group expires on its own
-                    logger.warning("Could not leave group for topic %s", topic, exc_info=True)
+            try:
+                if state.joined and self.channel is not None:
+                    try:
+                        await self.layer.group_discard(group_name(topic), self.channel)
+                    except Exception:  # the group expires on its own
+                        logger.warning("Could not leave group for topic %s", topic, exc_info=True)
+            finally:
+                # Only now, still under the lock: a subscribe arriving meanwhile waited on
+                # this state and joins afresh after the leave, never before it.
+                if self._topics.get(topic) is state:
+                    del self._topics[topic]
 
     async def unsubscribe_all(self, sub: Subscriber) -> None:
         for topic in sub.topics:
@@ -281,8 +288,14 @@ class Hub:
             await self._fill(topic, state, Position(epoch, seq))
             return
         event = Event(
-            topic, seq, epoch, message["etype"], message["data"], message["time"],
-            key=self.key, id=message["id"],
+            topic,
+            seq,
+            epoch,
+            message["etype"],
+            message["data"],
+            message["time"],
+            key=self.key,
+            id=message["id"],
         )
         state.position = event.position
         for sub in state.subs:
@@ -337,14 +350,19 @@ class Hub:
                 state = self._topics.get(topic)
                 if head is None or state is None or state.position is None:
                     continue
-                ahead = head.epoch != state.position.epoch or head.seq > state.position.seq
+                position, suspect = state.position, state.suspect_head
+                ahead = head.epoch != position.epoch or head.seq > position.seq
+                # Still short of what the previous check saw (in that head's epoch)?
+                stuck = suspect is not None and (
+                    position.epoch != suspect.epoch or position.seq < suspect.seq
+                )
                 if not ahead:
-                    state.suspect_head = 0
-                elif immediate or (state.suspect_head and state.position.seq < state.suspect_head):
+                    state.suspect_head = None
+                elif immediate or stuck:
                     await self._fill(topic, state, head)
-                    state.suspect_head = 0
+                    state.suspect_head = None
                 else:
-                    state.suspect_head = head.seq
+                    state.suspect_head = head
 
     async def _refresh_loop(self, interval: float) -> None:
         while True:

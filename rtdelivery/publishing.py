@@ -13,6 +13,7 @@ from django.db import transaction
 
 from . import metrics
 from .conf import get_settings
+from .connections import aclose_redis
 from .core.events import Event, encode_data, validate_type
 from .core.topics import group_name, validate_topic
 from .history import get_history
@@ -63,6 +64,7 @@ class _PublisherThread:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -73,15 +75,52 @@ class _PublisherThread:
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        # channels-redis closes its connection pools of this loop here.
+                        loop.close()
 
-                threading.Thread(target=run, name="rtdelivery-publisher", daemon=True).start()
+                thread = threading.Thread(target=run, name="rtdelivery-publisher", daemon=True)
+                thread.start()
                 ready.wait()
-                self._loop = loop
+                self._loop, self._thread = loop, thread
             return self._loop
+
+    def close(self, timeout: float = PUBLISH_TIMEOUT) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(_shutdown_publisher_loop(), loop)
+            try:
+                future.result(timeout=timeout)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+
+
+async def _shutdown_publisher_loop() -> None:
+    """On the publisher's loop: close its Redis client and finish its other tasks."""
+    await aclose_redis()
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 _publisher = _PublisherThread()
+
+
+def close_publisher() -> None:
+    """Stop the sync publisher's thread and close its connections (tests, shutdown).
+
+    The next sync :func:`publish` without a hub starts a new one.
+    """
+    _publisher.close()
 
 
 def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002

@@ -51,14 +51,28 @@ class Subscriber:
     dropped here, so replay and live delivery can overlap safely. When more than
     ``maxsize`` items wait, the queue is dropped and the next :meth:`get` raises
     :class:`SlowConsumer`: memory stays bounded and the loss is explicit.
+
+    The history backlog of a subscribe is queued on top of ``maxsize`` (it is already
+    in memory and bounded by the history size), so a client resuming after falling
+    behind gets its backlog instead of overflowing again at once.
     """
 
-    __slots__ = ("__weakref__", "_queue", "_replaying", "_waiter", "closed", "maxsize",
-                 "overflowed", "positions")
+    __slots__ = (
+        "__weakref__",
+        "_backlog",
+        "_queue",
+        "_replaying",
+        "_waiter",
+        "closed",
+        "maxsize",
+        "overflowed",
+        "positions",
+    )
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._queue: deque[Item] = deque()
+        self._backlog = 0  # backlog items queued on top of maxsize, until the next get
         self._waiter: asyncio.Future[None] | None = None
         self._replaying: dict[str, list[Event]] = {}
         #: topic -> position of the last item queued (not necessarily sent yet).
@@ -74,10 +88,12 @@ class Subscriber:
         return len(self._queue)
 
     # -- called by the hub -------------------------------------------------------
-    def _push(self, item: Item) -> None:
+    def _push(self, item: Item, *, backlog: bool = False) -> None:
         if self.overflowed or self.closed:
             return
-        if len(self._queue) >= self.maxsize:
+        if backlog:
+            self._backlog += 1
+        elif len(self._queue) >= self.maxsize + self._backlog:
             self._overflow()
             return
         self._queue.append(item)
@@ -86,6 +102,7 @@ class Subscriber:
     def _overflow(self) -> None:
         self.overflowed = True
         self._queue.clear()
+        self._backlog = 0
         for pending in self._replaying.values():
             pending.clear()
         metrics.incr("slow_consumers")
@@ -111,10 +128,13 @@ class Subscriber:
         if event.epoch == position.epoch:
             if event.seq <= position.seq:
                 return
-            if event.seq > position.seq + 1:
-                self._push(Reset(event.topic, event.position))
+            skipped = event.seq > position.seq + 1
         else:
-            self._push(Reset(event.topic, event.position))
+            skipped = True
+        if skipped:
+            # Delivery resumes right before this event: a cursor taken at the Reset must
+            # not skip it.
+            self._push(Reset(event.topic, Position(event.epoch, event.seq - 1)))
         self.positions[event.topic] = event.position
         self._push(event)
         metrics.counters["events_queued"] += 1
@@ -145,9 +165,9 @@ class Subscriber:
         if pending is None:
             return  # unsubscribed while replaying
         if first is not None:
-            self._push(first)
+            self._push(first, backlog=True)
         for event in backlog:
-            self._push(event)
+            self._push(event, backlog=True)
         self.positions[topic] = position
         for event in pending:
             self.offer(event)
@@ -169,6 +189,7 @@ class Subscriber:
             raise SubscriberClosed("The subscription was closed by the server.")
         items = list(self._queue)
         self._queue.clear()
+        self._backlog = 0
         return items
 
     async def get(self) -> list[Item]:

@@ -493,11 +493,6 @@ async def test_sse_slow_consumer_closes_with_cursor(conf: Any, application: Any)
     assert delivered + datas(body["events"]) == list(range(1, 22))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (subscriber.py): the resume backlog goes through the bounded inbox, so a "
-    "backlog larger than QUEUE_SIZE ends the stream at once as too_slow with the same cursor",
-)
 async def test_sse_resume_backlog_larger_than_queue(conf: Any, application: Any) -> None:
     conf(QUEUE_SIZE=3)
     cursor = (await get(application, "poll", {"topic": "t.a"})).json()["cursor"]

@@ -416,12 +416,6 @@ async def test_slow_consumer_error_then_close_4001(conf: Any, application: Any) 
     assert delivered + [e["data"]["n"] for e in body["events"]] == list(range(1, 22))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (subscriber.py): the resume backlog goes through the bounded inbox, so a "
-    "backlog larger than QUEUE_SIZE closes the socket at once (too_slow, same cursor, and "
-    "no 'subscribed' frame)",
-)
 async def test_slow_consumer_resumes_over_websocket(conf: Any, application: Any) -> None:
     delivered, frame = await _overflow(conf, application)
     comm = await ws_connect(application)
