@@ -38,7 +38,9 @@ async def serve_ws(port: int, url: str) -> None:
         finally:
             clients.discard(ws)
 
-    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None, backlog=4096):
+    async with serve(
+        handler, "127.0.0.1", port, compression=None, ping_interval=None, backlog=4096
+    ):
         await _pubsub(url, lambda data: broadcast(clients, data.decode()))
 
 
@@ -76,9 +78,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    coro = serve_ws(args.port, args.redis) if args.kind == "ws" else serve_sse(args.port, args.redis)
+    coro = (
+        serve_ws(args.port, args.redis) if args.kind == "ws" else serve_sse(args.port, args.redis)
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -69,7 +70,10 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
 
 
 async def _request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host: str,
+    path: str,
     extra: str = "",
 ) -> tuple[int, dict[str, str], bytes, int]:
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
@@ -121,8 +125,12 @@ class Runner:
 
         target = self.args.target
         async with connect(
-            self.ws_url(), origin=f"http://{self.hostport}", compression=None,  # type: ignore[arg-type]
-            max_queue=None, open_timeout=60, ping_interval=None,
+            self.ws_url(),
+            origin=f"http://{self.hostport}",  # type: ignore[arg-type]
+            compression=None,
+            max_queue=None,
+            open_timeout=60,
+            ping_interval=None,
         ) as ws:
             if target == "rtdelivery":
                 await ws.send(json.dumps({"op": "subscribe", "topic": self.args.topic}))
@@ -146,9 +154,7 @@ class Runner:
 
     async def sse(self, stats: ClientStats) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        path = (
-            f"/rt/sse?topic={self.args.topic}" if self.args.target == "rtdelivery" else "/sse"
-        )
+        path = f"/rt/sse?topic={self.args.topic}" if self.args.target == "rtdelivery" else "/sse"
         try:
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {self.hostport}\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -270,21 +276,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tasks.append(asyncio.ensure_future(runner.client(s)))
         if i % 100 == 99:
             await asyncio.sleep(0.01)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
             asyncio.gather(*(s.ready.wait() for s in stats)), timeout=args.connect_timeout
         )
-    except TimeoutError:
-        pass
     ready = sum(1 for s in stats if s.ready.is_set() and s.error is None)
     print(f"READY {ready}", flush=True)
     deadline = args.timeout
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
             asyncio.gather(*(s.done.wait() for s in stats if s.error is None)), timeout=deadline
         )
-    except TimeoutError:
-        pass
     if args.hold:
         # Idle-capacity runs: keep the connections until told to stop (stdin closes).
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hold", action="store_true", help="keep connections until stdin closes")
     parser.add_argument("--out", help="write the JSON result to this file")
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop

@@ -57,6 +57,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log: Any = None
 
     def pids(self) -> list[int]:
         pids = [self.proc.pid, *procstat.children(self.proc.pid)]
@@ -67,6 +68,8 @@ class Server:
     def stop(self) -> None:
         for p in [self.proc, *self.extra]:
             _stop(p)
+        if self.log is not None:
+            self.log.close()
 
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
@@ -94,13 +97,33 @@ def _server_cmd(case: Case, port: int) -> list[str]:
         return [PY, "-m", "rtdelivery.bench.floor", "--kind", kind, "--port", str(port)]
     if case.server == "daphne" or case.target == "naive":
         return [
-            PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0",
+            PY,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-v",
+            "0",
             "rtdelivery.bench.asgi:application",
         ]
     cmd = [
-        PY, "-m", "uvicorn", "rtdelivery.bench.asgi:application", "--host", "127.0.0.1",
-        "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--no-access-log",
-        "--backlog", "4096",
+        PY,
+        "-m",
+        "uvicorn",
+        "rtdelivery.bench.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--lifespan",
+        "off",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--backlog",
+        "4096",
     ]
     if case.workers > 1:
         cmd += ["--workers", str(case.workers)]
@@ -123,7 +146,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> Non
 
 def start_server(case: Case, prefix: str) -> Server:
     port = free_port()
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - Server.stop() closes it
     proc = subprocess.Popen(
         _server_cmd(case, port), env=_env(prefix), stdout=log, stderr=subprocess.STDOUT
     )
@@ -132,7 +155,9 @@ def start_server(case: Case, prefix: str) -> Server:
     except RuntimeError as exc:
         _stop(proc)
         log.seek(0)
-        raise RuntimeError(f"{exc}: {log.read()[-1500:].decode(errors='replace')}") from None
+        output = log.read()[-1500:].decode(errors="replace")
+        log.close()
+        raise RuntimeError(f"{exc}: {output}") from None
     if case.workers > 1:
         # Let every worker finish importing before measuring.
         deadline = time.monotonic() + 30
@@ -142,18 +167,37 @@ def start_server(case: Case, prefix: str) -> Server:
         # Warm up: first request imports views, opens Redis pools.
         for _ in range(3):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/rt/poll?topic=bench.warm", timeout=5)
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/rt/poll?topic=bench.warm", timeout=5
+                )
             except OSError:
                 time.sleep(0.2)
-    return Server(proc, port)
+    return Server(proc, port, log=log)
 
 
 def _loadgen_cmd(case: Case, port: int, clients: int, extra: list[str]) -> list[str]:
     cmd = [
-        PY, "-m", "rtdelivery.bench.loadgen", "--target", case.target, "--transport",
-        case.transport, "--url", f"http://127.0.0.1:{port}", "--topic", "bench",
-        "--clients", str(clients), "--expect", str(case.events), "--timeout", str(case.timeout),
-        "--poll-interval", str(case.poll_interval), "--longpoll-timeout", "20",
+        PY,
+        "-m",
+        "rtdelivery.bench.loadgen",
+        "--target",
+        case.target,
+        "--transport",
+        case.transport,
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--topic",
+        "bench",
+        "--clients",
+        str(clients),
+        "--expect",
+        str(case.events),
+        "--timeout",
+        str(case.timeout),
+        "--poll-interval",
+        str(case.poll_interval),
+        "--longpoll-timeout",
+        "20",
     ]
     if case.transport == "get":
         cmd += ["--path", case.path, "--requests", str(case.requests)]
@@ -182,15 +226,20 @@ def run_case(case: Case) -> dict[str, Any]:
             case.path = _poll_cursor_path(server.port)
         base = procstat.total(server.pids())
         deadline = time.monotonic() + case.timeout + 120
-        per = [case.clients // case.loadgens + (1 if i < case.clients % case.loadgens else 0)
-               for i in range(case.loadgens)]
+        per = [
+            case.clients // case.loadgens + (1 if i < case.clients % case.loadgens else 0)
+            for i in range(case.loadgens)
+        ]
         outdir = tempfile.mkdtemp(prefix="rtdbench-")
         for n, clients in enumerate(per):
             out = os.path.join(outdir, f"loadgen-{n}.json")
             gens.append(
                 subprocess.Popen(
-                    _loadgen_cmd(case, server.port, clients, ["--out", out]), env=_env(prefix),
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                    _loadgen_cmd(case, server.port, clients, ["--out", out]),
+                    env=_env(prefix),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
                 )
             )
         ready = sum(int(_read_line(g, "READY ", deadline)) for g in gens)
@@ -198,9 +247,21 @@ def run_case(case: Case) -> dict[str, Any]:
         started = time.monotonic()
         if case.transport != "get":
             pub = subprocess.run(
-                [PY, "-m", "rtdelivery.bench.publisher", "--target", case.target, "--count",
-                 str(case.events), "--rate", str(case.rate)],
-                env=_env(prefix), capture_output=True, text=True, timeout=case.timeout + 60,
+                [
+                    PY,
+                    "-m",
+                    "rtdelivery.bench.publisher",
+                    "--target",
+                    case.target,
+                    "--count",
+                    str(case.events),
+                    "--rate",
+                    str(case.rate),
+                ],
+                env=_env(prefix),
+                capture_output=True,
+                text=True,
+                timeout=case.timeout + 60,
                 check=True,
             )
             if "RESULT" not in pub.stdout:
@@ -228,7 +289,9 @@ def run_case(case: Case) -> dict[str, Any]:
         "scenario": case.scenario,
         "target": case.target,
         "transport": case.transport,
-        "server": "floor" if case.target == "floor" else ("daphne" if case.target == "naive" else case.server),
+        "server": "floor"
+        if case.target == "floor"
+        else ("daphne" if case.target == "naive" else case.server),
         "workers": case.workers,
         "clients": case.clients,
         "ready": ready,
@@ -283,7 +346,9 @@ def _cleanup(prefix: str) -> None:
 
 
 def _poll_cursor_path(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/rt/poll?topic=bench.idle", timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/rt/poll?topic=bench.idle", timeout=5
+    ) as r:
         cursor = json.loads(r.read())["cursor"]
     return f"/rt/poll?topic=bench.idle&cursor={cursor}"
 
@@ -294,36 +359,81 @@ def scenarios(quick: bool, only: set[str] | None) -> list[Case]:
     cases: list[Case] = []
     if only is None or "burst" in only:
         for target, transport in [
-            ("rtdelivery", "ws"), ("naive", "ws"), ("floor", "ws"),
-            ("rtdelivery", "sse"), ("floor", "sse"),
+            ("rtdelivery", "ws"),
+            ("naive", "ws"),
+            ("floor", "ws"),
+            ("rtdelivery", "sse"),
+            ("floor", "sse"),
         ]:
             cases.append(Case("burst", target, transport, n, burst, loadgens=1 if quick else 2))
     if only is None or "steady" in only:
         steady = 100 if not quick else 5
         for target, transport in [("rtdelivery", "ws"), ("rtdelivery", "sse"), ("floor", "ws")]:
-            cases.append(Case("steady", target, transport, n, steady, rate=5.0,
-                              loadgens=1 if quick else 2))
+            cases.append(
+                Case("steady", target, transport, n, steady, rate=5.0, loadgens=1 if quick else 2)
+            )
     if only is None or "idle" in only:
         sizes = [5000, 10000] if not quick else [30]
         for size in sizes:
             for transport in ("ws", "sse"):
-                cases.append(Case("idle", "rtdelivery", transport, size, 3, rate=1.0,
-                                  loadgens=1 if quick else 4, timeout=240))
+                cases.append(
+                    Case(
+                        "idle",
+                        "rtdelivery",
+                        transport,
+                        size,
+                        3,
+                        rate=1.0,
+                        loadgens=1 if quick else 4,
+                        timeout=240,
+                    )
+                )
     if only is None or "transports" in only:
         clients = 200 if not quick else 10
         count = 20 if not quick else 4
         for transport in ("poll", "longpoll", "sse", "ws"):
-            cases.append(Case("transports", "rtdelivery", transport, clients, count, rate=2.0,
-                              timeout=60))
+            cases.append(
+                Case("transports", "rtdelivery", transport, clients, count, rate=2.0, timeout=60)
+            )
     if only is None or "workers" in only:
-        cases.append(Case("workers", "rtdelivery", "ws", n, burst, workers=2,
-                          loadgens=1 if quick else 2, note="uvicorn --workers 2"))
+        cases.append(
+            Case(
+                "workers",
+                "rtdelivery",
+                "ws",
+                n,
+                burst,
+                workers=2,
+                loadgens=1 if quick else 2,
+                note="uvicorn --workers 2",
+            )
+        )
     if only is None or "poll-cost" in only:
         reqs = 2000 if not quick else 20
-        cases.append(Case("poll-cost", "rtdelivery", "get", 20, 0, path="/bare",
-                          requests=reqs, note="bare async Django view returning {}"))
-        cases.append(Case("poll-cost", "rtdelivery", "get", 20, 0, path="<unchanged-poll>",
-                          requests=reqs, note="unchanged short poll"))
+        cases.append(
+            Case(
+                "poll-cost",
+                "rtdelivery",
+                "get",
+                20,
+                0,
+                path="/bare",
+                requests=reqs,
+                note="bare async Django view returning {}",
+            )
+        )
+        cases.append(
+            Case(
+                "poll-cost",
+                "rtdelivery",
+                "get",
+                20,
+                0,
+                path="<unchanged-poll>",
+                requests=reqs,
+                note="unchanged short poll",
+            )
+        )
     return cases
 
 
@@ -331,20 +441,32 @@ def run_all(cases: list[Case], verbose: bool = True) -> list[dict[str, Any]]:
     results = []
     for case in cases:
         if verbose:
-            print(f"# {case.scenario}: {case.target}/{case.transport} x{case.clients} ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"# {case.scenario}: {case.target}/{case.transport} x{case.clients} ...",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             results.append(run_case(case))
         except Exception as exc:
-            results.append({"scenario": case.scenario, "target": case.target,
-                            "transport": case.transport, "clients": case.clients,
-                            "error": f"{type(exc).__name__}: {exc}"})
+            results.append(
+                {
+                    "scenario": case.scenario,
+                    "target": case.target,
+                    "transport": case.transport,
+                    "clients": case.clients,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
     return results
 
 
 def versions() -> dict[str, str]:
     names = ["django", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis"]
-    out = {"python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    out = {
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
     for name in names:
         try:
             out[name] = metadata.version(name)
@@ -354,28 +476,40 @@ def versions() -> dict[str, str]:
 
 
 COLUMNS = [
-    ("scenario", "scenario"), ("target", "target"), ("transport", "transport"),
-    ("server", "server"), ("clients", "conns"), ("delivered", "delivered"),
-    ("expected", "expected"), ("loss_pct", "loss %"), ("deliveries_per_s", "deliv/s"),
-    ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
-    ("cpu_us_per_delivery", "CPU µs/deliv"), ("rss_per_conn_kb", "RSS KB/conn"),
-    ("threads_connected", "threads"), ("requests", "requests"), ("empty", "empty"),
+    ("scenario", "scenario"),
+    ("target", "target"),
+    ("transport", "transport"),
+    ("server", "server"),
+    ("clients", "conns"),
+    ("delivered", "delivered"),
+    ("expected", "expected"),
+    ("loss_pct", "loss %"),
+    ("deliveries_per_s", "deliv/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("max_ms", "max ms"),
+    ("cpu_us_per_delivery", "CPU µs/deliv"),
+    ("rss_per_conn_kb", "RSS KB/conn"),
+    ("threads_connected", "threads"),
+    ("requests", "requests"),
+    ("empty", "empty"),
     ("bytes", "bytes"),
 ]
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['scenario']} | {r['target']} | {r['transport']} | "
-                         f"ERROR: {r['error']} |")
+            lines.append(
+                f"| {r['scenario']} | {r['target']} | {r['transport']} | ERROR: {r['error']} |"
+            )
             continue
         cells = []
         for key, _ in COLUMNS:
             v = r.get(key)
-            cells.append("–" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
+            cells.append("-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -383,8 +517,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def ratios(results: list[dict[str, Any]]) -> list[str]:
     def find(scenario: str, target: str, transport: str, note: str = "") -> dict[str, Any] | None:
         for r in results:
-            if (r.get("scenario"), r.get("target"), r.get("transport")) == (scenario, target, transport) \
-                    and (not note or r.get("note") == note) and "error" not in r:
+            if (
+                (r.get("scenario"), r.get("target"), r.get("transport"))
+                == (scenario, target, transport)
+                and (not note or r.get("note") == note)
+                and "error" not in r
+            ):
                 return r
         return None
 
@@ -397,31 +535,46 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
     rt_ws, floor_ws, naive_ws = (find("burst", t, "ws") for t in ("rtdelivery", "floor", "naive"))
     rt_sse, floor_sse = find("burst", "rtdelivery", "sse"), find("burst", "floor", "sse")
     if cpu(rt_ws) and cpu(floor_ws):
-        out.append(f"WebSocket CPU/delivery vs raw floor: {cpu(rt_ws) / cpu(floor_ws):.2f}x (target <= 1.5x)")
+        out.append(
+            f"WebSocket CPU/delivery vs raw floor: {cpu(rt_ws) / cpu(floor_ws):.2f}x (target <= 1.5x)"
+        )
     if cpu(rt_ws) and cpu(naive_ws):
-        out.append(f"rtdelivery WebSocket is {cpu(naive_ws) / cpu(rt_ws):.1f}x cheaper per delivery than naive Channels (target >= 15x)")
+        out.append(
+            f"rtdelivery WebSocket is {cpu(naive_ws) / cpu(rt_ws):.1f}x cheaper per delivery than naive Channels (target >= 15x)"
+        )
     if cpu(rt_sse) and cpu(floor_sse):
-        out.append(f"SSE CPU/delivery vs raw SSE floor: {cpu(rt_sse) / cpu(floor_sse):.2f}x (target <= 1.5x)")
+        out.append(
+            f"SSE CPU/delivery vs raw SSE floor: {cpu(rt_sse) / cpu(floor_sse):.2f}x (target <= 1.5x)"
+        )
     bare = find("poll-cost", "rtdelivery", "get", "bare async Django view returning {}")
     poll = find("poll-cost", "rtdelivery", "get", "unchanged short poll")
     if cpu(bare) and cpu(poll):
-        out.append(f"unchanged poll vs bare async Django view, CPU/request: {cpu(poll) / cpu(bare):.2f}x (target <= 1.1x)")
+        out.append(
+            f"unchanged poll vs bare async Django view, CPU/request: {cpu(poll) / cpu(bare):.2f}x (target <= 1.1x)"
+        )
     steady = find("steady", "rtdelivery", "ws")
     if steady and steady.get("p99_ms") is not None:
-        out.append(f"steady p99 publish->receive (WebSocket): {steady['p99_ms']} ms (target <= 20 ms)")
+        out.append(
+            f"steady p99 publish->receive (WebSocket): {steady['p99_ms']} ms (target <= 20 ms)"
+        )
     for r in results:
         if r.get("scenario") == "idle" and "error" not in r:
-            out.append(f"idle {r['transport']} x{r['clients']}: {r['rss_per_conn_kb']} KB RSS/conn, "
-                       f"{r['threads_connected']} server threads (target <= 20 KB, no thread per conn)")
+            out.append(
+                f"idle {r['transport']} x{r['clients']}: {r['rss_per_conn_kb']} KB RSS/conn, "
+                f"{r['threads_connected']} server threads (target <= 20 KB, no thread per conn)"
+            )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtdelivery.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
-    parser.add_argument("--only", action="append",
-                        choices=["burst", "steady", "idle", "transports", "workers", "poll-cost"],
-                        help="run only these scenarios (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["burst", "steady", "idle", "transports", "workers", "poll-cost"],
+        help="run only these scenarios (repeatable)",
+    )
     parser.add_argument("--json", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -436,5 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"versions": info, "results": results, "ratios": ratios(results)}, f, indent=2)
+            json.dump(
+                {"versions": info, "results": results, "ratios": ratios(results)}, f, indent=2
+            )
     return 1 if any("error" in r for r in results) else 0

@@ -9,8 +9,8 @@ long poll or an SSE stream would keep for minutes.
 from __future__ import annotations
 
 import json
-from importlib import import_module
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 

@@ -38,7 +38,9 @@ async def read_after(
 
 
 def etag_for(cursor_text: str) -> bytes:
-    return b'W/"' + hashlib.blake2b(cursor_text.encode(), digest_size=12).hexdigest().encode() + b'"'
+    return (
+        b'W/"' + hashlib.blake2b(cursor_text.encode(), digest_size=12).hexdigest().encode() + b'"'
+    )
 
 
 async def handle(request: Request, send: Send) -> None:

@@ -145,8 +145,9 @@ class Connection:
                 "op": "subscribed",
                 "topic": topic,
                 "recovered": subscription.recovered,
-                "cursor": Cursor({topic: since if since and subscription.recovered
-                                  else subscription.position}).encode(key),
+                "cursor": Cursor(
+                    {topic: since if since and subscription.recovered else subscription.position}
+                ).encode(key),
             }
             if ref is not None:
                 payload["ref"] = ref

@@ -157,14 +157,8 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="module")
-def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
-    """A Daphne server on a free loopback port, on Redis under a prefix of its own.
-
-    Module scope: it runs only while the browser tests do (its keys are deleted after).
-    """
-    port = find_free_port()
-    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
+def server_env(redis_url: str, port: int, prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a browser-test server process (and of its manage.py commands)."""
     env = dict(os.environ)
     env.update(
         {
@@ -179,6 +173,40 @@ def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Runs ``manage.py ARGS`` with a server's environment (its settings, DB and Redis)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SERVER_WAIT * 2,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"manage.py {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}",
+            pytrace=False,
+        )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
+    """A Daphne server on a free loopback port, on Redis under a prefix of its own.
+
+    Module scope: it runs only while the browser tests do (its keys are deleted after).
+    """
+    port = find_free_port()
+    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
+    env = server_env(redis_url, port, prefix)
     log_path = artifacts / "daphne.log"
     log_path.write_bytes(b"")
     server = DaphneServer(port, env, log_path)
@@ -188,6 +216,43 @@ def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
     finally:
         server.stop()
         delete_prefixed_keys(redis_url, prefix)
+
+
+#: The superuser of the demo server (created with ``createsuperuser --noinput``).
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "browser-tests-admin-password"
+
+
+@pytest.fixture(scope="module")
+def demo_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
+    """Like ``browser_server``, for the demo site's pages: a migrated SQLite file database
+    (shared with ``manage.py`` commands run with ``server.env``), a superuser
+    ``ADMIN_USERNAME`` / ``ADMIN_PASSWORD``, and the dashboard simulator on.
+    """
+    port = find_free_port()
+    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
+    with tempfile.TemporaryDirectory(prefix="rtd-demo-db-") as tmp:
+        env = server_env(
+            redis_url,
+            port,
+            prefix,
+            RTD_BROWSER_DB=str(Path(tmp) / "demo.sqlite3"),
+            DEMO_SIMULATOR="1",
+            DJANGO_SUPERUSER_USERNAME=ADMIN_USERNAME,
+            DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
+            DJANGO_SUPERUSER_EMAIL="admin@example.com",
+        )
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "createsuperuser", "--noinput")
+        log_path = artifacts / "daphne-demo.log"
+        log_path.write_bytes(b"")
+        server = DaphneServer(port, env, log_path)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            delete_prefixed_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

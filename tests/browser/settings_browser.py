@@ -2,12 +2,15 @@
 
 The demo site's settings with Redis forced for the channel layer and the history, every key
 under the prefix in ``RTD_BROWSER_PREFIX`` (deleted after the session), DEBUG on so Django
-serves rtdelivery.js, and ``harness.*`` topics anyone may use.
+serves rtdelivery.js, and ``harness.*`` topics anyone may use besides the demo site's own
+topics (chat, feed, announcements, user notifications, dashboard: tests/browser/test_demo.py).
+``RTD_BROWSER_DB`` names the SQLite file of the demo tests' server (in memory otherwise).
 """
 
 import os
 
 from demo_site.settings import *  # noqa: F403
+from demo_site.settings import RTDELIVERY as _DEMO_RTDELIVERY
 
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -54,6 +57,7 @@ RTDELIVERY = {
             "history_size": 3,
         },
         "harness.*": {"subscribe": "anyone", "publish": "anyone", "presence": True},
-        "demo.*": {"subscribe": "anyone", "publish": "staff"},
+        # The demo site's topics, as it declares them (its "demo.*" rule included).
+        **_DEMO_RTDELIVERY["TOPICS"],
     },
 }

@@ -8,10 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "Benchmark rtdelivery against naive Channels and the raw floor (see docs/performance.md)."
+    help = (
+        "Benchmark rtdelivery against naive Channels and the raw floor (see docs/performance.md)."
+    )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("bench_args", nargs="*", help="arguments for python -m rtdelivery.bench")
+        parser.add_argument(
+            "bench_args", nargs="*", help="arguments for python -m rtdelivery.bench"
+        )
 
     def handle(self, *args: Any, bench_args: list[str], **options: Any) -> None:
         from rtdelivery.bench.runner import main
