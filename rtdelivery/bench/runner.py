@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -221,6 +222,7 @@ def run_case(case: Case) -> dict[str, Any]:
     prefix = f"rtdbench:{uuid.uuid4().hex[:8]}:"
     server = start_server(case, prefix)
     gens: list[subprocess.Popen[str]] = []
+    outdir = ""
     try:
         if case.path == "<unchanged-poll>":
             case.path = _poll_cursor_path(server.port)
@@ -272,7 +274,11 @@ def run_case(case: Case) -> dict[str, Any]:
     finally:
         for g in gens:
             _stop(g)
+            if g.stdout is not None:
+                g.stdout.close()
         server.stop()
+        if outdir:
+            shutil.rmtree(outdir, ignore_errors=True)
         _cleanup(prefix)
     received = sum(r["received"] for r in results)
     latencies = sorted(lat for r in results for lat in r["latencies"])
