@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass
 
 from . import metrics
@@ -71,7 +70,9 @@ class Subscriber:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._queue: deque[Item] = deque()
+        # A list, swapped out whole by get(): cheaper than a deque per idle connection
+        # (an empty deque allocates a 64-slot block) and no copy on the way out.
+        self._queue: list[Item] = []
         self._backlog = 0  # backlog items queued on top of maxsize, until the next get
         self._waiter: asyncio.Future[None] | None = None
         self._replaying: dict[str, list[Event]] = {}
@@ -187,8 +188,8 @@ class Subscriber:
             raise SlowConsumer("The connection did not keep up with its topics.")
         if self.closed and not self._queue:
             raise SubscriberClosed("The subscription was closed by the server.")
-        items = list(self._queue)
-        self._queue.clear()
+        items = self._queue
+        self._queue = []
         self._backlog = 0
         return items
 

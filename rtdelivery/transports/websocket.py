@@ -60,6 +60,21 @@ def _error(code: str, message: str, ref: Any = None) -> Notice:
 class Connection:
     """State of one WebSocket connection."""
 
+    __slots__ = (
+        "_last",
+        "_tokens",
+        "close_sent",
+        "conf",
+        "hub",
+        "id",
+        "presence_topics",
+        "scope",
+        "send",
+        "sent",
+        "sub",
+        "user",
+    )
+
     def __init__(self, scope: Scope, send: Send) -> None:
         conf = get_settings()
         self.conf = conf
