@@ -101,3 +101,12 @@ def test_cli_quick_run_writes_json(tmp_path: Path, redis_url: str) -> None:
         "unchanged short poll",
     }
     assert data["versions"]["django"]
+
+
+def test_management_command_runs_the_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    from django.core.management import call_command
+
+    call_command("rtdelivery_bench", "--quick", "--only", "poll-cost")
+    out = capsys.readouterr().out
+    assert "| poll-cost | rtdelivery | get |" in out
+    assert "versions: python" in out
