@@ -6,19 +6,24 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+SCENARIOS = ["burst", "steady", "idle", "transports", "workers", "poll-cost"]
+
 
 class Command(BaseCommand):
-    help = (
-        "Benchmark rtdelivery against naive Channels and the raw floor (see docs/performance.md)."
-    )
+    help = "Benchmark rtdelivery against naive Channels and the raw floor (docs/performance.md)."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument(
-            "bench_args", nargs="*", help="arguments for python -m rtdelivery.bench"
-        )
+        parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+        parser.add_argument("--only", action="append", choices=SCENARIOS, help="repeatable")
+        parser.add_argument("--json", help="write the results as JSON to this file")
 
-    def handle(self, *args: Any, bench_args: list[str], **options: Any) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         from rtdelivery.bench.runner import main
 
-        if main(bench_args) != 0:
+        argv = ["--quick"] if options["quick"] else []
+        for scenario in options["only"] or []:
+            argv += ["--only", scenario]
+        if options["json"]:
+            argv += ["--json", options["json"]]
+        if main(argv) != 0:
             raise CommandError("Some benchmark cases failed; see the table.")
