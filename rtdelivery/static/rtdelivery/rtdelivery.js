@@ -418,10 +418,19 @@
         if (this.etag) headers["If-None-Match"] = this.etag;
         var response = await this.fetch(this.url("poll", topics, cursor), { headers: headers });
         if (this.stopped) return;
-        if (response.status === 304) continue;
+        if (response.status === 304) {
+          client.stats.emptyResponses += 1;
+          continue;
+        }
         if (!response.ok) throw await httpError(response);
         this.etag = response.headers.get("ETag");
-        cursor = this.apply(await response.json(), topics).cursor;
+        var text = await response.text();
+        var answer = JSON.parse(text);
+        client.stats.bytesReceived += text.length;
+        if (Array.isArray(answer.events) && answer.events.length === 0) {
+          client.stats.emptyResponses += 1;
+        }
+        cursor = this.apply(answer, topics).cursor;
       }
     }
 

@@ -117,6 +117,10 @@
     document.querySelectorAll(".switch button").forEach((b) => {
       b.setAttribute("aria-pressed", String(b.dataset.transport === transport));
     });
+    // The address first: Demo.createClient() honours a `?transport=` pinned there.
+    const url = new URL(location.href);
+    url.searchParams.set("transport", transport);
+    history.replaceState(null, "", url);
     client = Demo.createClient({ transports: [transport] });
     const s = client.stats || { requests: 0, emptyResponses: 0, bytesReceived: 0 };
     rows[transport] = {
@@ -126,9 +130,6 @@
     document.body.dataset.transport = transport;
     client.subscribe("dashboard.sensors", onEvent);
     client.subscribe("dashboard.stats", onEvent);
-    const url = new URL(location.href);
-    url.searchParams.set("transport", transport);
-    history.replaceState(null, "", url);
   }
 
   document.querySelectorAll(".switch button").forEach((b) =>
