@@ -63,6 +63,11 @@
       if (!change || change.topic === topic) refreshPresence(client);
     });
     client.on("open", () => refreshPresence(client));
+    // Presence counts streaming connections (WebSocket, SSE); on the polling transports no
+    // join/leave notices arrive, so look again now and then.
+    setInterval(() => {
+      if (client.transport === "poll" || client.transport === "longpoll") refreshPresence(client);
+    }, 10000);
     document.getElementById("send").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const input = document.getElementById("text");

@@ -69,4 +69,10 @@
   }
 
   window.Demo = { createClient, csrfToken, toast, history, transports };
+
+  // Pages without a script of their own (index, room list) still get announcements and
+  // notifications; page scripts create their client synchronously before this runs.
+  document.addEventListener("DOMContentLoaded", () => {
+    if (!window.demoClient) createClient();
+  });
 })();
