@@ -14,6 +14,7 @@ from django.db.models.signals import post_save
 
 from demo_site.demo import signals
 from demo_site.demo.models import FeedItem
+from rtdelivery.conf import get_settings
 
 HEADLINES = [
     "Deploy finished",
@@ -28,6 +29,13 @@ HEADLINES = [
 def _in_memory_layer() -> bool:
     backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
     return backend.endswith("InMemoryChannelLayer")
+
+
+def _token() -> str:
+    tokens = get_settings().publish_tokens
+    if not tokens:
+        raise CommandError("Publishing through the server needs RTDELIVERY['PUBLISH_TOKENS'].")
+    return tokens[0]
 
 
 class Command(BaseCommand):
@@ -48,15 +56,25 @@ class Command(BaseCommand):
         if not 0 <= interval <= 60:
             raise CommandError(f"Expected --interval from 0 to 60 seconds, got {interval}.")
         via_http = _in_memory_layer()
-        if via_http:
-            # Another process's in-memory layer is out of reach: go through the server.
-            post_save.disconnect(signals.feed_item_saved, sender=FeedItem)
-            self.stdout.write(f"In-memory layer: publishing through {server}/rt/publish")
+        if not via_http:
+            self._create(count, interval, None)
+            return
+        # Another process's in-memory layer is out of reach: go through the server.
+        self.stdout.write(f"In-memory layer: publishing through {server}/rt/publish")
+        post_save.disconnect(sender=FeedItem, dispatch_uid="demo.feed_item_saved")
+        try:
+            self._create(count, interval, server)
+        finally:
+            post_save.connect(
+                signals.feed_item_saved, sender=FeedItem, dispatch_uid="demo.feed_item_saved"
+            )
+
+    def _create(self, count: int, interval: float, server: str | None) -> None:
         for n in range(count):
             item = FeedItem.objects.create(
                 title=random.choice(HEADLINES), body=f"Simulated item {n + 1} of {count}."
             )
-            if via_http:
+            if server is not None:
                 self._post(server, item)
             self.stdout.write(f"feed item {item.pk}: {item.title}")
             if n + 1 < count:
@@ -71,7 +89,7 @@ class Command(BaseCommand):
             data=body,
             headers={
                 "Content-Type": "application/json",
-                "Authorization": f"Bearer {settings.DEMO_PUBLISH_TOKEN}",
+                "Authorization": f"Bearer {_token()}",
             },
             method="POST",
         )
