@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint format bench clean distclean
+.PHONY: help venv chromium demo test lint format bench clean distclean
 
 help:
 	@echo "make demo       run the demo site on http://127.0.0.1:8000 (Redis if REDIS_URL is set)"
@@ -28,7 +28,18 @@ demo: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/daphne -b 127.0.0.1 -p 8000 demo_site.asgi:application
 
-test: venv
+# The browser tests drive Debian's chromium (Playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing chromium for the browser tests"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else \
+			echo "The browser tests need chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2; \
+			exit 1; \
+		fi; }
+
+test: venv chromium
 	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered
 	bash scripts/with-redis.sh $(BIN)/python manage.py test tests --settings=tests.settings
 
