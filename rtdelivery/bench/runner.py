@@ -582,9 +582,20 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these scenarios (repeatable)",
     )
     parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "daphne"],
+        default="uvicorn",
+        help="server for rtdelivery (the baselines always run as documented)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     cases = scenarios(args.quick, set(args.only) if args.only else None)
+    for case in cases:
+        if case.target == "rtdelivery":
+            case.server = args.server
+            if args.server == "daphne":
+                case.workers = 1  # one Daphne process per port; scale with more processes
     results = run_all(cases)
     print(markdown(results))
     print()
