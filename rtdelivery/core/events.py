@@ -8,6 +8,7 @@ from typing import Any
 
 from .cursors import Position, event_id
 from .errors import EventTooLarge, InvalidEvent
+from .sse import format_event
 
 MAX_TYPE_LENGTH = 64
 RESERVED_TYPE_PREFIX = "rt."
@@ -57,7 +58,20 @@ def encode_data(data: Any, max_bytes: int) -> str:
 class Event:
     """One event of a topic. ``raw`` is its JSON wire form, built once and shared."""
 
-    __slots__ = ("_raw", "_ws", "data_json", "epoch", "id", "seq", "time", "topic", "type")
+    __slots__ = (
+        "_raw",
+        "_sse",
+        "_sse_tail",
+        "_ws",
+        "data_json",
+        "epoch",
+        "id",
+        "position",
+        "seq",
+        "time",
+        "topic",
+        "type",
+    )
 
     def __init__(
         self,
@@ -81,10 +95,10 @@ class Event:
         self.id = id if id is not None else event_id(topic, epoch, seq, key)
         self._raw = raw
         self._ws: str | None = None
-
-    @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.seq)
+        self._sse: str | None = None
+        self._sse_tail: str | None = None
+        #: Where this event is in its topic; built once, shared by every subscriber.
+        self.position = Position(epoch, seq)
 
     @property
     def data(self) -> Any:
@@ -107,6 +121,21 @@ class Event:
         if self._ws is None:
             self._ws = '{"op":"event",' + self.raw[1:]
         return self._ws
+
+    @property
+    def sse_frame(self) -> str:
+        """The SSE message for a one-topic stream (its ``id:`` is the event's own id),
+        built once per process for all subscribers."""
+        if self._sse is None:
+            self._sse = format_event(self.raw, event=self.type, id=self.id)
+        return self._sse
+
+    @property
+    def sse_tail(self) -> str:
+        """``event:`` and ``data:`` lines, for streams that put their own ``id:`` first."""
+        if self._sse_tail is None:
+            self._sse_tail = format_event(self.raw, event=self.type)
+        return self._sse_tail
 
     def as_dict(self) -> dict[str, Any]:
         return {

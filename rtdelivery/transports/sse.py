@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from collections.abc import Callable
 
 from .. import metrics
@@ -35,13 +36,20 @@ HEADERS = [
 ]
 
 
+HEARTBEAT = Notice("heartbeat")
+
+
 class _Stream:
     """Formats items into SSE frames, tracking the stream's cursor."""
 
-    def __init__(self, positions: dict[str, Position], key: bytes) -> None:
+    __slots__ = ("idle", "key", "positions", "single", "sub")
+
+    def __init__(self, positions: dict[str, Position], key: bytes, sub: Subscriber) -> None:
         self.positions = positions
         self.key = key
         self.single = len(positions) == 1
+        self.sub = sub
+        self.idle = 0  # heartbeat ticks since the stream last wrote
 
     def cursor(self) -> str:
         return Cursor(self.positions).encode(self.key)
@@ -49,20 +57,71 @@ class _Stream:
     def frame(self, item: Event | Reset | Notice) -> str:
         if isinstance(item, Event):
             self.positions[item.topic] = item.position
-            # One topic: the event's own id is the stream cursor (built once per process).
-            event_id = item.id if self.single else self.cursor()
-            return framing.format_event(item.raw, event=item.type, id=event_id)
+            if self.single:
+                # One topic: the event's own id is the stream cursor, and the whole frame
+                # is built once per process for every stream.
+                return item.sse_frame
+            # The cursor is base64url: no line break can get into the id line.
+            return "id: " + self.cursor() + "\n" + item.sse_tail
         if isinstance(item, Reset):
             self.positions[item.topic] = item.position
             data = json.dumps({"topic": item.topic, "cursor": self.cursor()})
             return framing.format_event(data, event="rt.reset", id=self.cursor())
         if item.kind == "presence":
             return framing.format_event(json.dumps(item.data), event="rt.presence")
+        if item.kind == "heartbeat":
+            return _HEARTBEAT_FRAME
         return ""
 
     def close_frame(self, reason: str) -> str:
         data = json.dumps({"reason": reason, "cursor": self.cursor()})
         return framing.format_event(data, event="rt.close")
+
+
+_HEARTBEAT_FRAME = framing.format_comment("hb")
+
+
+class _Heartbeats:
+    """One task per event loop keeps idle streams alive, instead of a timer armed on
+    every wait of every stream: every SSE_HEARTBEAT/2 seconds it counts a tick on each
+    stream, and a stream silent for two ticks gets a heartbeat comment queued."""
+
+    def __init__(self) -> None:
+        self.streams: set[_Stream] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, stream: _Stream) -> None:
+        self.streams.add(stream)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    def discard(self, stream: _Stream) -> None:
+        self.streams.discard(stream)
+        if not self.streams and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self) -> None:
+        while self.streams:
+            await asyncio.sleep(get_settings().sse_heartbeat / 2)
+            for stream in self.streams:
+                stream.idle += 1
+                if stream.idle >= 2:
+                    stream.idle = 0
+                    stream.sub.push_notice(HEARTBEAT)
+
+
+_heartbeats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Heartbeats] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _heartbeats_for_loop() -> _Heartbeats:
+    loop = asyncio.get_running_loop()
+    beats = _heartbeats.get(loop)
+    if beats is None:
+        beats = _heartbeats[loop] = _Heartbeats()
+    return beats
 
 
 async def handle(request: Request, send: Send) -> None:
@@ -100,7 +159,7 @@ async def handle(request: Request, send: Send) -> None:
                 if conf.topic_options(topic).presence:
                     await get_presence().join(topic, conn_id, await request.user())
                     present.append(topic)
-            stream = _Stream(positions, conf.cursor_key)
+            stream = _Stream(positions, conf.cursor_key, sub)
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             opening = json.dumps({"cursor": stream.cursor(), "recovered": not lost, "lost": lost})
             await _write(
@@ -108,7 +167,12 @@ async def handle(request: Request, send: Send) -> None:
                 framing.format_retry(conf.sse_retry)
                 + framing.format_event(opening, event="rt.open", id=stream.cursor()),
             )
-            await _pump(sub, stream, send, lambda: gone, conf.sse_heartbeat)
+            beats = _heartbeats_for_loop()
+            beats.add(stream)
+            try:
+                await _pump(sub, stream, send, lambda: gone)
+            finally:
+                beats.discard(stream)
         finally:
             disconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,20 +192,11 @@ async def _pump(
     stream: _Stream,
     send: Send,
     gone: Callable[[], bool],
-    heartbeat: float,
 ) -> None:
-    """Write queued items as they come, a heartbeat comment after ``heartbeat`` idle seconds.
-
-    No task per wait: ``asyncio.timeout`` around the inbox is all an idle stream costs.
-    """
-    heartbeat_frame = framing.format_comment("hb")
+    """Write queued items as they come (heartbeats arrive as queued notices too)."""
     while True:
         try:
-            async with asyncio.timeout(heartbeat):
-                items = await sub.get()
-        except TimeoutError:
-            await _write(send, heartbeat_frame)
-            continue
+            items = await sub.get()
         except SlowConsumer:
             metrics.incr("slow_disconnects.sse")
             await _write(send, stream.close_frame("too_slow"), more=False)
@@ -152,7 +207,8 @@ async def _pump(
             return
         if gone():
             return
-        text = "".join(stream.frame(item) for item in items)
+        stream.idle = 0
+        text = "".join([stream.frame(item) for item in items])
         if text:
             await _write(send, text)
             metrics.counters["events_delivered.sse"] += len(items)
