@@ -198,12 +198,24 @@ class Hub:
                 if self._topics.get(topic) is state:
                     del self._topics[topic]
             raise
-        async with self._deliver_lock:
-            state.position = head.position
-            state.joined = True
-            pending, state.pending = state.pending, []
-            for message in pending:
-                await self._handle(message)
+        try:
+            async with self._deliver_lock:
+                state.position = head.position
+                state.joined = True
+                pending, state.pending = state.pending, []
+                for message in pending:
+                    await self._handle(message)
+        except BaseException:
+            # A gap fill failed (history unreachable): leave, as if the join had failed,
+            # rather than keep a membership nobody will ever use.
+            state.removed = True
+            try:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group_name(topic), self.channel)
+            finally:
+                if self._topics.get(topic) is state:
+                    del self._topics[topic]
+            raise
 
     async def unsubscribe(self, sub: Subscriber, topic: str) -> None:
         sub.forget(topic)
@@ -369,7 +381,11 @@ class Hub:
             await asyncio.sleep(interval)
             assert self.channel is not None
             for topic, state in list(self._topics.items()):
-                if state.joined and not state.removed:
+                # Under the topic's lock: a refresh must not land after a last
+                # unsubscribe's group_discard and keep us in the group for a day.
+                async with state.lock:
+                    if not state.joined or state.removed:
+                        continue
                     try:
                         await self.layer.group_add(group_name(topic), self.channel)
                     except asyncio.CancelledError:

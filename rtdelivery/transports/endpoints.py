@@ -114,7 +114,7 @@ async def publish(request: Request, send: Send) -> None:
         )
     try:
         payload = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"Expected a JSON body: {exc}.", code="invalid_json") from exc
     if not isinstance(payload, dict):
         raise BadRequest(

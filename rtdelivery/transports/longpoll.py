@@ -70,12 +70,19 @@ async def handle(request: Request, send: Send) -> None:
                     positions[topic] = subscription.position
                     if not subscription.recovered:
                         lost.append(topic)
-            if not lost:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            # Held until an event (or a lost topic) or the deadline: notices such as
+            # presence changes wake the inbox but don't end the hold.
+            while not lost and not events:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
                 getter = asyncio.ensure_future(sub.get())
                 try:
                     done, _ = await asyncio.wait(
                         {getter, disconnect},
-                        timeout=timeout,
+                        timeout=remaining,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 except BaseException:  # cancelled: don't leave the getter behind
@@ -84,14 +91,14 @@ async def handle(request: Request, send: Send) -> None:
                 if disconnect in done:
                     getter.cancel()
                     return
-                if getter in done:
-                    try:
-                        items = getter.result()
-                    except (SlowConsumer, SubscriberClosed):
-                        items = []
-                    _collect(items, events, positions, lost, conf.poll_limit)
-                else:
+                if getter not in done:
                     getter.cancel()
+                    break
+                try:
+                    items = getter.result()
+                except (SlowConsumer, SubscriberClosed):
+                    break
+                _collect(items, events, positions, lost, conf.poll_limit)
         finally:
             disconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):

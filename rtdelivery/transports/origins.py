@@ -23,8 +23,12 @@ def origin_allowed(origin: str | None) -> bool:
         return True
     if not origin:
         return False
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(origin.strip())
+        hostname = parts.hostname
+    except ValueError:  # e.g. "http://[::1" (unbalanced brackets)
+        return False
+    if parts.scheme not in ("http", "https") or not hostname:
         return False
     if allowed is not None:
         normalized = f"{parts.scheme}://{parts.netloc}".lower()
@@ -32,4 +36,6 @@ def origin_allowed(origin: str | None) -> bool:
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
         hosts = [".localhost", "127.0.0.1", "[::1]"]
-    return validate_host(parts.hostname, hosts)
+    # urlsplit drops an IPv6 literal's brackets; ALLOWED_HOSTS writes them ("[::1]").
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return validate_host(host, hosts)

@@ -157,8 +157,8 @@ async def handle(request: Request, send: Send) -> None:
                     if not subscription.recovered:
                         lost.append(topic)
                 if conf.topic_options(topic).presence:
+                    present.append(topic)  # first: a join failing half-way is still left
                     await get_presence().join(topic, conn_id, await request.user())
-                    present.append(topic)
             stream = _Stream(positions, conf.cursor_key, sub)
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             opening = json.dumps({"cursor": stream.cursor(), "recovered": not lost, "lost": lost})
@@ -211,4 +211,4 @@ async def _pump(
         text = "".join([stream.frame(item) for item in items])
         if text:
             await _write(send, text)
-            metrics.counters["events_delivered.sse"] += len(items)
+            metrics.counters["events_delivered.sse"] += sum(isinstance(i, Event) for i in items)

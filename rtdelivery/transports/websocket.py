@@ -112,7 +112,7 @@ class Connection:
             raise _Close(CLOSE_POLICY, "too many frames")
         try:
             frame = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.sub.push_notice(_error("invalid_json", "Expected a JSON object frame."))
             return
         if not isinstance(frame, dict):
@@ -168,13 +168,21 @@ class Connection:
                 payload["ref"] = ref
             return _frame(payload)
 
-        subscription = await self.hub.subscribe(self.sub, topic, since, announce=announce)
+        if since is not None:
+            # Covered by a too_slow cursor even if the inbox overflows during the replay.
+            self.sent[topic] = since
+        try:
+            subscription = await self.hub.subscribe(self.sub, topic, since, announce=announce)
+        except BaseException:
+            self.sent.pop(topic, None)
+            raise
         self.sent[topic] = since if since and subscription.recovered else subscription.position
         if self.conf.topic_options(topic).presence:
             from ..presence import get_presence
 
-            await get_presence().join(topic, self.id, self.user)
+            # Recorded first: a join that fails half-way is still left on close.
             self.presence_topics.add(topic)
+            await get_presence().join(topic, self.id, self.user)
 
     async def op_unsubscribe(self, frame: dict[str, Any], ref: Any) -> None:
         topic = validate_topic(frame.get("topic"))
@@ -278,7 +286,7 @@ class Connection:
                             ),
                         }
                     )
-            metrics.counters["events_delivered.ws"] += len(items)
+            metrics.counters["events_delivered.ws"] += sum(isinstance(i, Event) for i in items)
 
     async def run_writer(self) -> None:
         """Run :meth:`writer`; when it ends the connection, close the socket. The server

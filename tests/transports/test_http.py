@@ -248,6 +248,24 @@ async def test_longpoll_answers_when_an_event_is_published(conf: Any, applicatio
     await wait_until(lambda: hub.local_subscribers("t.a") == 0, what="released")
 
 
+async def test_longpoll_is_not_ended_by_a_presence_notice(conf: Any, application: Any) -> None:
+    # Presence changes are notices, not events: a held long poll keeps waiting.
+    from rtdelivery.subscriber import Notice
+
+    held = asyncio.ensure_future(get(application, "longpoll", {"topic": "t.a", "timeout": 30}))
+    hub = get_hub()
+    await wait_until(lambda: hub.local_subscribers("t.a") == 1, what="long poll subscribed")
+    state = hub._topics["t.a"]
+    for sub in state.subs:
+        sub.push_notice(Notice("presence", data={"topic": "t.a", "action": "join"}))
+    await asyncio.sleep(0)  # let the held request see the notice
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    await apublish("t.a", {"n": 1})
+    body = (await asyncio.wait_for(held, WAIT)).json()
+    assert datas(body["events"]) == [1]
+
+
 async def test_longpoll_without_cursor_waits_for_the_next_event(
     conf: Any, application: Any
 ) -> None:

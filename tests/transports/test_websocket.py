@@ -329,7 +329,16 @@ async def test_too_many_topics_closes_1008(conf: Any, application: Any) -> None:
 
 @pytest.mark.parametrize(
     "origin",
-    [None, "http://evil.example", "null", "ftp://testserver", "testserver", "http://", ""],
+    [
+        None,
+        "http://evil.example",
+        "null",
+        "ftp://testserver",
+        "testserver",
+        "http://",
+        "",
+        "http://[::1",  # unbalanced brackets: refused, not a crash
+    ],
 )
 async def test_bad_origin_refused(conf: Any, application: Any, origin: str | None) -> None:
     headers = [(b"host", b"testserver")]
@@ -434,3 +443,22 @@ async def test_failing_policy_hook(conf: Any, application: Any) -> None:
     await comm.send_json_to({"op": "subscribe", "topic": "broken.a"})
     assert await ws_closed_with(comm) == 1011
     assert get_hub().local_subscribers("broken.a") == 0
+
+
+def test_ipv6_origin_matches_allowed_hosts_with_brackets(settings: Any) -> None:
+    from rtdelivery.transports.origins import origin_allowed
+
+    settings.ALLOWED_HOSTS = ["[::1]"]
+    assert origin_allowed("http://[::1]:8000")
+    assert not origin_allowed("http://[::2]:8000")
+
+
+async def test_deeply_nested_frame_gets_an_error_frame(conf: Any, application: Any) -> None:
+    comm = await ws_connect(application)
+    await comm.send_to(text_data="[" * 50_000)
+    frame = json.loads(await comm.receive_from(WAIT))
+    assert frame["op"] == "error"
+    assert frame["code"] == "invalid_json"
+    await comm.send_to(text_data=json.dumps({"op": "ping"}))
+    assert json.loads(await comm.receive_from(WAIT))["op"] == "pong"  # still usable
+    await ws_close(comm)
