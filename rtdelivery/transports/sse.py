@@ -25,7 +25,7 @@ from ..presence import connection_id, get_presence
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
 from .http import Request, Send
-from .longpoll import wait_disconnect
+from .longpoll import subscribe_topic, wait_disconnect
 from .poll import authorize_all
 
 HEADERS = [
@@ -148,14 +148,7 @@ async def handle(request: Request, send: Send) -> None:
         present: list[str] = []  # presence topics joined (left when the stream ends)
         try:
             for topic in topics:
-                since = cursor.get(topic)
-                subscription = await hub.subscribe(sub, topic, since)
-                if since is not None and subscription.recovered:
-                    positions[topic] = since
-                else:
-                    positions[topic] = subscription.position
-                    if not subscription.recovered:
-                        lost.append(topic)
+                await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)
                 if conf.topic_options(topic).presence:
                     present.append(topic)  # first: a join failing half-way is still left
                     await get_presence().join(topic, conn_id, await request.user())
