@@ -11,8 +11,6 @@ import weakref
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from .conf import get_settings
 
@@ -29,9 +27,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 5,
     "socket_timeout": 10,
     "health_check_interval": 30,
-    # No automatic retries: an append whose reply was lost would be retried and stored
-    # twice under two seqs. A failed command raises HistoryUnavailable instead.
-    "retry_on_timeout": False,
+    # Retries are safe: appends carry a publish id and are idempotent (history/redis.py).
+    "retry_on_timeout": True,
     # A bounded, *blocking* pool: past max_connections concurrent commands wait (up to
     # `timeout` seconds) for a free connection, where redis-py's default pool raises
     # "Too many connections" at 100 and the request would fail with 503.
@@ -51,7 +48,7 @@ def get_redis() -> aioredis.Redis:
                 "RTDELIVERY['REDIS_URL'] is required for the Redis history backend "
                 "(e.g. 'redis://127.0.0.1:6379/0'), got None."
             )
-        options = {"retry": Retry(NoBackoff(), 0), **DEFAULT_OPTIONS, **conf.redis_options}
+        options = {**DEFAULT_OPTIONS, **conf.redis_options}
         pool = aioredis.BlockingConnectionPool.from_url(conf.redis_url, **options)
         client = aioredis.Redis.from_pool(pool)
         _clients[loop] = client

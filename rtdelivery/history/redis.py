@@ -11,6 +11,7 @@ history was lost (flushed, restarted empty, expired): a new epoch is drawn.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time as _time
 from collections.abc import Iterable
 from typing import Any
@@ -53,7 +54,15 @@ _APPEND = (
     _PRELUDE
     + """
 local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
+-- Idempotent: a retried append (its reply was lost) finds its own publish id and
+-- answers the seq it already got instead of storing the event twice.
+local done = redis.call('GET', KEYS[3])
+if done then
+  local e, s = string.match(done, '^(%d+):(%d+)$')
+  if e == epoch then return {epoch, tonumber(s)} end
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('SET', KEYS[3], epoch .. ':' .. seq, 'EX', 300)
 local size = tonumber(ARGV[3])
 if size > 0 then
   redis.call('RPUSH', KEYS[2], seq .. '|' .. ARGV[2])
@@ -124,7 +133,7 @@ class RedisHistory(History):
         base = f"{self.prefix}{{{topic}}}"
         return base + ":m", base + ":l"
 
-    async def _eval(self, script: str, keys: tuple[str, str], *args: Any) -> list[Any]:
+    async def _eval(self, script: str, keys: tuple[str, ...], *args: Any) -> list[Any]:
         client = get_redis()
         sha = _SHAS[script]
         try:
@@ -138,9 +147,12 @@ class RedisHistory(History):
 
     async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
         options = self.conf.topic_options(topic)
+        # A publish id per append makes the script idempotent, so the client may retry it
+        # after a connection error without storing the event twice.
+        publish_id = secrets.token_hex(8)
         epoch_s, seq = await self._eval(
             _APPEND,
-            self.keys(topic),
+            (*self.keys(topic), f"{self.prefix}{{{topic}}}:p:{publish_id}"),
             new_epoch(),
             f"{time}|{type}|{data_json}",
             options.history_size,

@@ -196,12 +196,35 @@ async def test_key_layout_and_ttls(
     meta, log = f"{key_prefix}{{{TOPIC}}}:m", f"{key_prefix}{{{TOPIC}}}:l"
     assert history.keys(TOPIC) == (meta, log)
     with sync_redis(redis_url) as client:
-        assert set(client.scan_iter(match=key_prefix + "*")) == {meta.encode(), log.encode()}
+        keys = set(client.scan_iter(match=key_prefix + "*"))
+        # meta, log, and the append's short-lived publish-id key (idempotent retries)
+        marks = {k for k in keys if k.startswith(f"{key_prefix}{{{TOPIC}}}:p:".encode())}
+        assert keys - marks == {meta.encode(), log.encode()}
+        assert len(marks) == 1
+        (mark,) = marks
+        assert client.get(mark) == f"{event.epoch}:1".encode()
+        assert 300 - WAIT <= client.ttl(mark) <= 300
+        assert key_slot(mark) == key_slot(meta.encode())
         assert client.hgetall(meta) == {b"epoch": str(event.epoch).encode(), b"seq": b"1"}
         assert client.lrange(log, 0, -1) == [f'1|{at}|message|{{"a":"b|c"}}'.encode()]
         assert 3600 - WAIT <= client.ttl(meta) <= 3600  # the idle TTL (> max age)
         assert 660 - WAIT <= client.ttl(log) <= 660  # max age + 60 s
     assert key_slot(meta.encode()) == key_slot(log.encode())  # one hash tag: one slot
+
+
+async def test_a_retried_append_is_stored_once(redis_settings: dict[str, Any]) -> None:
+    # Replays the same EVALSHA twice, as redis-py's retry does when a reply was lost.
+    from rtdelivery.history import redis as redis_module
+
+    history = redis_history()
+    first = await history.append(TOPIC, "message", "1", now_ms())
+    keys = (*history.keys(TOPIC), f"{history.prefix}{{{TOPIC}}}:p:fixed-id")
+    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660)
+    a = await history._eval(redis_module._APPEND, keys, *args)
+    b = await history._eval(redis_module._APPEND, keys, *args)
+    assert int(a[1]) == int(b[1]) == first.seq + 1
+    result = await history.read(TOPIC, Position(first.epoch, 0))
+    assert seqs(result) == [1, 2]
 
 
 async def test_another_instance_shares_the_log(redis_settings: dict[str, Any]) -> None:
@@ -301,6 +324,8 @@ ONE_KEY_COMMANDS = {
     "LPOP",
     "LRANGE",
     "LLEN",
+    "GET",  # the append's publish-id mark (idempotent retries)
+    "SET",
 }
 FORBIDDEN_COMMANDS = {"KEYS", "SCAN", "FLUSHDB", "FLUSHALL", "RANDOMKEY"}
 
@@ -361,7 +386,10 @@ async def test_commands_use_only_namespaced_hash_tagged_keys_and_never_scan(
         for key in keys:
             assert key.startswith(prefix + "{"), key
             topic, _, suffix = key[len(prefix) + 1 :].partition("}:")
-            assert suffix in ("m", "l"), key
+            assert suffix in ("m", "l") or suffix.startswith("p:"), key
+            if suffix.startswith("p:"):  # a publish-id mark: same tag, so same slot
+                assert key_slot(key.encode()) == key_slot(history.keys(topic)[0].encode())
+                continue
             keys_by_topic.setdefault(topic, set()).add(key)
     assert set(keys_by_topic) == {"room.a", "room.b", "room.c"}
     assert keys_by_topic["room.a"] == set(history.keys("room.a"))  # both kinds seen
