@@ -18,7 +18,7 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter
 
-from .core.errors import RTDeliveryError
+from .core.errors import InternalError, RTDeliveryError
 from .transports import endpoints, longpoll, poll, sse
 from .transports.http import (
     ClientGone,
@@ -44,11 +44,6 @@ ROUTES = {
     "presence": ("GET", endpoints.presence),
     "publish": ("POST", endpoints.publish),
 }
-
-
-class InternalError(RTDeliveryError):
-    code = "internal"
-    status = 500
 
 
 class HttpEndpoints:

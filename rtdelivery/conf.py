@@ -11,9 +11,10 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -84,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 HISTORY_BACKENDS = ("memory", "redis")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,33 @@ def _topic_options(conf: Settings, topic: str) -> TopicOptions:
     return TopicOptions(
         pattern=None, history_size=conf.history_size, history_max_age=conf.history_max_age
     )
+
+
+class PerSettings(Generic[T]):
+    """One object built from the current settings, rebuilt when they change (a new
+    ``Settings`` object): the history backend, the presence store."""
+
+    def __init__(self, build: Callable[[Settings], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._conf: Settings | None = None
+        self._value: T | None = None
+
+    def get(self) -> T:
+        conf = get_settings()
+        value = self._value
+        if self._conf is not conf or value is None:
+            with self._lock:
+                if self._conf is not conf or self._value is None:
+                    self._value = self._build(conf)
+                    self._conf = conf
+                value = self._value
+        return value
+
+    def reset(self) -> None:
+        """Forget the object; the next :meth:`get` builds a new one."""
+        with self._lock:
+            self._conf = self._value = None
 
 
 def clear_cache(**kwargs: Any) -> None:

@@ -26,13 +26,12 @@ import itertools
 import json
 import logging
 import os
-import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conf import Settings, get_settings
+from .conf import PerSettings, Settings, get_settings
 from .core.errors import RTDeliveryError
 from .core.topics import group_name
 
@@ -397,27 +396,20 @@ async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]
     )
 
 
-_lock = threading.Lock()
-_instances: dict[Settings, Presence] = {}
 _redis_instances: weakref.WeakSet[RedisPresence] = weakref.WeakSet()
+
+
+def _build(conf: Settings) -> Presence:
+    return RedisPresence(conf) if conf.history_backend == "redis" else MemoryPresence()
+
+
+_presence = PerSettings(_build)
 
 
 def get_presence() -> Presence:
     """The presence store for the configured history backend (one per settings object:
     new settings, e.g. in tests, give a new store)."""
-    conf = get_settings()
-    presence = _instances.get(conf)
-    if presence is None:
-        with _lock:
-            presence = _instances.get(conf)
-            if presence is None:
-                if conf.history_backend == "redis":
-                    presence = RedisPresence(conf)
-                else:
-                    presence = MemoryPresence()
-                _instances.clear()
-                _instances[conf] = presence
-    return presence
+    return _presence.get()
 
 
 async def aclose_presence() -> None:
@@ -429,5 +421,4 @@ async def aclose_presence() -> None:
 
 def reset_presence() -> None:
     """Forget the store instances (the in-memory one forgets who is there)."""
-    with _lock:
-        _instances.clear()
+    _presence.reset()

@@ -123,12 +123,17 @@ def close_publisher() -> None:
     _publisher.close()
 
 
-def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
+def in_event_loop() -> bool:
+    """Whether the calling thread is running an event loop (sync APIs refuse to block it)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:
+        return False
+    return True
+
+
+def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
+    if in_event_loop():
         raise RuntimeError(
             "rtdelivery.publish() was called from async code (a running event loop); "
             "use `await rtdelivery.apublish(...)` there."

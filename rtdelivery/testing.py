@@ -42,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import (
     AsyncIterator,
+    Awaitable,
     Callable,
     Coroutine,
     Iterable,
@@ -59,6 +60,7 @@ from .core.events import Event
 from .core.topics import validate_topic
 from .history import reset_history
 from .hub import Hub, Subscription, aclose_hub, get_hub
+from .publishing import in_event_loop
 from .subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "live_ws_client",
     "reset",
     "subscribe",
+    "wait_until",
     "ws_client",
 ]
 
@@ -524,11 +527,7 @@ def capture_events(
     On exit the subscription and the hub are closed, the loop is stopped and its thread
     joined. In async code use :func:`subscribe` instead.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
+    if in_event_loop():
         raise RuntimeError(
             "capture_events() is for sync code; in async code use "
             "`async with rtdelivery.testing.subscribe(...) as rec:`."
@@ -1046,3 +1045,22 @@ async def live_server(
     finally:
         server.should_exit = True
         await task
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    within: float = 10.0,
+    what: str = "",
+    interval: float = 0.01,
+) -> None:
+    """Poll ``predicate`` (sync or async) every ``interval`` seconds until it holds;
+    fail with an ``AssertionError`` naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+        await asyncio.sleep(interval)

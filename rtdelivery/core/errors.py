@@ -33,9 +33,39 @@ class InvalidEvent(RTDeliveryError):
     code = "invalid_event"
 
 
-class EventTooLarge(RTDeliveryError):
+class BadRequest(RTDeliveryError):
+    code = "bad_request"
+
+
+class TooLarge(RTDeliveryError):
+    """A request, frame or event beyond its size limit."""
+
     code = "too_large"
     status = 413
+
+
+class EventTooLarge(TooLarge):
+    """Event data beyond ``MAX_EVENT_BYTES``."""
+
+
+class NotFound(RTDeliveryError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(RTDeliveryError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class TooMany(RTDeliveryError):
+    code = "rate_limited"
+    status = 429
+
+
+class InternalError(RTDeliveryError):
+    code = "internal"
+    status = 500
 
 
 class Forbidden(RTDeliveryError):

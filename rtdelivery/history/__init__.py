@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import threading
-
-from ..conf import get_settings
+from ..conf import PerSettings, Settings
 from .base import History, ReadResult
 
 __all__ = ["History", "ReadResult", "get_history", "reset_history"]
 
-_lock = threading.Lock()
-_instances: dict[object, History] = {}
+
+def _build(conf: Settings) -> History:
+    if conf.history_backend == "redis":
+        from .redis import RedisHistory
+
+        return RedisHistory(conf)
+    from .memory import MemoryHistory
+
+    return MemoryHistory(conf)
+
+
+_history = PerSettings(_build)
 
 
 def get_history() -> History:
     """The configured history backend (one instance per settings object)."""
-    conf = get_settings()
-    history = _instances.get(conf)
-    if history is None:
-        with _lock:
-            history = _instances.get(conf)
-            if history is None:
-                if conf.history_backend == "redis":
-                    from .redis import RedisHistory
-
-                    history = RedisHistory(conf)
-                else:
-                    from .memory import MemoryHistory
-
-                    history = MemoryHistory(conf)
-                _instances.clear()
-                _instances[conf] = history
-    return history
+    return _history.get()
 
 
 def reset_history() -> None:
     """Forget the backend instance (the in-memory one loses its events)."""
-    with _lock:
-        _instances.clear()
+    _history.reset()

@@ -20,39 +20,23 @@ from django.http.cookie import parse_cookie
 
 from ..conf import get_settings
 from ..core.cursors import Cursor
-from ..core.errors import InvalidCursor, InvalidTopic, RTDeliveryError
+from ..core.errors import (
+    BadRequest,
+    InvalidCursor,
+    InvalidTopic,
+    MethodNotAllowed,
+    NotFound,
+    RTDeliveryError,
+    TooLarge,
+    TooMany,
+)
 from ..core.topics import validate_topic
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-JSON_TYPE = (b"content-type", b"application/json")
 MAX_QUERY_STRING = 16 * 1024
-
-
-class BadRequest(RTDeliveryError):
-    code = "bad_request"
-
-
-class MethodNotAllowed(RTDeliveryError):
-    code = "method_not_allowed"
-    status = 405
-
-
-class TooLarge(RTDeliveryError):
-    code = "too_large"
-    status = 413
-
-
-class TooMany(RTDeliveryError):
-    code = "rate_limited"
-    status = 429
-
-
-class NotFound(RTDeliveryError):
-    code = "not_found"
-    status = 404
 
 
 class Request:

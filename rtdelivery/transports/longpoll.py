@@ -65,8 +65,8 @@ async def handle(request: Request, send: Send) -> None:
     await authorize_all(request, topics)
     if cursor:
         # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
-        # like a poll: replaying it through the subscriber's bounded inbox would overflow
-        # (and answer nothing, forever) as soon as it exceeds QUEUE_SIZE.
+        # exactly like a poll: no group to join and no inbox to fill for a request that
+        # will not be held.
         backlog, read_positions, read_lost = await read_after(topics, cursor, conf.poll_limit)
         if backlog or read_lost:
             cursor_text = Cursor(read_positions).encode(conf.cursor_key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from rtdelivery.core.topics import group_name
 from rtdelivery.history import reset_history
 from rtdelivery.hub import aclose_hub
 from rtdelivery.subscriber import Item, Subscriber
+from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
 from tests.conftest import sync_redis
 
 #: Upper bound for any single wait in these tests (seconds); a healthy run needs far less.
@@ -94,21 +95,6 @@ def events(items: list[Item]) -> list[Event]:
 
 def seqs(items: list[Item]) -> list[int]:
     return [e.seq for e in events(items)]
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], seconds: float = WAIT, what: str = ""
-) -> None:
-    """Poll ``predicate`` (every 10 ms, for at most ``seconds``) until it holds."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.01)
 
 
 def group_members(layer_backend: str, layer: Any, topic: str, redis_url: str) -> set[str]:

@@ -480,7 +480,7 @@ async def test_channels_redis_group_expiry_sets_the_default_refresh(
 
     joined_at = score()
     assert joined_at is not None
-    await wait_until(lambda: (score() or 0) > joined_at, seconds=5, what="a refreshed score")
+    await wait_until(lambda: (score() or 0) > joined_at, within=5, what="a refreshed score")
 
 
 async def test_aclose_closes_subscribers_and_leaves_groups(

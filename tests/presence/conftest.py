@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ import rtdelivery.hub
 from rtdelivery.history import reset_history
 from rtdelivery.presence import aclose_presence, reset_presence
 from rtdelivery.subscriber import Item, Notice, Subscriber
+from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 #: Upper bound for any single wait (seconds); a healthy run needs far less.
 WAIT = 10.0
@@ -131,18 +132,3 @@ class Watcher:
                 self._buffer += await asyncio.wait_for(self.sub.get(), remaining)
             except TimeoutError:
                 pytest.fail(f"no presence notice within {within}s")
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], within: float = WAIT, what: str = ""
-) -> None:
-    """Poll ``predicate`` (every 20 ms, at most ``within`` seconds) until it holds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.02)

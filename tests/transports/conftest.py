@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +27,7 @@ import rtdelivery.asgi
 from rtdelivery.connections import aclose_redis
 from rtdelivery.history import reset_history
 from rtdelivery.hub import aclose_hub
+from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 #: Upper bound for any single wait (seconds); a healthy run needs far less.
 WAIT = 5.0
@@ -376,18 +377,3 @@ class Gate:
 
 
 # -- waiting ---------------------------------------------------------------------------
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], within: float = WAIT, what: str = ""
-) -> None:
-    """Poll ``predicate`` (every 5 ms, at most ``within`` seconds) until it holds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.005)
