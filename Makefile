@@ -5,11 +5,28 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv chromium demo test lint format bench clean distclean
+.PHONY: help venv chromium demo test test-py313 lint format bench clean distclean
+
+# RTDELIVERY_SKIP_BROWSER=1 make test: everything but tests/browser, so no Chromium is needed.
+ifeq ($(RTDELIVERY_SKIP_BROWSER),1)
+BROWSER      :=
+PYTEST_SKIP  := --ignore=tests/browser
+else
+BROWSER      := chromium
+PYTEST_SKIP  :=
+endif
+
+# The second CI leg: Python 3.13 with the newest Django that setup.cfg allows. Its venv lives
+# inside .venv, so .gitignore and distclean cover it.
+PYTHON313 ?= $(shell bash scripts/find-python.sh 3.13 2>/dev/null)
+VENV313   := $(VENV)/py313
 
 help:
 	@echo "make demo       run the demo site on http://127.0.0.1:8000 (Redis if REDIS_URL is set)"
-	@echo "make test       run the test suite (uses REDIS_URL or starts a private redis-server)"
+	@echo "make test       run the test suite (uses REDIS_URL or starts a private redis-server);"
+	@echo "                installs Debian's chromium with apt-get if it is missing, for the browser"
+	@echo "                tests: RTDELIVERY_SKIP_BROWSER=1 make test skips those tests instead"
+	@echo "make test-py313 the suite without the browser tests on Python 3.13 and the newest Django"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make format     ruff format and ruff check --fix"
 	@echo "make bench      benchmark against naive Channels and the raw floor (docs/performance.md)"
@@ -28,23 +45,38 @@ demo: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/daphne -b 127.0.0.1 -p 8000 demo_site.asgi:application
 
-# The browser tests drive Debian's chromium (Playwright cannot download browsers here).
+# The browser tests drive Debian's chromium (Playwright cannot download browsers here), or the
+# browser $$CHROMIUM names. Say so before installing anything, and how to do without.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@[ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+		echo "make test: the browser tests (tests/browser) need Chromium, which is not installed."; \
+		echo "make test: to run the tests without them instead: RTDELIVERY_SKIP_BROWSER=1 make test"; \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "Installing chromium for the browser tests"; \
+			echo "make test: installing Debian's chromium now: apt-get update && apt-get install -y chromium"; \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 		else \
-			echo "The browser tests need chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2; \
+			echo "make test: install it (sudo apt-get install chromium) or set CHROMIUM=/path/to/chrome" >&2; \
 			exit 1; \
 		fi; }
 
-test: venv chromium
-	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+test: venv $(BROWSER)
+	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_SKIP)
 	bash scripts/with-redis.sh $(BIN)/python manage.py test tests --settings=tests.settings
 
+$(VENV313)/.stamp: requirements.txt setup.cfg pyproject.toml
+	@[ -n "$(PYTHON313)" ] || bash scripts/find-python.sh 3.13
+	@test -x $(VENV313)/bin/python || $(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -r requirements.txt -e .
+	@touch $@
+
+# requirements.txt's markers pick the newest Django of setup.cfg's range on 3.12+; fail if not.
+test-py313: $(VENV313)/.stamp
+	$(VENV313)/bin/python scripts/check-newest-django.py
+	bash scripts/with-redis.sh $(VENV313)/bin/pytest --ignore=tests/browser -p no:cacheprovider
+
 bench: venv
-	bash scripts/with-redis.sh $(BIN)/python -m rtdelivery.bench --json bench-results.json
+	bash scripts/with-redis.sh $(BIN)/python -m bench --json bench-results.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -6,14 +6,16 @@ Timings are never asserted (they are the benchmark's output, not its correctness
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rtdelivery.bench.runner import Case, markdown, ratios, run_case
+from bench.runner import Case, _server_cmd, markdown, ratios, run_case
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -80,7 +82,7 @@ def test_cli_quick_run_writes_json(tmp_path: Path, redis_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "rtdelivery.bench",
+            "bench",
             "--quick",
             "--only",
             "poll-cost",
@@ -103,10 +105,56 @@ def test_cli_quick_run_writes_json(tmp_path: Path, redis_url: str) -> None:
     assert data["versions"]["django"]
 
 
-def test_management_command_runs_the_bench(capsys: pytest.CaptureFixture[str]) -> None:
-    from django.core.management import call_command
+def test_floor_server_uses_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The floor subscribes where the publisher publishes: REDIS_URL, not a fixed default.
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6399/3")
+    cmd = _server_cmd(Case("smoke", "floor", "sse", clients=1, events=1), 8000)
+    assert cmd[cmd.index("--redis") + 1] == "redis://127.0.0.1:6399/3"
 
-    call_command("rtdelivery_bench", "--quick", "--only", "poll-cost")
-    out = capsys.readouterr().out
-    assert "| poll-cost | rtdelivery | get |" in out
-    assert "versions: python" in out
+
+def test_the_bench_is_not_a_management_command() -> None:
+    # `manage.py help` of a project using rtdelivery lists no benchmark command.
+    from django.core.management import get_commands
+
+    assert not [name for name in get_commands() if "bench" in name]
+
+
+def test_the_bench_is_not_in_the_wheel(tmp_path: Path) -> None:
+    # Built from a copy, so the build leaves nothing in the working tree.
+    src = tmp_path / "src"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1],
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv*",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            "test-artifacts",
+            ".*_cache",
+        ),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "--wheel-dir",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("rtdelivery-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        tops = {name.split("/")[0] for name in zf.namelist()}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"rtdelivery"}

@@ -27,6 +27,8 @@ from typing import Any
 from . import procstat
 
 PY = sys.executable
+#: The repository root: the subprocesses import ``bench`` from here whatever their cwd.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -85,9 +87,10 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 def _env(prefix: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "rtdelivery.bench.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     env["RTD_BENCH_PREFIX"] = prefix
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -95,7 +98,8 @@ def _env(prefix: str) -> dict[str, str]:
 def _server_cmd(case: Case, port: int) -> list[str]:
     if case.target == "floor":
         kind = "sse" if case.transport == "sse" else "ws"
-        return [PY, "-m", "rtdelivery.bench.floor", "--kind", kind, "--port", str(port)]
+        redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        return [PY, "-m", "bench.floor", "--kind", kind, "--port", str(port), "--redis", redis_url]
     if case.server == "daphne" or case.target == "naive":
         return [
             PY,
@@ -107,13 +111,13 @@ def _server_cmd(case: Case, port: int) -> list[str]:
             str(port),
             "-v",
             "0",
-            "rtdelivery.bench.asgi:application",
+            "bench.asgi:application",
         ]
     cmd = [
         PY,
         "-m",
         "uvicorn",
-        "rtdelivery.bench.asgi:application",
+        "bench.asgi:application",
         "--host",
         "127.0.0.1",
         "--port",
@@ -180,7 +184,7 @@ def _loadgen_cmd(case: Case, port: int, clients: int, extra: list[str]) -> list[
     cmd = [
         PY,
         "-m",
-        "rtdelivery.bench.loadgen",
+        "bench.loadgen",
         "--target",
         case.target,
         "--transport",
@@ -252,7 +256,7 @@ def run_case(case: Case) -> dict[str, Any]:
                 [
                     PY,
                     "-m",
-                    "rtdelivery.bench.publisher",
+                    "bench.publisher",
                     "--target",
                     case.target,
                     "--count",
@@ -573,7 +577,7 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtdelivery.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument(
         "--only",

@@ -17,7 +17,7 @@ from typing import Any
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     pad = "x" * args.pad
     if args.target == "rtdelivery":
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtdelivery.bench.settings")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
         import django
 
         django.setup()
@@ -27,7 +27,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await apublish(args.topic, data, type="bench")
 
     elif args.target == "naive":
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtdelivery.bench.settings")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
         import django
 
         django.setup()

@@ -1,6 +1,6 @@
 """Load generator: many asyncio clients of one transport, in one process.
 
-    python -m rtdelivery.bench.loadgen --target rtdelivery --transport ws \
+    python -m bench.loadgen --target rtdelivery --transport ws \
         --url http://127.0.0.1:8001 --topic bench --clients 500 --expect 200 --timeout 60
 
 Prints ``READY`` once every client is subscribed, then one JSON line with the results

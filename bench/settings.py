@@ -18,10 +18,10 @@ INSTALLED_APPS = [
     "rtdelivery",
 ]
 MIDDLEWARE: list[str] = []
-ROOT_URLCONF = "rtdelivery.bench.urls"
+ROOT_URLCONF = "bench.urls"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 USE_TZ = True
-ASGI_APPLICATION = "rtdelivery.bench.asgi.application"
+ASGI_APPLICATION = "bench.asgi.application"
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 
 _host = {"address": REDIS_URL, "socket_timeout": None}
