@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import path
+from django.urls import include, path
 
 from demo_site.demo import harness, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("rt/", include("rtdelivery.urls")),
     path("", views.index, name="index"),
     path("chat/", views.chat, name="chat"),
     path("chat/<slug:slug>/", views.room, name="room"),

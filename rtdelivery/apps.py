@@ -11,8 +11,9 @@ class RTDeliveryConfig(AppConfig):
     def ready(self) -> None:
         from django.core.signals import setting_changed
 
-        from . import checks, conf, connections
+        from . import asgi, checks, conf, connections
 
         checks.register()
         setting_changed.connect(conf.clear_cache, dispatch_uid="rtdelivery.conf")
         setting_changed.connect(connections.forget_clients, dispatch_uid="rtdelivery.redis")
+        setting_changed.connect(asgi.clear_route_cache, dispatch_uid="rtdelivery.routes")

@@ -1,135 +1,130 @@
-"""Mount rtdelivery's endpoints in front of a project's Django ASGI application.
+"""The project's ASGI application, with rtdelivery's held requests on a fast path.
 
     # yourproject/asgi.py
     django_asgi_app = get_asgi_application()
     from rtdelivery.asgi import rtdelivery_application
-    application = rtdelivery_application(django_asgi_app, prefix="rt/")
+    application = rtdelivery_application(django_asgi_app)
 
-Requests under ``/rt/`` are answered by rtdelivery's plain ASGI endpoints (no thread
-held per open stream); everything else goes to Django unchanged. WebSockets connect
-at ``/rt/ws``.
+The URLconf stays the single source of truth: each HTTP request's path is resolved
+against the project's ``ROOT_URLCONF``. Requests for rtdelivery's ``longpoll`` and ``sse``
+views (wherever the project included ``rtdelivery.urls``) are answered here, on the
+event loop, without Django's request cycle: Django's ASGI handler pins one OS thread per
+open request, which a long poll or a stream would hold for minutes. Every other HTTP
+request, rtdelivery's short ones included, goes to Django with its middleware.
+
+WebSockets at rtdelivery's ``ws`` URL go to :class:`~rtdelivery.consumers.RealtimeConsumer`;
+other WebSocket paths go to ``websocket_urlpatterns`` (the project's own consumers,
+inside ``AllowedHostsOriginValidator`` and ``AuthMiddlewareStack``), or are refused.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+from collections.abc import Sequence
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
-from channels.routing import ProtocolTypeRouter
+from django.apps import apps
+from django.conf import settings
+from django.urls import Resolver404, resolve
 
-from .core.errors import InternalError, RTDeliveryError
-from .transports import endpoints, longpoll, poll, sse
-from .transports.http import (
-    ClientGone,
-    MethodNotAllowed,
-    NotFound,
-    Receive,
-    Request,
-    Scope,
-    Send,
-    respond_error,
-)
-from .transports.websocket import websocket_app
-
-logger = logging.getLogger("rtdelivery.asgi")
+from .transports.http import Receive, Scope, Send
+from .transports.serving import serve_asgi
 
 ASGIApp = Any
 
-ROUTES = {
-    "poll": ("GET", poll.handle),
-    "longpoll": ("GET", longpoll.handle),
-    "sse": ("GET", sse.handle),
-    "history": ("GET", endpoints.history),
-    "presence": ("GET", endpoints.presence),
-    "publish": ("POST", endpoints.publish),
-}
+
+def _path_info(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path or "/"
 
 
-class HttpEndpoints:
-    """ASGI app answering rtdelivery's HTTP routes under ``prefix`` (JSON errors only)."""
+@functools.lru_cache(maxsize=1024)
+def _route_for(urlconf: str, path_info: str) -> tuple[Any, ...] | None:
+    from .views import ROUTE_ATTRIBUTE
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+    try:
+        match = resolve(path_info, urlconf)
+    except Resolver404:
+        return None
+    route: tuple[Any, ...] | None = getattr(match.func, ROUTE_ATTRIBUTE, None)
+    return route
+
+
+def route_for(scope: Scope) -> tuple[Any, ...] | None:
+    """rtdelivery's route for this path in the project's URLconf: ``("held", method,
+    handler)``, ``("websocket",)`` or None (not one of rtdelivery's served routes)."""
+    return _route_for(settings.ROOT_URLCONF, _path_info(scope))
+
+
+def clear_route_cache(**kwargs: Any) -> None:
+    """``setting_changed`` receiver: a new URLconf means new routes."""
+    _route_for.cache_clear()
+
+
+def _with_identity(app: ASGIApp) -> ASGIApp:
+    # Channels' AuthMiddlewareStack needs both apps; without them every client is
+    # anonymous (scope["user"] absent), and check rtdelivery.W006 says what that costs.
+    if apps.is_installed("django.contrib.sessions") and apps.is_installed("django.contrib.auth"):
+        from channels.auth import AuthMiddlewareStack
+
+        return AuthMiddlewareStack(app)
+    return app
+
+
+class RealtimeApplication:
+    """See :func:`rtdelivery_application`."""
+
+    #: Looked for by system check rtdelivery.W007.
+    rtdelivery_fast_path = True
+
+    def __init__(
+        self, django_app: ASGIApp, websocket_urlpatterns: Sequence[Any] | None = None
+    ) -> None:
+        from channels.routing import URLRouter
+        from channels.security.websocket import AllowedHostsOriginValidator
+
+        from .consumers import RealtimeConsumer
+
+        self.django_app = django_app
+        self.websocket = _with_identity(RealtimeConsumer.as_asgi())
+        self.project_websocket: ASGIApp | None = None
+        if websocket_urlpatterns:
+            self.project_websocket = AllowedHostsOriginValidator(
+                _with_identity(URLRouter(list(websocket_urlpatterns)))
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            route = ROUTES.get(scope["path"][len(self.prefix) :])
-            if route is None:
-                raise NotFound(f"No rtdelivery endpoint at {scope['path']!r}.")
-            method, handler = route
-            if scope["method"] != method:
-                raise MethodNotAllowed(
-                    f"Expected {method} for {scope['path']!r}, got {scope['method']}."
-                )
-            await handler(Request(scope, receive), tracked_send)
-        except ClientGone:
-            return
-        except RTDeliveryError as exc:
-            if started:
-                return
-            headers = []
-            if isinstance(exc, MethodNotAllowed):
-                headers.append((b"allow", route[0].encode()))  # type: ignore[index]
-            await respond_error(tracked_send, exc, headers)
-        except Exception:
-            logger.exception("rtdelivery endpoint %s failed", scope.get("path"))
-            if not started:
-                await respond_error(
-                    tracked_send,
-                    InternalError("Internal error; see the server log."),
-                    (),
-                )
-
-
-def _normalize(prefix: str) -> str:
-    return "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
-
-
-def http_application(django_app: ASGIApp, *, prefix: str = "rt/") -> ASGIApp:
-    """HTTP only: rtdelivery's endpoints under ``prefix``, the rest to ``django_app``."""
-    root = _normalize(prefix)
-    # No session middleware: a Request loads the session (and user) itself, only when a
-    # topic's policy needs to know who is asking.
-    endpoints_app = HttpEndpoints(root)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"].startswith(root):
-            await endpoints_app(scope, receive, send)
+        kind = scope["type"]
+        if kind == "http":
+            route = route_for(scope)
+            if route is not None and route[0] == "held":
+                await serve_asgi(route[2], route[1], scope, receive, send)
+            else:
+                await self.django_app(scope, receive, send)
+        elif kind == "websocket":
+            route = route_for(scope)
+            if route is not None and route[0] == "websocket":
+                await self.websocket(scope, receive, send)
+            elif self.project_websocket is not None:
+                await self.project_websocket(scope, receive, send)
+            else:
+                await _refuse(receive, send)
         else:
-            await django_app(scope, receive, send)
-
-    return app
+            await self.django_app(scope, receive, send)
 
 
-def websocket_application(*, prefix: str = "rt/") -> ASGIApp:
-    """WebSocket only: rtdelivery's ``ws`` route under ``prefix`` with auth and Origin checks."""
-    path = _normalize(prefix) + "ws"
-    authed = AuthMiddlewareStack(websocket_app)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == path:
-            await authed(scope, receive, send)
-        else:
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
-
-    return app
+async def _refuse(receive: Receive, send: Send) -> None:
+    # Closing before accept: the server answers the handshake with 403.
+    await receive()
+    await send({"type": "websocket.close", "code": 1008})
 
 
-def rtdelivery_application(django_app: ASGIApp, *, prefix: str = "rt/") -> ASGIApp:
-    """The project's ASGI application with rtdelivery's routes under ``prefix``."""
-    return ProtocolTypeRouter(
-        {
-            "http": http_application(django_app, prefix=prefix),
-            "websocket": websocket_application(prefix=prefix),
-        }
-    )
+def rtdelivery_application(
+    django_app: ASGIApp, *, websocket_urlpatterns: Sequence[Any] | None = None
+) -> RealtimeApplication:
+    """``django_app`` (from ``get_asgi_application()``) with rtdelivery's fast path and
+    WebSocket route, plus the project's own WebSocket routes if given."""
+    return RealtimeApplication(django_app, websocket_urlpatterns)

@@ -8,6 +8,7 @@ long poll or an SSE stream would keep for minutes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from importlib import import_module
@@ -15,13 +16,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import get_user
+from django.apps import apps
 from django.conf import settings
+from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
 from ..conf import get_settings
 from ..core.cursors import Cursor
 from ..core.errors import (
     BadRequest,
+    ClientGone,
     InvalidCursor,
     InvalidTopic,
     MethodNotAllowed,
@@ -46,18 +50,55 @@ class Request:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
-        raw_qs: bytes = scope.get("query_string", b"")
-        if len(raw_qs) > MAX_QUERY_STRING:
-            raise TooLarge(f"Expected a query string of at most {MAX_QUERY_STRING} bytes.")
-        try:
-            self.query = parse_qs(raw_qs.decode("ascii"), keep_blank_values=True)
-        except UnicodeDecodeError as exc:
-            raise BadRequest("Expected an ASCII (percent-encoded) query string.") from exc
+        self.query = _parse_query(scope.get("query_string", b""))
         self.headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", ()):
             self.headers[name.lower()] = value
         self._user: Any = None
         self._session: Any = None
+        self._django: Any = None
+
+    @classmethod
+    def from_django(cls, request: HttpRequest) -> Request:
+        """The same view of a Django ``HttpRequest`` (WSGI or ASGI), for the views.
+
+        Identity comes from the project's middleware (``request.auser``) when it ran.
+        The client's departure is not seen here: Django cancels the view instead.
+        """
+        headers = []
+        for key, value in request.META.items():
+            if key.startswith("HTTP_"):
+                name = key[5:]
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                name = key
+            else:
+                continue
+            if isinstance(value, str):
+                headers.append(
+                    (
+                        name.replace("_", "-").lower().encode("latin-1"),
+                        value.encode("latin-1", "replace"),
+                    )
+                )
+        query_text = request.META.get("QUERY_STRING", "") or ""
+        try:
+            query = query_text.encode("latin-1")
+        except UnicodeEncodeError as exc:  # ASGI: Django decoded it as UTF-8
+            raise BadRequest("Expected an ASCII (percent-encoded) query string.") from exc
+        scope = {
+            "method": request.method,
+            "path": request.path,
+            "query_string": query,
+            "headers": headers,
+        }
+        self = cls(scope, _never_disconnect)
+        self._django = request
+        return self
+
+    @property
+    def django(self) -> HttpRequest | None:
+        """The Django request when a view serves this one (None on the fast path)."""
+        return self._django  # type: ignore[no-any-return]
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name.encode("latin-1"))
@@ -102,6 +143,12 @@ class Request:
         life of every stream, whether a policy needs the user or not.
         """
         if self._session is None:
+            session = getattr(self._django, "session", None)
+            if session is not None:
+                self._session = session
+                return session
+            if not apps.is_installed("django.contrib.sessions"):
+                return None
             cookies = parse_cookie(self.header("cookie") or "")
             key = cookies.get(settings.SESSION_COOKIE_NAME)
             if not key:
@@ -111,10 +158,16 @@ class Request:
         return self._session
 
     async def user(self) -> Any:
-        """The session user, loaded on first use only (policies like "anyone" skip it)."""
+        """The user, loaded on first use only (policies like "anyone" skip it): the
+        project's ``AuthenticationMiddleware`` result in a view, else the session's user
+        (as Channels' ``AuthMiddleware`` finds it); None without ``django.contrib.auth``."""
         if self._user is None:
-            session = self.session()
-            if session is not None:
+            auser = getattr(self._django, "auser", None)
+            if auser is not None:
+                self._user = await auser()
+            elif not apps.is_installed("django.contrib.auth"):
+                return None
+            elif (session := self.session()) is not None:
                 self._user = await get_user({"session": session})
             else:
                 from django.contrib.auth.models import AnonymousUser
@@ -126,6 +179,11 @@ class Request:
         length = self.header("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
             raise TooLarge(f"Expected a request body of at most {max_bytes} bytes, got {length}.")
+        if self._django is not None:
+            body: bytes = self._django.body
+            if len(body) > max_bytes:
+                raise TooLarge(f"Expected a request body of at most {max_bytes} bytes.")
+            return body
         chunks = []
         size = 0
         while True:
@@ -141,8 +199,19 @@ class Request:
                 return b"".join(chunks)
 
 
-class ClientGone(Exception):
-    """The client disconnected before the answer was ready."""
+async def _never_disconnect() -> dict[str, Any]:
+    # Views are cancelled by Django when the client leaves; nothing to report here.
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parse_query(raw_qs: bytes) -> dict[str, list[str]]:
+    if len(raw_qs) > MAX_QUERY_STRING:
+        raise TooLarge(f"Expected a query string of at most {MAX_QUERY_STRING} bytes.")
+    try:
+        return parse_qs(raw_qs.decode("ascii"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("Expected an ASCII (percent-encoded) query string.") from exc
 
 
 def error_payload(exc: RTDeliveryError) -> bytes:

@@ -8,11 +8,11 @@ import contextlib
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
-from ..hub import Hub, get_hub
+from ..hub import get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
-from .http import BadRequest, Receive, Request, Send, events_body, respond
-from .poll import authorize_all, read_after
+from .common import authorize_all, read_after, subscribe_topic, wait_disconnect
+from .http import BadRequest, Request, Send, events_body, respond
 
 
 def _timeout(request: Request) -> float:
@@ -27,34 +27,6 @@ def _timeout(request: Request) -> float:
     if not 0 <= value < float("inf"):
         raise BadRequest(f"Expected 'timeout' as a number of seconds >= 0, got {raw!r}.")
     return min(value, conf.longpoll_max_timeout)
-
-
-async def subscribe_topic(
-    hub: Hub,
-    sub: Subscriber,
-    topic: str,
-    since: Position | None,
-    positions: dict[str, Position],
-    lost: list[str],
-) -> None:
-    """Subscribe ``sub`` live, replaying after ``since``, and record where the client
-    starts in ``topic``: at ``since`` when it is recovered, else at the live end (and the
-    topic is ``lost`` when ``since`` could not be resumed)."""
-    subscription = await hub.subscribe(sub, topic, since)
-    if since is not None and subscription.recovered:
-        positions[topic] = since
-    else:
-        positions[topic] = subscription.position
-        if not subscription.recovered:
-            lost.append(topic)
-
-
-async def wait_disconnect(receive: Receive) -> None:
-    """Return when the client goes away (``http.disconnect``)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def handle(request: Request, send: Send) -> None:

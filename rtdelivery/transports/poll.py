@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
 from ..conf import get_settings
-from ..core.cursors import Cursor, Position
-from ..core.events import Event
-from ..history import get_history
-from ..policy import SUBSCRIBE, authorize
-from .http import Request, Send, events_body, respond
-
-
-async def authorize_all(request: Request, topics: list[str]) -> None:
-    """Subscribe permission on every topic; the user is loaded only if a rule needs it."""
-    for topic in topics:
-        await authorize(request.user, topic, SUBSCRIBE)
-
-
-async def read_after(
-    topics: list[str], cursor: Cursor, limit: int
-) -> tuple[list[Event], dict[str, Position], list[str]]:
-    """Events after ``cursor`` in each topic (live end for topics it doesn't cover)."""
-    history = get_history()
-    results = await asyncio.gather(*(history.read(t, cursor.get(t), limit) for t in topics))
-    events: list[Event] = []
-    positions: dict[str, Position] = {}
-    lost: list[str] = []
-    for topic, result in zip(topics, results, strict=True):
-        events.extend(result.events)
-        positions[topic] = result.position
-        if not result.recovered:
-            lost.append(topic)
-    return events, positions, lost
+from ..core.cursors import Cursor
+from .common import authorize_all, read_after
+from .http import Request, Send, events_body
 
 
 def etag_for(cursor_text: str) -> bytes:
@@ -71,4 +45,4 @@ async def handle(request: Request, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["authorize_all", "handle", "read_after", "respond"]
+__all__ = ["etag_for", "handle"]

@@ -24,9 +24,8 @@ from ..hub import get_hub
 from ..presence import connection_id, get_presence
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
+from .common import authorize_all, subscribe_topic, wait_disconnect
 from .http import Request, Send
-from .longpoll import subscribe_topic, wait_disconnect
-from .poll import authorize_all
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

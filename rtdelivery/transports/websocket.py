@@ -1,9 +1,10 @@
 """WebSocket transport: one full-duplex connection for subscribe, publish and presence.
 
-A plain ASGI application rather than a Channels consumer: events reach the socket
-straight from the hub's inbox (one task per connection writes them), so no consumer
-handler, no layer message and no ``aclose_old_connections()`` thread hop happen per
-delivered event. It runs inside Channels' ``AuthMiddlewareStack`` for ``scope["user"]``.
+:func:`serve_websocket` runs one connection; :class:`rtdelivery.consumers.RealtimeConsumer`
+is its Channels consumer. Events reach the socket straight from the hub's inbox (one
+task per connection writes them), so no consumer handler, no layer message and no
+``aclose_old_connections()`` thread hop happen per delivered event. ``scope["user"]`` comes
+from Channels' ``AuthMiddlewareStack`` (absent: anonymous).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
-from ..core.errors import InvalidCursor, RTDeliveryError
+from ..core.errors import RTDeliveryError
 from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
@@ -312,8 +313,8 @@ class Connection:
             await self._leave_presence(topic)
 
 
-async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """ASGI application for the ``ws`` route."""
+async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Run one WebSocket connection of the ``ws`` route (Origin check, then the protocol)."""
     if scope["type"] != "websocket":  # pragma: no cover - routed by protocol
         raise ValueError(f"Expected a websocket scope, got {scope['type']!r}.")
     message = await receive()
@@ -398,4 +399,4 @@ async def _read(conn: Connection, receive: Receive) -> None:
         await conn.on_text(text)
 
 
-__all__ = ["InvalidCursor", "websocket_app"]
+__all__ = ["serve_websocket"]

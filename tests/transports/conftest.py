@@ -187,7 +187,8 @@ async def request(
     finally:
         await communicator.wait(within)
     raw = list(answer["headers"])
-    return Response(answer["status"], dict(raw), answer["body"], raw)
+    # Header names compared lowercased: Django keeps the case a view gave them.
+    return Response(answer["status"], {k.lower(): v for k, v in raw}, answer["body"], raw)
 
 
 async def get(

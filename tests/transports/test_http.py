@@ -694,12 +694,12 @@ async def test_publish_other_authorization_schemes_use_csrf(
 async def test_internal_error_is_json_500(
     conf: Any, application: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import rtdelivery.asgi
+    import rtdelivery.transports.poll
 
     async def broken(request: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(rtdelivery.asgi.ROUTES, "poll", ("GET", broken))
+    monkeypatch.setattr(rtdelivery.transports.poll, "handle", broken)
     response = await get(application, "poll", {"topic": "t.a"})
     assert response.status == 500
     assert response.error_code() == "internal"
@@ -757,7 +757,9 @@ async def test_publish_oversized(conf: Any, application: Any, anon: Identity) ->
 
 
 async def test_publish_oversized_without_content_length(conf: Any, application: Any) -> None:
-    """A chunked body is counted as it arrives."""
+    """A chunked body (no Content-Length) is measured too. Django's ASGI handler reads the
+    whole body before a view runs; limiting what it buffers is the server's or proxy's
+    job (docs/security.md)."""
     from channels.testing import HttpCommunicator
 
     conf(MAX_REQUEST_BYTES=100)
@@ -768,8 +770,8 @@ async def test_publish_oversized_without_content_length(conf: Any, application: 
     ]
     comm = HttpCommunicator(application, "POST", url("publish"), headers=headers)
     comm.sent_request = True
-    for _ in range(3):
-        await comm.send_input({"type": "http.request", "body": b"x" * 60, "more_body": True})
+    for more in (True, True, False):
+        await comm.send_input({"type": "http.request", "body": b"x" * 60, "more_body": more})
     answer = await comm.get_response(timeout=WAIT)
     await comm.wait(WAIT)
     assert answer["status"] == 413
@@ -779,11 +781,18 @@ async def test_publish_oversized_without_content_length(conf: Any, application: 
 # -- routing and errors ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/rt/", "/rt/nope", "/rt/poll/", "/rt/ws", "/rt/Poll"])
+@pytest.mark.parametrize("path", ["/rt/", "/rt/nope", "/rt/poll/", "/rt/ws/", "/rt/Poll"])
 async def test_unknown_path_404(conf: Any, application: Any, path: str) -> None:
     response = await request(application, "GET", path, headers=[(b"host", b"testserver")])
     assert response.status == 404
     assert response.error_code() == "not_found"
+
+
+async def test_plain_http_to_the_websocket_route_is_426(conf: Any, application: Any) -> None:
+    response = await request(application, "GET", "/rt/ws", headers=[(b"host", b"testserver")])
+    assert response.status == 426
+    assert response.error_code() == "upgrade_required"
+    assert response.header("upgrade") == "websocket"
 
 
 @pytest.mark.parametrize(

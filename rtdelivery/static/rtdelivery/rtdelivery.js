@@ -4,7 +4,7 @@
  * One file, no build step, no runtime dependency. Load it as a classic script (it sets
  * `globalThis.RTDelivery`) or import `rtdelivery.mjs`, which re-exports it.
  *
- *   const client = new RTDelivery.Client({ url: "/rt/" });
+ *   const client = new RTDelivery.Client();  // url from {% rtdelivery_config %}, else "/rt/"
  *   client.subscribe("chat.lobby", (event) => console.log(event.seq, event.data));
  *   await client.publish("chat.lobby", { text: "hi" });
  *
@@ -554,17 +554,30 @@
 
   // -- The client -------------------------------------------------------------------------
 
+  /** The configuration rendered by Django's `{% rtdelivery_config %}` tag, or {}. */
+  function pageConfig() {
+    var doc = global.document;
+    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+    if (!element) return {};
+    try {
+      return JSON.parse(element.textContent) || {};
+    } catch (error) {
+      return {};
+    }
+  }
+
   class Client {
     /**
      * @param {object} [options]
-     * @param {string} [options.url="/rt/"] where rtdelivery's URLs are mounted
+     * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
+     *   page's `{% rtdelivery_config %}` element says (the URLconf's prefix), else "/rt/"
      * @param {string[]} [options.transports] candidates in order; one entry pins it
      * @param {number} [options.pollInterval=5000] short polling interval (ms)
      * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
      */
     constructor(options) {
       options = options || {};
-      var url = options.url || "/rt/";
+      var url = options.url || pageConfig().url || "/rt/";
       this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
       var transports = options.transports || TRANSPORTS;
       if (typeof transports === "string") transports = [transports];

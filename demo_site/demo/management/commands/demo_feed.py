@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models.signals import post_save
+from django.urls import reverse
 
 from demo_site.demo import signals
 from demo_site.demo.models import FeedItem
@@ -38,6 +39,10 @@ def _token() -> str:
     return tokens[0]
 
 
+def _publish_url(server: str) -> str:
+    return server.rstrip("/") + reverse("rtdelivery:publish")
+
+
 class Command(BaseCommand):
     help = "Create COUNT feed items, one every INTERVAL seconds (bounded; stops by itself)."
 
@@ -47,7 +52,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--server",
             default="http://127.0.0.1:8000",
-            help="With the in-memory layer, publish through this running server's /rt/publish.",
+            help="With the in-memory layer, publish through this running server's publish URL.",
         )
 
     def handle(self, *args: Any, count: int, interval: float, server: str, **options: Any) -> None:
@@ -60,7 +65,7 @@ class Command(BaseCommand):
             self._create(count, interval, None)
             return
         # Another process's in-memory layer is out of reach: go through the server.
-        self.stdout.write(f"In-memory layer: publishing through {server}/rt/publish")
+        self.stdout.write(f"In-memory layer: publishing through {_publish_url(server)}")
         post_save.disconnect(sender=FeedItem, dispatch_uid="demo.feed_item_saved")
         try:
             self._create(count, interval, server)
@@ -85,7 +90,7 @@ class Command(BaseCommand):
             {"topic": "feed", "type": "feed.created", "data": item.as_event()}
         ).encode()
         request = urllib.request.Request(
-            server.rstrip("/") + "/rt/publish",
+            _publish_url(server),
             data=body,
             headers={
                 "Content-Type": "application/json",

@@ -39,7 +39,7 @@
   }
 
   function createClient(options) {
-    const opts = Object.assign({ url: "/rt/" }, options || {});
+    const opts = Object.assign({}, options || {});
     opts.transports = transports(opts.transports);
     const client = new RTDelivery.Client(opts);
     wireStatus(client);
@@ -61,7 +61,9 @@
   }
 
   async function history(topic, limit) {
-    const res = await fetch(`/rt/history?topic=${encodeURIComponent(topic)}&limit=${limit}`, {
+    // Where the URLconf mounts rtdelivery, rendered by {% rtdelivery_config %}.
+    const base = JSON.parse(document.getElementById("rtdelivery-config").textContent).url;
+    const res = await fetch(`${base}history?topic=${encodeURIComponent(topic)}&limit=${limit}`, {
       credentials: "same-origin",
     });
     if (!res.ok) throw new Error(`history ${res.status}`);

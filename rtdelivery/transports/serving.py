@@ -1,0 +1,253 @@
+"""Run a transport handler and answer with what it sends, two ways.
+
+A handler is ``async (Request, send) -> None`` and speaks ASGI's ``http.response.*``
+messages. :func:`serve_asgi` runs it straight on an ASGI connection: the no-thread fast
+path for held requests (long polls, SSE streams), which :mod:`rtdelivery.asgi` finds by
+resolving the path against the project's URLconf. :func:`serve_django` runs the same
+handler inside a Django view and turns its messages into an ``HttpResponse`` (or a
+``StreamingHttpResponse``), so the answers are the same byte for byte however a view is
+reached: the fast path, Django's ASGI handler, WSGI or the test ``Client``.
+
+Under WSGI there is no event loop that outlives a request, so handlers run on the
+process's background loop (the one sync :func:`rtdelivery.publish` uses), where the hub
+and the Redis connections stay open between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from ..core.errors import (
+    ClientGone,
+    InternalError,
+    MethodNotAllowed,
+    RTDeliveryError,
+)
+from .http import Receive, Request, Scope, Send, respond_error
+
+logger = logging.getLogger("rtdelivery.transports")
+
+Handler = Callable[[Request, Send], Awaitable[None]]
+Message = dict[str, Any]
+
+
+async def run_handler(handler: Handler, method: str, request: Request, send: Send) -> None:
+    """Call ``handler``; answer an ``RTDeliveryError`` (or a crash) with a JSON error if
+    nothing was sent yet. Errors after the response started end it quietly."""
+    started = False
+
+    async def tracked_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        if request.method != method:
+            raise MethodNotAllowed(f"Expected {method}, got {request.method}.")
+        await handler(request, tracked_send)
+    except ClientGone:
+        return
+    except RTDeliveryError as exc:
+        if started:
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, MethodNotAllowed):
+            headers.append((b"allow", method.encode()))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers.append((b"retry-after", str(int(retry_after)).encode()))
+        await respond_error(tracked_send, exc, headers)
+    except Exception:
+        logger.exception("rtdelivery endpoint %s failed", request.scope.get("path"))
+        if not started:
+            await respond_error(
+                tracked_send, InternalError("Internal error; see the server log."), ()
+            )
+
+
+async def serve_asgi(
+    handler: Handler, method: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """The fast path: the handler on the ASGI connection itself."""
+    try:
+        request = Request(scope, receive)
+    except RTDeliveryError as exc:
+        await respond_error(send, exc)
+        return
+    await run_handler(handler, method, request, send)
+
+
+# -- Django views ------------------------------------------------------------------
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The loop WSGI requests run their handlers on (see the module docstring)."""
+    from ..hub import running_hub_loops
+    from ..publishing import publisher_loop
+
+    loops = running_hub_loops()
+    return loops[0] if loops else publisher_loop()
+
+
+async def serve_django(handler: Handler, method: str, request: HttpRequest) -> HttpResponseBase:
+    """Run ``handler`` for a Django view; a streaming response if the handler streams."""
+    try:
+        rt_request = Request.from_django(request)
+    except RTDeliveryError as exc:
+        collected = _Collected()
+        await respond_error(collected, exc)
+        return collected.response()
+    if isinstance(request, WSGIRequest):
+        # Identity is read here, on the request's own thread (the ORM's connections are
+        # per thread), before the handler moves to the background loop.
+        await rt_request.user()
+        exchange = _Exchange(background_loop())
+    else:
+        exchange = _Exchange(asyncio.get_running_loop())
+    await exchange.start(run_handler(handler, method, rt_request, exchange.send))
+    try:
+        start = await exchange.pull()
+        first = await exchange.pull()
+    except BaseException:
+        exchange.cancel()
+        raise
+    if start is None or start["type"] != "http.response.start":  # pragma: no cover
+        exchange.cancel()
+        raise RuntimeError(f"Expected http.response.start from {handler!r}, got {start!r}.")
+    body = b"" if first is None else first.get("body", b"")
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]
+    if first is None or not first.get("more_body", False):
+        exchange.cancel()
+        response: HttpResponseBase = HttpResponse(body, status=start["status"])
+    elif exchange.same_loop:
+        response = StreamingHttpResponse(_AsyncChunks(exchange, body), status=start["status"])
+    else:
+        response = StreamingHttpResponse(_sync_chunks(exchange, body), status=start["status"])
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+class _Collected:
+    """A ``send`` that keeps one whole (non-streaming) answer."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def response(self) -> HttpResponse:
+        start = self.messages[0]
+        body = b"".join(m.get("body", b"") for m in self.messages[1:])
+        response = HttpResponse(body, status=start["status"])
+        for name, value in start.get("headers", ()):
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
+
+
+_END: Message = {"type": "rtdelivery.end"}
+
+
+class _Exchange:
+    """The handler's messages, handed over one at a time: the handler waits until the
+    response has taken each one, so a client that stops reading holds the stream back
+    (and the subscriber's bounded inbox ends it as too slow) instead of a queue growing."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        try:
+            self.same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # pragma: no cover - always called from a view
+            self.same_loop = False
+        self.queue: asyncio.Queue[Message] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def _in_loop(self, coro: Awaitable[Any]) -> Any:
+        if self.same_loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))  # type: ignore[arg-type]
+
+    async def start(self, coro: Awaitable[None]) -> None:
+        async def begin() -> None:
+            self.queue = asyncio.Queue()
+            self.task = asyncio.ensure_future(self._run(coro))
+
+        await self._in_loop(begin())
+
+    async def _run(self, coro: Awaitable[None]) -> None:
+        assert self.queue is not None
+        try:
+            await coro
+        finally:
+            self.queue.put_nowait(_END)  # never waits: the reader may be gone
+
+    async def send(self, message: Message) -> None:
+        """Queue one message and wait until the reader has taken it."""
+        assert self.queue is not None
+        self.queue.put_nowait(message)
+        await self.queue.join()
+
+    async def _get(self) -> Message | None:
+        assert self.queue is not None
+        message = await self.queue.get()
+        self.queue.task_done()
+        return None if message is _END else message
+
+    async def pull(self) -> Message | None:
+        """The next message, or None once the handler has finished."""
+        return await self._in_loop(self._get())  # type: ignore[no-any-return]
+
+    def pull_sync(self) -> Message | None:
+        return asyncio.run_coroutine_threadsafe(self._get(), self.loop).result()
+
+    def cancel(self) -> None:
+        """Stop the handler (any thread): the client left or the response was closed."""
+        task = self.task
+        if task is not None and not task.done():
+            self.loop.call_soon_threadsafe(task.cancel)
+
+
+class _AsyncChunks:
+    """The body of a streaming answer on the view's own loop; ``close()`` (called by
+    Django when the response ends, from any thread) stops the handler."""
+
+    def __init__(self, exchange: _Exchange, first: bytes) -> None:
+        self.exchange = exchange
+        self.first = first
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        try:
+            yield self.first
+            while (message := await self.exchange.pull()) is not None:
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+        finally:
+            self.exchange.cancel()
+
+    def close(self) -> None:
+        self.exchange.cancel()
+
+
+def _sync_chunks(exchange: _Exchange, first: bytes) -> Iterator[bytes]:
+    """The body of a streaming answer for a WSGI server (one worker per stream)."""
+    try:
+        yield first
+        while (message := exchange.pull_sync()) is not None:
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+    finally:
+        exchange.cancel()
