@@ -15,23 +15,33 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from django.test import Client, SimpleTestCase
+from django.core.asgi import get_asgi_application
+from django.test import AsyncClient, Client, SimpleTestCase
+from django.urls import include, path
 
 from rtdelivery import apublish, publish
+from rtdelivery.asgi import rtdelivery_application
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Cursor, Position
 from rtdelivery.hub import get_hub, running_hub_loops
 from rtdelivery.testing import (
+    AsyncEndpointClient,
+    EndpointClient,
     HandshakeRefused,
     RTDeliveryTestMixin,
+    SSEFrame,
     areset,
     capture_events,
+    endpoint,
     isolated,
     live_server,
     live_ws_client,
+    sse_events,
     subscribe,
+    wait_until,
     ws_client,
 )
+from rtdelivery.testing.sse import _SSEParser
 
 TOPICS = {
     "open.*": {"subscribe": "anyone", "publish": "anyone"},
@@ -41,9 +51,15 @@ TOPICS = {
 }
 
 
+TOKEN = "test-publish-token-0123456789"
+
+#: A URLconf (this module) that mounts rtdelivery elsewhere than the tests' /rt/.
+urlpatterns = [path("live/", include("rtdelivery.urls"))]
+
+
 @pytest.fixture(autouse=True)
 def _rt_settings(settings: Any) -> None:
-    settings.RTDELIVERY = {"HISTORY_BACKEND": "memory", "TOPICS": TOPICS}
+    settings.RTDELIVERY = {"HISTORY_BACKEND": "memory", "TOPICS": TOPICS, "PUBLISH_TOKENS": [TOKEN]}
 
 
 @pytest.fixture(autouse=True)
@@ -379,6 +395,153 @@ async def test_live_ws_client_without_websockets_says_what_to_install(
     with pytest.raises(ImportError, match="needs the 'websockets' package"):
         async with live_ws_client("ws://127.0.0.1:1/rt/ws"):
             pass  # pragma: no cover
+
+
+# -- endpoint() / EndpointClient / AsyncEndpointClient ---------------------------------------
+
+
+def test_endpoint_follows_the_urlconf(settings: Any) -> None:
+    assert endpoint("poll") == "/rt/poll"
+    assert endpoint("poll", topic=["a", "b"], cursor=None) == "/rt/poll?topic=a&topic=b"
+    assert endpoint("history", base="/api/rt/", topic="t", limit=5) == (
+        "/api/rt/history?topic=t&limit=5"
+    )
+    settings.ROOT_URLCONF = __name__
+    assert endpoint("sse", topic="t") == "/live/sse?topic=t"
+    with pytest.raises(AssertionError, match=r'Add path\("rt/", include\("rtdelivery.urls"\)\)'):
+        endpoint("nowhere")
+
+
+@pytest.mark.django_db
+def test_endpoint_client_through_djangos_test_client(member_client: Client) -> None:
+    anonymous, member = EndpointClient(Client()), EndpointClient(member_client)
+    start = anonymous.poll("open.http")
+    assert (start["events"], start["recovered"]) == ([], True)
+    publish("open.http", {"n": 1})
+    answer = anonymous.poll("open.http", start["cursor"])
+    assert [e["data"] for e in answer["events"]] == [{"n": 1}]
+    assert anonymous.last_response.headers["ETag"]
+    assert anonymous.longpoll("open.http", answer["cursor"], timeout=0)["events"] == []
+
+    assert member.publish("members.http", "hi")["seq"] == 1
+    assert anonymous.publish("members.http", "server", token=TOKEN)["seq"] == 2
+    with pytest.raises(
+        AssertionError,
+        match=r"Expected 201 from POST /rt/publish, got 403 \(forbidden: Not allowed",
+    ):
+        anonymous.publish("members.http", "anonymous")
+    assert anonymous.history("members.http", expect=403)["error"]["code"] == "forbidden"
+    history = member.history("members.http", limit=1)
+    assert [e["data"] for e in history["events"]] == ["server"]
+    assert anonymous.presence("talk.http")["count"] == 0
+
+
+@ws_db
+async def test_async_endpoint_client_through_djangos_async_client(member_client: Client) -> None:
+    client = AsyncClient()
+    client.cookies = member_client.cookies  # logged in as the member
+    rt = AsyncEndpointClient(client)
+    start = await rt.poll(["open.a", "members.b"])
+    await apublish("members.b", 1)
+    held = asyncio.ensure_future(rt.longpoll(["open.a", "members.b"], start["cursor"], timeout=5))
+    answer = await asyncio.wait_for(held, 10)
+    assert [(e["topic"], e["data"]) for e in answer["events"]] == [("members.b", 1)]
+    ack = await rt.publish("members.b", 2, type="update")
+    assert [e["seq"] for e in (await rt.history("members.b"))["events"]] == [1, ack["seq"]]
+    with pytest.raises(AssertionError, match=r"got 400 \(presence_disabled: "):
+        await rt.presence("open.a")
+
+
+async def test_async_endpoint_client_in_process_and_over_a_live_server() -> None:
+    application = rtdelivery_application(get_asgi_application())
+    async with live_server(application) as server:
+        for target in (application, server.url):
+            rt = AsyncEndpointClient(target)
+            start = await rt.poll("open.both")
+            ack = await rt.publish("open.both", {"via": str(target)[:20]}, token=TOKEN)
+            events = (await rt.poll("open.both", start["cursor"]))["events"]
+            assert [e["seq"] for e in events] == [ack["seq"]]
+        # The sync client over a real socket, from a thread: the server runs in this loop.
+        sync = EndpointClient(server.url)
+        assert (await asyncio.to_thread(sync.history, "open.both"))["events"][-1]["seq"] == 2
+
+
+# -- sse_events() / SSEReader --------------------------------------------------------------
+
+
+def test_sse_parser_follows_the_line_rules() -> None:
+    parser = _SSEParser()
+    chunks = [
+        "retry: 2000\r",  # CRLF split over two chunks
+        "\n\r\n: hb\n\n",
+        "id: 1\nevent: rt.open\nda",
+        'ta: {"a":\ndata: 1}\n\n',
+        "data\n\n",
+        "id: bad\0id\nretry: soon\ndata:x\r\r",
+        "\n",
+    ]
+    frames = [frame for chunk in chunks for frame in parser.feed(chunk)]
+    assert frames == [
+        SSEFrame(retry=2000),
+        SSEFrame(event="rt.open", id="1", data='{"a":\n1}'),
+        SSEFrame(data=""),
+        SSEFrame(data="x"),
+    ]
+    assert frames[1].json() == {"a": 1}
+    assert parser.comments == ["hb"]
+
+
+async def test_sse_events_in_process_and_resume_from_last_event_id() -> None:
+    async with sse_events(topics="open.sse") as sse:
+        assert sse.headers["content-type"].startswith("text/event-stream")
+        assert (await sse.receive()).retry is not None
+        opened = await sse.expect("rt.open")
+        assert opened.json()["recovered"] is True
+        await apublish("open.sse", {"n": 1})
+        event = await sse.receive_event()
+        assert (event["seq"], event["data"]) == (1, {"n": 1})
+        last = sse.last_event_id
+    assert last == event["id"]  # one topic: the stream cursor is the event's id
+    await apublish("open.sse", {"n": 2})
+    async with sse_events(topics="open.sse", last_event_id=last) as sse:
+        assert [e["data"] for e in await sse.receive_events(1)] == [{"n": 2}]
+        await sse.assert_no_event()
+
+
+async def test_sse_events_fail_clearly() -> None:
+    async with sse_events(topics="open.sse") as sse:
+        with pytest.raises(AssertionError, match=r"No SSE event within 0\.1s"):
+            await sse.receive_event(timeout=0.1)
+        with pytest.raises(AssertionError, match=r"No 'rt.reset' frame within 0\.1s"):
+            await sse.expect("rt.reset", timeout=0.1)
+        await apublish("open.sse", "late")
+        with pytest.raises(AssertionError, match="Expected no SSE event"):
+            await sse.assert_no_event(timeout=1)
+    with pytest.raises(
+        AssertionError,
+        match=r"Expected 200 from GET /rt/sse\?topic=closed.x, got 403 \(forbidden: ",
+    ):
+        async with sse_events(topics="closed.x"):
+            pass  # pragma: no cover
+    async with sse_events(topics="closed.x", expect=403) as refused:
+        assert (await refused.json())["error"]["code"] == "forbidden"
+
+
+async def test_sse_events_over_a_live_server_at_the_urlconfs_prefix(settings: Any) -> None:
+    settings.ROOT_URLCONF = __name__  # rtdelivery under /live/
+    async with live_server() as server:
+        url = server.url_for("sse")
+        assert url == f"{server.url}/live/sse"
+        async with sse_events(url, ["open.live", "talk.live"]) as sse:
+            join = await sse.expect("rt.presence")
+            assert join.json()["action"] == "join"
+            await apublish("open.live", "hi")
+            assert (await sse.receive_event())["data"] == "hi"
+            hub = get_hub()
+            assert hub.local_subscribers("open.live") == 1
+        await wait_until(
+            lambda: hub.local_subscribers("open.live") == 0, within=5, what="the stream released"
+        )
 
 
 # -- isolation ------------------------------------------------------------------------------
