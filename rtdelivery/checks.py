@@ -1,20 +1,42 @@
-"""System checks for rtdelivery's settings. IDs are stable; see docs/checks.md."""
+"""System checks for rtdelivery's configuration. IDs are stable; see docs/checks.md.
+
+The rules for ``RTDELIVERY`` itself live in :func:`rtdelivery.conf.validate` (E001-E004):
+this module reports those same problems and adds what depends on the rest of the project
+(channel layers, the ASGI application, the URLconf, installed apps).
+
+No check has a side effect except W004, which pings Redis and is tagged ``database``.
+The fast-path check imports ``settings.ASGI_APPLICATION``, as an ASGI server would.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning  # noqa: A004 - Django's name
 from django.core.checks import register as register_check
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, get_settings, validate_topic_options
-from .policy import validate_rule
+from . import conf
+from .policy import rule_needs_user
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+#: Attributes under which ASGI wrappers commonly keep the application they wrap.
+WRAPPED_APP_ATTRIBUTES = ("app", "inner", "application", "asgi_app", "__wrapped__")
+#: How many wrappers deep the fast-path check looks.
+MAX_WRAPPER_DEPTH = 10
+#: The URL names of the views that hold a request open (long poll, SSE).
+HELD_VIEWS = ("rtdelivery:longpoll", "rtdelivery:sse")
+#: The apps Channels' AuthMiddlewareStack needs to know who a client is.
+AUTH_APPS = ("django.contrib.sessions", "django.contrib.auth")
+
+TOPICS_EXAMPLE = (
+    'RTDELIVERY = {"TOPICS": {"chat.*": {"subscribe": "authenticated", '
+    '"publish": "authenticated"}, "feed": {"subscribe": "anyone"}}}'
+)
 
 
 def register() -> None:
@@ -22,105 +44,54 @@ def register() -> None:
     register_check(check_redis_reachable, Tags.database)
 
 
-def _raw() -> Any:
-    return getattr(settings, "RTDELIVERY", None)
-
-
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    raw = _raw()
-    if raw is not None and not isinstance(raw, Mapping):
-        return [
-            Error(
-                f"settings.RTDELIVERY must be a dict, got {type(raw).__name__}.",
-                id="rtdelivery.E001",
-            )
-        ]
-    raw = raw or {}
-    messages: list[CheckMessage] = []
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        messages.append(
-            Error(
-                f"Unknown RTDELIVERY setting(s): {', '.join(unknown)}.",
-                hint=f"Expected some of: {', '.join(sorted(DEFAULTS))}.",
-                id="rtdelivery.E001",
-            )
-        )
-    topics = raw.get("TOPICS", {})
-    topic_problems = False
-    if isinstance(topics, Mapping):
-        for pattern, options in topics.items():
-            for problem in _topic_problems(pattern, options):
-                topic_problems = True
-                messages.append(Error(problem, id="rtdelivery.E003"))
-    if not unknown and not topic_problems:
-        try:
-            get_settings.cache_clear()
-            conf = get_settings()
-        except ImproperlyConfigured as exc:
-            messages.append(Error(str(exc), id="rtdelivery.E002"))
-        else:
-            messages.extend(_check_conf(conf))
-    messages.extend(_check_layers(raw.get("CHANNEL_LAYER", "default")))
-    if not getattr(settings, "ASGI_APPLICATION", None):
-        messages.append(
-            Error(
-                "settings.ASGI_APPLICATION is not set; rtdelivery's streams and WebSockets "
-                "need an ASGI server.",
-                hint="Set ASGI_APPLICATION = 'yourproject.asgi.application'.",
-                id="rtdelivery.E005",
-            )
-        )
+    """Every rtdelivery check except the Redis ping."""
+    raw = getattr(settings, "RTDELIVERY", None)
+    problems = conf.validate(raw)
+    messages: list[CheckMessage] = [
+        Error(problem.message, hint=problem.hint, id=problem.check_id) for problem in problems
+    ]
+    alias = raw.get("CHANNEL_LAYER", "default") if isinstance(raw, Mapping) else "default"
+    layer = _layer_backend(alias)
+    messages.extend(_check_layer(alias, layer))
+    if not problems:
+        # Valid: build a Settings object without touching get_settings()'s cache.
+        built = conf.build(raw)
+        messages.extend(_check_history(built, layer))
+        messages.extend(_check_topics(raw, built))
+    messages.extend(_check_asgi())
     return messages
 
 
-def _topic_problems(pattern: Any, options: Any) -> list[str]:
-    """Problems with one TOPICS entry: its shape and its policy rules."""
-    problems = validate_topic_options(pattern, options)
-    if isinstance(options, Mapping):
-        for action in ("subscribe", "publish"):
-            problem = validate_rule(options.get(action))
-            if problem:
-                problems.append(f"TOPICS[{pattern!r}][{action!r}]: {problem}.")
-    return problems
+# -- channel layer and history ---------------------------------------------------------------------
 
 
-def _check_conf(conf: Any) -> list[CheckMessage]:
-    messages: list[CheckMessage] = []
-    if conf.history_backend == "redis":
-        url = conf.redis_url
-        if not url:
-            messages.append(
-                Error(
-                    "RTDELIVERY['HISTORY_BACKEND'] is 'redis' but RTDELIVERY['REDIS_URL'] "
-                    "is not set.",
-                    hint="Set REDIS_URL, e.g. 'redis://127.0.0.1:6379/0'.",
-                    id="rtdelivery.E004",
-                )
-            )
-        elif urlsplit(url).scheme not in REDIS_SCHEMES:
-            messages.append(
-                Error(
-                    f"RTDELIVERY['REDIS_URL'] must use one of the schemes "
-                    f"{', '.join(REDIS_SCHEMES)}; got {url!r}.",
-                    id="rtdelivery.E004",
-                )
-            )
-    elif not settings.DEBUG:
-        messages.append(
-            Warning(
-                "rtdelivery keeps history in memory while DEBUG is False: each process has "
-                "its own history and it is lost on restart.",
-                hint="Use RTDELIVERY['HISTORY_BACKEND'] = 'redis' in production.",
-                id="rtdelivery.W002",
-            )
-        )
-    return messages
-
-
-def _check_layers(alias: Any) -> list[CheckMessage]:
+def _layer_backend(alias: Any) -> str | None:
+    """The BACKEND of the layer rtdelivery uses, "" when it has none, None when absent."""
     layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    if not isinstance(alias, str) or alias not in layers:
+    if not isinstance(alias, str) or not isinstance(layers, Mapping) or alias not in layers:
+        return None
+    config = layers[alias]
+    backend = config.get("BACKEND", "") if isinstance(config, Mapping) else ""
+    return backend if isinstance(backend, str) else ""
+
+
+def _is_in_memory(backend: str) -> bool:
+    """Whether ``backend`` is Channels' in-memory layer (or a subclass): one process only."""
+    if backend == IN_MEMORY_LAYER:
+        return True
+    try:
+        from channels.layers import InMemoryChannelLayer
+
+        cls = import_string(backend)
+    except ImportError:
+        # Channels reports an unimportable layer itself; judge by the name meanwhile.
+        return backend.endswith("InMemoryChannelLayer")
+    return isinstance(cls, type) and issubclass(cls, InMemoryChannelLayer)
+
+
+def _check_layer(alias: Any, backend: str | None) -> list[CheckMessage]:
+    if backend is None:
         return [
             Error(
                 f"settings.CHANNEL_LAYERS has no {alias!r} layer; rtdelivery uses it as "
@@ -131,10 +102,8 @@ def _check_layers(alias: Any) -> list[CheckMessage]:
                 id="rtdelivery.E006",
             )
         ]
-    config = layers[alias]
-    backend = config.get("BACKEND", "") if isinstance(config, Mapping) else ""
     messages: list[CheckMessage] = []
-    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
+    if _is_in_memory(backend) and not settings.DEBUG:
         messages.append(
             Warning(
                 "The in-memory channel layer is used while DEBUG is False: events do not "
@@ -144,6 +113,7 @@ def _check_layers(alias: Any) -> list[CheckMessage]:
             )
         )
     if backend == "channels_redis.core.RedisChannelLayer":
+        config: Mapping[str, Any] = settings.CHANNEL_LAYERS[alias]
         # No hosts: channels-redis connects to redis://localhost:6379 with the default
         # socket timeout, so that needs the warning too.
         hosts = (config.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
@@ -162,22 +132,192 @@ def _check_layers(alias: Any) -> list[CheckMessage]:
     return messages
 
 
+def _check_history(built: conf.Settings, backend: str | None) -> list[CheckMessage]:
+    if built.history_backend != "memory":
+        return []
+    if backend is not None and not _is_in_memory(backend):
+        # Presence follows HISTORY_BACKEND (rtdelivery.presence), so it is per process too.
+        return [
+            Error(
+                "RTDELIVERY['HISTORY_BACKEND'] is 'memory' but the channel layer "
+                f"{built.channel_layer!r} ({backend}) connects processes: each process "
+                "would number its own seq and keep its own history and presence, so "
+                "events published in one process would not reach subscribers in another.",
+                hint="Set RTDELIVERY['HISTORY_BACKEND'] = 'redis' and RTDELIVERY['REDIS_URL'] "
+                "(the layer's Redis will do), or use channels.layers.InMemoryChannelLayer "
+                "for a single process.",
+                id="rtdelivery.E007",
+            )
+        ]
+    if not settings.DEBUG:
+        return [
+            Warning(
+                "rtdelivery keeps history in memory while DEBUG is False: each process has "
+                "its own history and it is lost on restart.",
+                hint="Use RTDELIVERY['HISTORY_BACKEND'] = 'redis' in production.",
+                id="rtdelivery.W002",
+            )
+        ]
+    return []
+
+
+# -- topics and who the client is ----------------------------------------------------------------------
+
+
+def _check_topics(raw: Any, built: conf.Settings) -> list[CheckMessage]:
+    if not built.topics:
+        where = "settings.RTDELIVERY is not set" if raw is None else "RTDELIVERY['TOPICS'] is empty"
+        return [
+            Warning(
+                f"{where}: no topic pattern is configured, so every topic is denied "
+                "(every subscribe and publish from a client gets 403 forbidden).",
+                hint=f"Allow the topics your clients use, e.g. {TOPICS_EXAMPLE}",
+                id="rtdelivery.W005",
+            )
+        ]
+    missing = [name for name in AUTH_APPS if not apps.is_installed(name)]
+    if not missing:
+        return []
+    needy = [
+        f"{pattern!r} ({action}: {options[action]!r})"
+        for pattern, options in built.topics.items()
+        for action in ("subscribe", "publish")
+        if rule_needs_user(options.get(action))
+    ]
+    if not needy:
+        return []
+    return [
+        Warning(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in "
+            "INSTALLED_APPS, so every client is anonymous; yet these TOPICS rules need to "
+            f"know the user: {', '.join(needy)}. 'authenticated', 'staff' and 'owner' can "
+            "then never allow anyone, and hooks only ever see an anonymous client.",
+            hint="Add 'django.contrib.sessions' and 'django.contrib.auth' to INSTALLED_APPS "
+            "(with SessionMiddleware and AuthenticationMiddleware), or use rules that do "
+            "not depend on the user ('anyone', 'nobody').",
+            id="rtdelivery.W009",
+        )
+    ]
+
+
+# -- the ASGI application -------------------------------------------------------------------------
+
+
+def _held_views_mounted() -> bool:
+    """Whether the project's URLconf mounts rtdelivery's long-poll or SSE view."""
+    from django.urls import NoReverseMatch, reverse
+
+    for name in HELD_VIEWS:
+        try:
+            reverse(name)
+        except NoReverseMatch:
+            continue
+        except (ImportError, ImproperlyConfigured):
+            return False  # a broken URLconf: Django's own URL checks report it
+        return True
+    return False
+
+
+def _wrapped(app: Any) -> Iterator[Any]:
+    """The applications ``app`` wraps, by the attribute names wrappers commonly use."""
+    for name in WRAPPED_APP_ATTRIBUTES:
+        try:
+            inner = getattr(app, name, None)
+        except Exception:  # a property that fails: not a wrapper we can see through
+            continue
+        if inner is not None:
+            yield inner
+    try:
+        mapping = getattr(app, "application_mapping", None)  # channels' ProtocolTypeRouter
+    except Exception:
+        return
+    if isinstance(mapping, Mapping) and mapping.get("http") is not None:
+        yield mapping["http"]
+
+
+def serves_fast_path(app: Any) -> bool:
+    """Whether ``app``, or an application it wraps, is ``rtdelivery_application``'s."""
+    seen: set[int] = set()
+    level = [app]
+    for _ in range(MAX_WRAPPER_DEPTH):
+        following: list[Any] = []
+        for candidate in level:
+            if id(candidate) in seen:
+                continue
+            seen.add(id(candidate))
+            if getattr(candidate, "rtdelivery_fast_path", False) is True:
+                return True
+            following.extend(_wrapped(candidate))
+        if not following:
+            return False
+        level = following
+    return False
+
+
+def _check_asgi() -> list[CheckMessage]:
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return [
+            Warning(
+                "settings.ASGI_APPLICATION is not set: rtdelivery's WebSocket, and its fast "
+                "path that serves long polls and SSE streams without a worker thread each, "
+                "need an ASGI server. Under WSGI only polling, history and publishing work "
+                "well.",
+                hint="Fine for a WSGI tier that only publishes (silence rtdelivery.W006). "
+                "Otherwise set ASGI_APPLICATION = 'yourproject.asgi.application' and wrap it "
+                "with rtdelivery.asgi.rtdelivery_application (see docs/deployment.md).",
+                id="rtdelivery.W006",
+            )
+        ]
+    if not _held_views_mounted():
+        return []
+    try:
+        app = import_string(path)
+    except Exception as exc:  # whatever the project's asgi.py raises, `check` goes on
+        return [
+            Warning(
+                f"settings.ASGI_APPLICATION {path!r} cannot be imported "
+                f"({type(exc).__name__}: {exc}), so whether it serves rtdelivery's long polls "
+                "and SSE streams on the fast path is unknown.",
+                hint="Fix the path or the module; an ASGI server would fail the same way.",
+                id="rtdelivery.W008",
+            )
+        ]
+    if serves_fast_path(app):
+        return []
+    return [
+        Warning(
+            f"settings.ASGI_APPLICATION {path!r} does not serve rtdelivery's long-poll and "
+            "SSE views on the fast path: each held request then holds a worker thread for "
+            "as long as it is open.",
+            hint="Wrap the Django application in asgi.py: application = "
+            "rtdelivery_application(get_asgi_application()) (from rtdelivery.asgi); "
+            "see docs/deployment.md.",
+            id="rtdelivery.W007",
+        )
+    ]
+
+
+# -- Redis reachability (tagged database) -------------------------------------------------------------
+
+
 def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Connects to Redis: tagged ``database`` so it only runs with ``check --database``
     and before ``migrate``, never on every ``runserver`` reload."""
     databases = kwargs.get("databases")
     if not databases:
         return []
-    try:
-        conf = get_settings()
-    except ImproperlyConfigured:
+    raw = getattr(settings, "RTDELIVERY", None)
+    if conf.validate(raw):
         return []  # reported by check_settings
-    if conf.history_backend != "redis" or not conf.redis_url:
+    built = conf.build(raw)
+    if built.history_backend != "redis" or not built.redis_url:
         return []
     import redis
 
+    url = conf.redact_url(built.redis_url)
     try:
-        client = redis.Redis.from_url(conf.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        client = redis.Redis.from_url(built.redis_url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
         finally:
@@ -185,7 +325,7 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     except (redis.RedisError, ValueError, OSError) as exc:
         return [
             Warning(
-                f"Redis for rtdelivery's history at {conf.redis_url!r} did not answer: {exc}",
+                f"Redis for rtdelivery's history at {url!r} did not answer: {exc}",
                 hint="Start Redis or fix RTDELIVERY['REDIS_URL'].",
                 id="rtdelivery.W004",
             )

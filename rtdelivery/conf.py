@@ -1,6 +1,7 @@
 """The one place that reads ``settings.RTDELIVERY``.
 
-Defaults are merged in, values are checked and exposed through typed accessors.
+Defaults are merged in, values are checked (:func:`validate`, the only copy of the
+rules, which the system checks report too) and exposed through typed accessors.
 The result is cached and the cache is cleared on ``setting_changed``, so tests
 can use ``override_settings``/the pytest-django ``settings`` fixture freely.
 Nothing here is read at import time.
@@ -8,6 +9,7 @@ Nothing here is read at import time.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import hashlib
@@ -15,9 +17,11 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 #: Per-topic options that may appear in ``RTDELIVERY["TOPICS"][pattern]``.
 TOPIC_OPTION_KEYS = frozenset(
@@ -145,166 +149,345 @@ class Settings:
         return _topic_options(self, topic)
 
 
-def _positive_int(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> int:
-    value = raw[key]
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ImproperlyConfigured(
-            f"RTDELIVERY[{key!r}] must be an integer >= {low}, got {value!r}."
-        )
-    return value
+# -- validation -------------------------------------------------------------------------------------
+#
+# The one copy of the rules: validate() lists every problem with its system check ID;
+# build() raises ImproperlyConfigured from the same list and checks.py turns it into
+# Errors, so `manage.py check` and the runtime always say the same thing.
+
+#: Built-in policy rule names (rtdelivery.policy gives them their meaning).
+BUILTIN_RULES = ("anyone", "authenticated", "staff", "owner", "nobody")
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+#: Integer settings and their lowest accepted value.
+INT_MINIMUMS: dict[str, int] = {
+    "HISTORY_SIZE": 0,
+    "HISTORY_MAX_AGE": 1,
+    "TOPIC_IDLE_TTL": 1,
+    "MAX_EVENT_BYTES": 1,
+    "QUEUE_SIZE": 1,
+    "SSE_RETRY": 0,
+    "MAX_TOPICS": 1,
+    "POLL_LIMIT": 1,
+    "HISTORY_LIMIT": 1,
+    "MAX_HELD_REQUESTS": 1,
+    "MAX_REQUEST_BYTES": 1,
+    "WS_MAX_MESSAGE_BYTES": 1,
+    "WS_BURST": 1,
+    "PRESENCE_TTL": 1,
+}
+#: Number (int or float) settings >= 0 and their unit.
+NUMBER_UNITS: dict[str, str] = {
+    "TAIL_CHECK_INTERVAL": "seconds",
+    "GROUP_REFRESH_INTERVAL": "seconds",
+    "LONGPOLL_TIMEOUT": "seconds",
+    "LONGPOLL_MAX_TIMEOUT": "seconds",
+    "SSE_HEARTBEAT": "seconds",
+    "WS_RATE": "frames per second",
+}
+#: Numbers that may also be None, and numbers that must be above zero.
+NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL"})
+POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT"})
+
+E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys
+E_VALUE = "rtdelivery.E002"  # a bad value
+E_TOPICS = "rtdelivery.E003"  # a bad TOPICS entry or policy rule
+E_REDIS = "rtdelivery.E004"  # Redis history without a usable REDIS_URL
 
 
-def _non_negative_number(raw: Mapping[str, Any], key: str, unit: str = "seconds") -> float:
-    value = raw[key]
-    # "not value >= 0" also rejects NaN.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ImproperlyConfigured(
-            f"RTDELIVERY[{key!r}] must be a number >= 0 ({unit}), got {value!r}."
-        )
-    return float(value)
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with ``settings.RTDELIVERY`` and the system check ID reporting it."""
+
+    check_id: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} {self.hint}"
 
 
-def validate_topic_options(pattern: Any, options: Any) -> list[str]:
-    """Return a list of problems with one ``TOPICS`` entry (empty when fine)."""
-    problems = []
-    if not isinstance(pattern, str) or not pattern:
-        problems.append(f"TOPICS keys must be non-empty pattern strings, got {pattern!r}.")
-    if not isinstance(options, Mapping):
-        return [*problems, f"TOPICS[{pattern!r}] must be a dict, got {type(options).__name__}."]
-    unknown = sorted(set(options) - TOPIC_OPTION_KEYS)
-    if unknown:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    # "value >= 0" is False for NaN, so NaN is rejected by the range tests below.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if not close and word.upper() in choices:
+        close = [word.upper()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """Problems with the values of a merged (defaults + user) RTDELIVERY dict."""
+    problems: list[str] = []
+    for key, low in INT_MINIMUMS.items():
+        value = raw[key]
+        if not _is_int(value) or value < low:
+            problems.append(f"RTDELIVERY[{key!r}] must be an integer >= {low}, got {value!r}.")
+    for key, unit in NUMBER_UNITS.items():
+        value = raw[key]
+        if value is None and key in NULLABLE_NUMBERS:
+            continue
+        positive = key in POSITIVE_NUMBERS
+        if not _is_number(value) or not (value > 0 if positive else value >= 0):
+            expected = f"a number {'>' if positive else '>='} 0 ({unit})"
+            if key in NULLABLE_NUMBERS:
+                expected += " or None"
+            problems.append(f"RTDELIVERY[{key!r}] must be {expected}, got {value!r}.")
+    timeout, most = raw["LONGPOLL_TIMEOUT"], raw["LONGPOLL_MAX_TIMEOUT"]
+    if _is_number(timeout) and _is_number(most) and 0 <= most < timeout:
         problems.append(
-            f"TOPICS[{pattern!r}] has unknown option(s) {unknown}; "
-            f"expected some of {sorted(TOPIC_OPTION_KEYS)}."
+            f"RTDELIVERY['LONGPOLL_TIMEOUT'] ({float(timeout)}) must not exceed "
+            f"RTDELIVERY['LONGPOLL_MAX_TIMEOUT'] ({float(most)})."
         )
-    for key in ("history_size", "history_max_age"):
-        if key in options:
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                problems.append(
-                    f"TOPICS[{pattern!r}][{key!r}] must be an integer >= 0, got {value!r}."
-                )
-    for key in ("presence", "client_publish"):
-        if key in options and not isinstance(options[key], bool):
-            problems.append(f"TOPICS[{pattern!r}][{key!r}] must be True or False.")
-    return problems
-
-
-def _build(raw_user: Any) -> Settings:
-    if raw_user is None:
-        raw_user = {}
-    if not isinstance(raw_user, Mapping):
-        raise ImproperlyConfigured(
-            f"settings.RTDELIVERY must be a dict, got {type(raw_user).__name__}."
-        )
-    unknown = sorted(set(raw_user) - set(DEFAULTS))
-    if unknown:
-        raise ImproperlyConfigured(
-            f"Unknown RTDELIVERY setting(s) {unknown}; expected some of {sorted(DEFAULTS)}."
-        )
-    raw = {**DEFAULTS, **raw_user}
 
     backend = raw["HISTORY_BACKEND"]
     if backend not in HISTORY_BACKENDS:
-        raise ImproperlyConfigured(
+        problems.append(
             f"RTDELIVERY['HISTORY_BACKEND'] must be one of {list(HISTORY_BACKENDS)}, "
             f"got {backend!r}."
         )
     redis_url = raw["REDIS_URL"]
     if redis_url is not None and not isinstance(redis_url, str):
-        raise ImproperlyConfigured(
+        problems.append(
             f"RTDELIVERY['REDIS_URL'] must be a redis:// URL string or None, got {redis_url!r}."
         )
     if not isinstance(raw["REDIS_OPTIONS"], Mapping):
-        raise ImproperlyConfigured("RTDELIVERY['REDIS_OPTIONS'] must be a dict.")
-    prefix = raw["KEY_PREFIX"]
-    if not isinstance(prefix, str):
-        raise ImproperlyConfigured(f"RTDELIVERY['KEY_PREFIX'] must be a string, got {prefix!r}.")
-    layer = raw["CHANNEL_LAYER"]
-    if not isinstance(layer, str):
-        raise ImproperlyConfigured(f"RTDELIVERY['CHANNEL_LAYER'] must be a string, got {layer!r}.")
-    topics = raw["TOPICS"]
-    if not isinstance(topics, Mapping):
-        raise ImproperlyConfigured("RTDELIVERY['TOPICS'] must be a dict of pattern -> options.")
-    for pattern, options in topics.items():
-        problems = validate_topic_options(pattern, options)
-        if problems:
-            raise ImproperlyConfigured("RTDELIVERY: " + " ".join(problems))
-    refresh = raw["GROUP_REFRESH_INTERVAL"]
-    if refresh is not None:
-        refresh = _non_negative_number(raw, "GROUP_REFRESH_INTERVAL") or None
-
+        options_type = type(raw["REDIS_OPTIONS"]).__name__
+        problems.append(f"RTDELIVERY['REDIS_OPTIONS'] must be a dict, got {options_type}.")
+    for key in ("KEY_PREFIX", "CHANNEL_LAYER"):
+        if not isinstance(raw[key], str):
+            problems.append(f"RTDELIVERY[{key!r}] must be a string, got {raw[key]!r}.")
+    if not isinstance(raw["TOPICS"], Mapping):
+        problems.append(
+            "RTDELIVERY['TOPICS'] must be a dict of pattern -> options, "
+            f"got {type(raw['TOPICS']).__name__}."
+        )
     origins = raw["ALLOWED_ORIGINS"]
     if origins is not None and (
         not isinstance(origins, list | tuple | set | frozenset)
         or not all(isinstance(o, str) for o in origins)
     ):
-        raise ImproperlyConfigured(
+        problems.append(
             "RTDELIVERY['ALLOWED_ORIGINS'] must be None or a list of origins like "
             f"'https://example.com' (or '*'), got {origins!r}."
         )
-    tokens = raw["PUBLISH_TOKENS"]
-    if not isinstance(tokens, list | tuple | set | frozenset) or not all(
-        isinstance(t, str) and len(t) >= 16 for t in tokens
-    ):
-        raise ImproperlyConfigured(
-            "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 "
-            "characters."
-        )
-    longpoll_max = _non_negative_number(raw, "LONGPOLL_MAX_TIMEOUT")
-    longpoll_timeout = _non_negative_number(raw, "LONGPOLL_TIMEOUT")
-    if longpoll_timeout > longpoll_max:
-        raise ImproperlyConfigured(
-            f"RTDELIVERY['LONGPOLL_TIMEOUT'] ({longpoll_timeout}) must not exceed "
-            f"RTDELIVERY['LONGPOLL_MAX_TIMEOUT'] ({longpoll_max})."
-        )
-    heartbeat = _non_negative_number(raw, "SSE_HEARTBEAT")
-    if heartbeat <= 0:
-        raise ImproperlyConfigured("RTDELIVERY['SSE_HEARTBEAT'] must be > 0 seconds.")
-    ws_rate = _non_negative_number(raw, "WS_RATE", "frames per second")
+    tokens_problem = _tokens_problem(raw["PUBLISH_TOKENS"])
+    if tokens_problem:
+        problems.append(tokens_problem)
+    return [Problem(E_VALUE, message) for message in problems]
 
+
+def _tokens_problem(tokens: Any) -> str | None:
+    """What is wrong with PUBLISH_TOKENS, never echoing a secret."""
+    expected = (
+        "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 characters"
+    )
+    if not isinstance(tokens, list | tuple | set | frozenset):
+        return f"{expected}, got {type(tokens).__name__}."
+    for index, token in enumerate(tokens):
+        if not isinstance(token, str):
+            return f"{expected}, got {type(token).__name__} at index {index}."
+        if len(token) < 16:
+            return f"{expected}, got a string of {len(token)} characters at index {index}."
+    return None
+
+
+def _redis_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """Redis history needs a URL with a scheme redis-py understands."""
+    url = raw["REDIS_URL"]
+    if raw["HISTORY_BACKEND"] != "redis" or not (url is None or isinstance(url, str)):
+        return []
+    if not url:
+        return [
+            Problem(
+                E_REDIS,
+                "RTDELIVERY['HISTORY_BACKEND'] is 'redis' but RTDELIVERY['REDIS_URL'] is not set.",
+                "Set REDIS_URL, e.g. 'redis://127.0.0.1:6379/0'.",
+            )
+        ]
+    if urlsplit(url).scheme not in REDIS_SCHEMES:
+        return [
+            Problem(
+                E_REDIS,
+                "RTDELIVERY['REDIS_URL'] must be a URL with the scheme "
+                f"{', '.join(s + '://' for s in REDIS_SCHEMES)}, got {redact_url(url)!r}.",
+                "E.g. 'redis://127.0.0.1:6379/0', 'rediss://host:6380/0' (TLS) or "
+                "'unix:///run/redis.sock'.",
+            )
+        ]
+    return []
+
+
+def validate_rule(rule: Any) -> str | None:
+    """A problem with one policy rule, or None when it is valid.
+
+    Dotted paths are imported, so a hook that cannot be imported is reported when the
+    settings are loaded (and by ``check``), not at the first request on its topic.
+    """
+    if rule is None:
+        return None
+    if isinstance(rule, list | tuple):
+        for item in rule:
+            problem = validate_rule(item)
+            if problem:
+                return problem
+        return None
+    if not isinstance(rule, str):
+        return f"a rule must be a string or a list of strings, got {rule!r}"
+    if rule in BUILTIN_RULES:
+        return None
+    if "." not in rule:
+        return (
+            f"unknown rule {rule!r}{_did_you_mean(rule, BUILTIN_RULES)}; expected one of "
+            f"{', '.join(BUILTIN_RULES)} or a dotted path to a callable"
+        )
+    try:
+        hook = import_string(rule)
+    except ImportError as exc:
+        return f"cannot import rule {rule!r}: {exc}"
+    if not callable(hook):
+        return f"rule {rule!r} must be a callable (user, topic, action) -> bool, got {hook!r}"
+    return None
+
+
+def validate_topic_options(pattern: Any, options: Any) -> list[str]:
+    """Problems with one ``TOPICS`` entry, its policy rules included (empty when fine)."""
+    where = f"RTDELIVERY['TOPICS'][{pattern!r}]"
+    problems = []
+    if not isinstance(pattern, str) or not pattern:
+        problems.append(
+            f"RTDELIVERY['TOPICS'] keys must be non-empty pattern strings, got {pattern!r}."
+        )
+    if not isinstance(options, Mapping):
+        return [*problems, f"{where} must be a dict of options, got {type(options).__name__}."]
+    unknown = sorted(set(options) - TOPIC_OPTION_KEYS, key=str)
+    if unknown:
+        hints = "".join(_did_you_mean(name, TOPIC_OPTION_KEYS) for name in unknown)
+        problems.append(
+            f"{where} has unknown option(s) {unknown}{hints}; "
+            f"expected some of {sorted(TOPIC_OPTION_KEYS)}."
+        )
+    for key in ("history_size", "history_max_age"):
+        if key in options:
+            value = options[key]
+            if not _is_int(value) or value < 0:
+                problems.append(f"{where}[{key!r}] must be an integer >= 0, got {value!r}.")
+    for key in ("presence", "client_publish"):
+        if key in options and not isinstance(options[key], bool):
+            problems.append(f"{where}[{key!r}] must be True or False, got {options[key]!r}.")
+    for key in ("subscribe", "publish"):
+        problem = validate_rule(options.get(key))
+        if problem:
+            problems.append(f"{where}[{key!r}]: {problem}.")
+    return problems
+
+
+def validate(raw_user: Any) -> list[Problem]:
+    """Every problem with ``settings.RTDELIVERY`` (``None``: not set), in a stable order.
+
+    The only copy of the rules: :func:`get_settings` raises ``ImproperlyConfigured``
+    from these problems and the system checks report them as Errors.
+    """
+    if raw_user is None:
+        raw_user = {}
+    if not isinstance(raw_user, Mapping):
+        return [
+            Problem(E_SHAPE, f"settings.RTDELIVERY must be a dict, got {type(raw_user).__name__}.")
+        ]
+    problems: list[Problem] = []
+    unknown = sorted(set(raw_user) - set(DEFAULTS), key=str)
+    if unknown:
+        names = ", ".join(f"{name!r}{_did_you_mean(name, DEFAULTS)}" for name in unknown)
+        problems.append(
+            Problem(
+                E_SHAPE,
+                f"Unknown RTDELIVERY setting(s): {names}.",
+                f"Expected some of: {', '.join(sorted(DEFAULTS))}.",
+            )
+        )
+    raw = {**DEFAULTS, **{k: v for k, v in raw_user.items() if k in DEFAULTS}}
+    problems.extend(_value_problems(raw))
+    problems.extend(_redis_problems(raw))
+    if isinstance(raw["TOPICS"], Mapping):
+        for pattern, options in raw["TOPICS"].items():
+            problems.extend(
+                Problem(E_TOPICS, message) for message in validate_topic_options(pattern, options)
+            )
+    return problems
+
+
+def build(raw_user: Any) -> Settings:
+    """Settings from a ``settings.RTDELIVERY`` value, uncached (:func:`get_settings`
+    caches); ``ImproperlyConfigured`` listing every problem :func:`validate` finds."""
+    problems = validate(raw_user)
+    if problems:
+        raise ImproperlyConfigured("\n".join(str(problem) for problem in problems))
+    raw = {**DEFAULTS, **(raw_user or {})}
+    refresh = raw["GROUP_REFRESH_INTERVAL"]
+    origins = raw["ALLOWED_ORIGINS"]
     secret = getattr(django_settings, "SECRET_KEY", "") or ""
-    cursor_key = hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest()
-
     return Settings(
         raw=raw,
-        history_backend=backend,
-        redis_url=redis_url,
+        history_backend=raw["HISTORY_BACKEND"],
+        redis_url=raw["REDIS_URL"],
         redis_options=dict(raw["REDIS_OPTIONS"]),
-        key_prefix=prefix,
-        history_size=_positive_int(raw, "HISTORY_SIZE", allow_zero=True),
-        history_max_age=_positive_int(raw, "HISTORY_MAX_AGE"),
-        topic_idle_ttl=_positive_int(raw, "TOPIC_IDLE_TTL"),
-        channel_layer=layer,
-        topics=topics,
-        max_event_bytes=_positive_int(raw, "MAX_EVENT_BYTES"),
-        queue_size=_positive_int(raw, "QUEUE_SIZE"),
-        tail_check_interval=_non_negative_number(raw, "TAIL_CHECK_INTERVAL"),
-        group_refresh_interval=refresh,
-        longpoll_timeout=longpoll_timeout,
-        longpoll_max_timeout=longpoll_max,
-        sse_heartbeat=heartbeat,
-        sse_retry=_positive_int(raw, "SSE_RETRY", allow_zero=True),
-        max_topics=_positive_int(raw, "MAX_TOPICS"),
-        poll_limit=_positive_int(raw, "POLL_LIMIT"),
-        history_limit=_positive_int(raw, "HISTORY_LIMIT"),
-        max_held_requests=_positive_int(raw, "MAX_HELD_REQUESTS"),
-        max_request_bytes=_positive_int(raw, "MAX_REQUEST_BYTES"),
-        ws_max_message_bytes=_positive_int(raw, "WS_MAX_MESSAGE_BYTES"),
-        ws_rate=ws_rate,
-        ws_burst=_positive_int(raw, "WS_BURST"),
+        key_prefix=raw["KEY_PREFIX"],
+        history_size=raw["HISTORY_SIZE"],
+        history_max_age=raw["HISTORY_MAX_AGE"],
+        topic_idle_ttl=raw["TOPIC_IDLE_TTL"],
+        channel_layer=raw["CHANNEL_LAYER"],
+        topics=raw["TOPICS"],
+        max_event_bytes=raw["MAX_EVENT_BYTES"],
+        queue_size=raw["QUEUE_SIZE"],
+        tail_check_interval=float(raw["TAIL_CHECK_INTERVAL"]),
+        # 0 means "the default" like None: a third of the layer's group_expiry.
+        group_refresh_interval=float(refresh) if refresh else None,
+        longpoll_timeout=float(raw["LONGPOLL_TIMEOUT"]),
+        longpoll_max_timeout=float(raw["LONGPOLL_MAX_TIMEOUT"]),
+        sse_heartbeat=float(raw["SSE_HEARTBEAT"]),
+        sse_retry=raw["SSE_RETRY"],
+        max_topics=raw["MAX_TOPICS"],
+        poll_limit=raw["POLL_LIMIT"],
+        history_limit=raw["HISTORY_LIMIT"],
+        max_held_requests=raw["MAX_HELD_REQUESTS"],
+        max_request_bytes=raw["MAX_REQUEST_BYTES"],
+        ws_max_message_bytes=raw["WS_MAX_MESSAGE_BYTES"],
+        ws_rate=float(raw["WS_RATE"]),
+        ws_burst=raw["WS_BURST"],
         allowed_origins=None if origins is None else tuple(origins),
-        publish_tokens=tuple(tokens),
-        presence_ttl=_positive_int(raw, "PRESENCE_TTL"),
-        cursor_key=cursor_key,
+        publish_tokens=tuple(raw["PUBLISH_TOKENS"]),
+        presence_ttl=raw["PRESENCE_TTL"],
+        cursor_key=hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest(),
     )
 
 
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The validated settings; raises ``ImproperlyConfigured`` with a clear message."""
-    return _build(getattr(django_settings, "RTDELIVERY", None))
+    return build(getattr(django_settings, "RTDELIVERY", None))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -4,7 +4,8 @@ Rules come from ``RTDELIVERY["TOPICS"][pattern]["subscribe"|"publish"]`` (the fi
 pattern matching the topic wins). A rule is one of the names below, a dotted path
 to a callable ``(user, topic, action) -> bool`` (sync or async), or a list of rules
 of which any may allow. No matching pattern, or no rule for the action: denied.
-Every transport calls :func:`authorize`, so the decision is the same everywhere.
+Every transport calls :func:`authorize`, so the decision (and its message) is the
+same everywhere.
 
 ``user`` is a user object or an async callable returning one (the HTTP transports pass
 ``Request.user``): it is only awaited when a rule needs it ("anyone" and "nobody" don't).
@@ -18,21 +19,20 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .conf import get_settings
+from .conf import BUILTIN_RULES, get_settings
+from .conf import validate_rule as validate_rule  # re-exported: rules are checked in conf
 from .core.errors import Forbidden
 
 SUBSCRIBE = "subscribe"
 PUBLISH = "publish"
 
-#: Built-in rules.
-ANYONE = "anyone"
-AUTHENTICATED = "authenticated"
-STAFF = "staff"
-OWNER = "owner"
-NOBODY = "nobody"
-BUILTIN_RULES = (ANYONE, AUTHENTICATED, STAFF, OWNER, NOBODY)
+#: Built-in rules (their names, and the validation of rules, live in rtdelivery.conf).
+ANYONE, AUTHENTICATED, STAFF, OWNER, NOBODY = BUILTIN_RULES
+#: Rules that decide without looking at the user.
+USERLESS_RULES = frozenset({ANYONE, NOBODY})
 
 
 def is_owner(user: Any, topic: str) -> bool:
@@ -43,29 +43,14 @@ def is_owner(user: Any, topic: str) -> bool:
     return topic.rsplit(".", 1)[-1] == str(user.pk)
 
 
-def validate_rule(rule: Any) -> str | None:
-    """A problem with ``rule``, or None when it is valid (used by the system checks)."""
+def rule_needs_user(rule: Any) -> bool:
+    """Whether ``rule`` looks at who the client is ("authenticated", "staff", "owner",
+    a hook): without sessions and auth such a rule only ever sees anonymous clients."""
     if rule is None:
-        return None
+        return False
     if isinstance(rule, list | tuple):
-        for item in rule:
-            problem = validate_rule(item)
-            if problem:
-                return problem
-        return None
-    if not isinstance(rule, str):
-        return f"a rule must be a string or a list of strings, got {rule!r}"
-    if rule in BUILTIN_RULES:
-        return None
-    if "." not in rule:
-        return f"unknown rule {rule!r}; expected one of {', '.join(BUILTIN_RULES)} or a dotted path"
-    try:
-        hook = import_string(rule)
-    except ImportError as exc:
-        return f"cannot import rule {rule!r}: {exc}"
-    if not callable(hook):
-        return f"rule {rule!r} is not callable"
-    return None
+        return any(rule_needs_user(item) for item in rule)
+    return rule not in USERLESS_RULES
 
 
 @functools.lru_cache(maxsize=128)
@@ -117,7 +102,35 @@ async def allowed(user: Any, topic: str, action: str) -> bool:
 async def authorize(user: Any, topic: str, action: str) -> None:
     """Raise :class:`Forbidden` unless ``user`` may ``action`` on ``topic``."""
     if not await allowed(user, topic, action):
-        raise Forbidden(f"Not allowed to {action} on topic {topic!r}.")
+        raise Forbidden(denial_message(topic, action))
+
+
+def denial_message(topic: str, action: str) -> str:
+    """Why ``action`` on ``topic`` was refused.
+
+    A topic no pattern matches says so (the usual first-hour mistake: no or a misspelt
+    ``TOPICS``) and a refusal names the pattern and rule that refused, when ``DEBUG``
+    is on. Without ``DEBUG`` every refusal reads alike, so clients cannot map the
+    configuration by probing topics (an empty ``TOPICS`` is check W005).
+    """
+    if not settings.DEBUG:
+        return f"Not allowed to {action} on topic {topic!r}."
+    options = get_settings().topic_options(topic)
+    if options.pattern is None:
+        return (
+            f"No RTDELIVERY['TOPICS'] pattern matches topic {topic!r}; every topic is "
+            "denied unless a pattern allows it."
+        )
+    rule = options.subscribe if action == SUBSCRIBE else options.publish
+    if rule is None:
+        return (
+            f"Not allowed to {action} on topic {topic!r}: RTDELIVERY['TOPICS']"
+            f"[{options.pattern!r}] has no {action!r} rule, so nobody may {action}."
+        )
+    return (
+        f"Not allowed to {action} on topic {topic!r}: RTDELIVERY['TOPICS']"
+        f"[{options.pattern!r}][{action!r}] is {rule!r}."
+    )
 
 
 async def authorize_client_publish(user: Any, topic: str) -> None:

@@ -15,12 +15,22 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from rtdelivery.conf import DEFAULTS, TOPIC_OPTION_KEYS, Settings, TopicOptions, get_settings
+from rtdelivery.conf import (
+    DEFAULTS,
+    TOPIC_OPTION_KEYS,
+    Problem,
+    Settings,
+    TopicOptions,
+    get_settings,
+    redact_url,
+    validate,
+)
 from rtdelivery.core.cursors import Cursor, Position
 from rtdelivery.core.errors import InvalidCursor
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token-0123456789"  # >= 16 characters
+KNOWN = ", ".join(sorted(DEFAULTS))
 
 
 def build(settings: Any, config: Any) -> Settings:
@@ -37,7 +47,7 @@ def error_for(settings: Any, config: Any) -> str:
 
 # -- defaults and merging -------------------------------------------------------------------------
 
-EXPECTED_DEFAULTS = {
+EXPECTED_DEFAULTS: dict[str, Any] = {
     "HISTORY_BACKEND": "memory",
     "REDIS_URL": None,
     "REDIS_OPTIONS": {},
@@ -158,7 +168,10 @@ def int_msg(key: str, low: int, value: Any) -> str:
 
 
 def num_msg(key: str, value: Any, unit: str = "seconds") -> str:
-    return f"RTDELIVERY[{key!r}] must be a number >= 0 ({unit}), got {value!r}."
+    expected = f"a number {'>' if key == 'SSE_HEARTBEAT' else '>='} 0 ({unit})"
+    if key == "GROUP_REFRESH_INTERVAL":
+        expected += " or None"
+    return f"RTDELIVERY[{key!r}] must be {expected}, got {value!r}."
 
 
 INT_KEYS = {  # key -> lowest accepted value
@@ -211,11 +224,17 @@ def test_number_settings_reject_bad_values(settings: Any, key: str, bad: Any) ->
         ("redis", "settings.RTDELIVERY must be a dict, got str."),
         (
             {"NOPE": 1, "ALSO": 2},
-            f"Unknown RTDELIVERY setting(s) ['ALSO', 'NOPE']; expected some of {sorted(DEFAULTS)}.",
+            f"Unknown RTDELIVERY setting(s): 'ALSO', 'NOPE'. Expected some of: {KNOWN}.",
         ),
         (
             {"history_backend": "redis"},
-            f"Unknown RTDELIVERY setting(s) ['history_backend']; expected some of {sorted(DEFAULTS)}.",
+            "Unknown RTDELIVERY setting(s): 'history_backend' (did you mean 'HISTORY_BACKEND'?). "
+            f"Expected some of: {KNOWN}.",
+        ),
+        (
+            {"HISTORY_SIEZ": 5},
+            "Unknown RTDELIVERY setting(s): 'HISTORY_SIEZ' (did you mean 'HISTORY_SIZE'?). "
+            f"Expected some of: {KNOWN}.",
         ),
         (
             {"HISTORY_BACKEND": "sqlite"},
@@ -229,13 +248,16 @@ def test_number_settings_reject_bad_values(settings: Any, key: str, bad: Any) ->
             {"REDIS_URL": 6379},
             "RTDELIVERY['REDIS_URL'] must be a redis:// URL string or None, got 6379.",
         ),
-        ({"REDIS_OPTIONS": [("a", 1)]}, "RTDELIVERY['REDIS_OPTIONS'] must be a dict."),
-        ({"REDIS_OPTIONS": None}, "RTDELIVERY['REDIS_OPTIONS'] must be a dict."),
+        ({"REDIS_OPTIONS": [("a", 1)]}, "RTDELIVERY['REDIS_OPTIONS'] must be a dict, got list."),
+        ({"REDIS_OPTIONS": None}, "RTDELIVERY['REDIS_OPTIONS'] must be a dict, got NoneType."),
         ({"KEY_PREFIX": None}, "RTDELIVERY['KEY_PREFIX'] must be a string, got None."),
         ({"KEY_PREFIX": b"x:"}, "RTDELIVERY['KEY_PREFIX'] must be a string, got b'x:'."),
         ({"CHANNEL_LAYER": 1}, "RTDELIVERY['CHANNEL_LAYER'] must be a string, got 1."),
-        ({"TOPICS": []}, "RTDELIVERY['TOPICS'] must be a dict of pattern -> options."),
-        ({"TOPICS": "chat.*"}, "RTDELIVERY['TOPICS'] must be a dict of pattern -> options."),
+        ({"TOPICS": []}, "RTDELIVERY['TOPICS'] must be a dict of pattern -> options, got list."),
+        (
+            {"TOPICS": "chat.*"},
+            "RTDELIVERY['TOPICS'] must be a dict of pattern -> options, got str.",
+        ),
         (
             {"LONGPOLL_TIMEOUT": 60, "LONGPOLL_MAX_TIMEOUT": 55},
             "RTDELIVERY['LONGPOLL_TIMEOUT'] (60.0) must not exceed "
@@ -246,7 +268,21 @@ def test_number_settings_reject_bad_values(settings: Any, key: str, bad: Any) ->
             "RTDELIVERY['LONGPOLL_TIMEOUT'] (25.0) must not exceed "
             "RTDELIVERY['LONGPOLL_MAX_TIMEOUT'] (10.0).",
         ),
-        ({"SSE_HEARTBEAT": 0}, "RTDELIVERY['SSE_HEARTBEAT'] must be > 0 seconds."),
+        (
+            {"SSE_HEARTBEAT": 0},
+            "RTDELIVERY['SSE_HEARTBEAT'] must be a number > 0 (seconds), got 0.",
+        ),
+        (
+            {"HISTORY_BACKEND": "redis"},
+            "RTDELIVERY['HISTORY_BACKEND'] is 'redis' but RTDELIVERY['REDIS_URL'] is not set. "
+            "Set REDIS_URL, e.g. 'redis://127.0.0.1:6379/0'.",
+        ),
+        (
+            {"HISTORY_BACKEND": "redis", "REDIS_URL": "http://u:hunter2@h:6379"},
+            "RTDELIVERY['REDIS_URL'] must be a URL with the scheme redis://, rediss://, unix://, "
+            "got 'http://u:***@h:6379'. E.g. 'redis://127.0.0.1:6379/0', 'rediss://host:6380/0' "
+            "(TLS) or 'unix:///run/redis.sock'.",
+        ),
     ],
 )
 def test_bad_values_give_clear_messages(settings: Any, config: Any, message: str) -> None:
@@ -258,7 +294,7 @@ ORIGINS_MSG = (
     "'https://example.com' (or '*'), got {!r}."
 )
 TOKENS_MSG = (
-    "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 characters."
+    "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 characters"
 )
 
 
@@ -267,57 +303,163 @@ def test_allowed_origins_must_be_a_list_of_strings(settings: Any, bad: Any) -> N
     assert error_for(settings, {"ALLOWED_ORIGINS": bad}) == ORIGINS_MSG.format(bad)
 
 
-@pytest.mark.parametrize("bad", [TOKEN, None, 5, ["short"], [TOKEN, "tiny-secret"], [TOKEN, 7]])
-def test_publish_tokens_must_be_long_secret_strings(settings: Any, bad: Any) -> None:
+@pytest.mark.parametrize(
+    ("bad", "got"),
+    [
+        (TOKEN, "got str."),
+        (None, "got NoneType."),
+        (5, "got int."),
+        (["short"], "got a string of 5 characters at index 0."),
+        ([TOKEN, "tiny-secret"], "got a string of 11 characters at index 1."),
+        ([TOKEN, 7], "got int at index 1."),
+    ],
+)
+def test_publish_tokens_must_be_long_secret_strings(settings: Any, bad: Any, got: str) -> None:
     message = error_for(settings, {"PUBLISH_TOKENS": bad})
-    assert message == TOKENS_MSG
+    assert message == f"{TOKENS_MSG}, {got}"
     assert "tiny-secret" not in message  # never echo secrets
+    assert TOKEN not in message
+
+
+T = "RTDELIVERY['TOPICS']"
 
 
 @pytest.mark.parametrize(
     ("topics", "problems"),
     [
-        ({"": {}}, ["TOPICS keys must be non-empty pattern strings, got ''."]),
-        ({1: {}}, ["TOPICS keys must be non-empty pattern strings, got 1."]),
-        ({"chat.*": []}, ["TOPICS['chat.*'] must be a dict, got list."]),
-        ({"chat.*": None}, ["TOPICS['chat.*'] must be a dict, got NoneType."]),
+        ({"": {}}, [f"{T} keys must be non-empty pattern strings, got ''."]),
+        ({1: {}}, [f"{T} keys must be non-empty pattern strings, got 1."]),
+        ({"chat.*": []}, [f"{T}['chat.*'] must be a dict of options, got list."]),
+        ({"chat.*": None}, [f"{T}['chat.*'] must be a dict of options, got NoneType."]),
         (
             {"": None},
             [
-                "TOPICS keys must be non-empty pattern strings, got ''.",
-                "TOPICS[''] must be a dict, got NoneType.",
+                f"{T} keys must be non-empty pattern strings, got ''.",
+                f"{T}[''] must be a dict of options, got NoneType.",
             ],
         ),
         (
             {"chat.*": {"presense": True, "history": 1}},
             [
-                "TOPICS['chat.*'] has unknown option(s) ['history', 'presense']; "
+                f"{T}['chat.*'] has unknown option(s) ['history', 'presense'] "
+                "(did you mean 'history_size'?) (did you mean 'presence'?); "
                 f"expected some of {sorted(TOPIC_OPTION_KEYS)}."
             ],
         ),
         (
             {"a": {"history_size": -1}},
-            ["TOPICS['a']['history_size'] must be an integer >= 0, got -1."],
+            [f"{T}['a']['history_size'] must be an integer >= 0, got -1."],
         ),
         (
             {"a": {"history_max_age": "1h"}},
-            ["TOPICS['a']['history_max_age'] must be an integer >= 0, got '1h'."],
+            [f"{T}['a']['history_max_age'] must be an integer >= 0, got '1h'."],
         ),
         (
             {"a": {"history_size": True, "history_max_age": 1.5}},
             [
-                "TOPICS['a']['history_size'] must be an integer >= 0, got True.",
-                "TOPICS['a']['history_max_age'] must be an integer >= 0, got 1.5.",
+                f"{T}['a']['history_size'] must be an integer >= 0, got True.",
+                f"{T}['a']['history_max_age'] must be an integer >= 0, got 1.5.",
             ],
         ),
-        ({"a": {"presence": "yes"}}, ["TOPICS['a']['presence'] must be True or False."]),
-        ({"a": {"client_publish": 1}}, ["TOPICS['a']['client_publish'] must be True or False."]),
+        ({"a": {"presence": "yes"}}, [f"{T}['a']['presence'] must be True or False, got 'yes'."]),
+        (
+            {"a": {"client_publish": 1}},
+            [f"{T}['a']['client_publish'] must be True or False, got 1."],
+        ),
+        (
+            {"a": {"subscribe": "authenticted"}},
+            [
+                f"{T}['a']['subscribe']: unknown rule 'authenticted' (did you mean "
+                "'authenticated'?); expected one of anyone, authenticated, staff, owner, nobody "
+                "or a dotted path to a callable."
+            ],
+        ),
+        (
+            {"a": {"publish": "no_such_module_xyz.hook"}},
+            [
+                f"{T}['a']['publish']: cannot import rule 'no_such_module_xyz.hook': "
+                "No module named 'no_such_module_xyz'."
+            ],
+        ),
     ],
 )
 def test_bad_topics_entries_are_reported(
     settings: Any, topics: dict[Any, Any], problems: list[str]
 ) -> None:
-    assert error_for(settings, {"TOPICS": topics}) == "RTDELIVERY: " + " ".join(problems)
+    assert error_for(settings, {"TOPICS": topics}) == "\n".join(problems)
+
+
+# -- one validation path -----------------------------------------------------------------------------
+
+
+def test_validate_lists_every_problem_with_its_check_id() -> None:
+    problems = validate(
+        {
+            "NOPE": 1,
+            "QUEUE_SIZE": 0,
+            "HISTORY_BACKEND": "redis",
+            "TOPICS": {"chat.*": {"presence": "yes"}},
+        }
+    )
+    assert problems == [
+        Problem(
+            "rtdelivery.E001",
+            "Unknown RTDELIVERY setting(s): 'NOPE'.",
+            f"Expected some of: {KNOWN}.",
+        ),
+        Problem("rtdelivery.E002", "RTDELIVERY['QUEUE_SIZE'] must be an integer >= 1, got 0."),
+        Problem(
+            "rtdelivery.E004",
+            "RTDELIVERY['HISTORY_BACKEND'] is 'redis' but RTDELIVERY['REDIS_URL'] is not set.",
+            "Set REDIS_URL, e.g. 'redis://127.0.0.1:6379/0'.",
+        ),
+        Problem(
+            "rtdelivery.E003",
+            "RTDELIVERY['TOPICS']['chat.*']['presence'] must be True or False, got 'yes'.",
+        ),
+    ]
+
+
+def test_get_settings_raises_every_problem_validate_finds(settings: Any) -> None:
+    config = {"NOPE": 1, "QUEUE_SIZE": 0, "TOPICS": {"chat.*": {"presence": "yes"}}}
+    message = error_for(settings, config)
+    assert message == "\n".join(str(p) for p in validate(config))
+    assert message.count("\n") == 2
+
+
+@pytest.mark.parametrize("config", [None, {}, EXPECTED_DEFAULTS, {"TOPICS": {"*": {}}}])
+def test_valid_settings_have_no_problems(config: Any) -> None:
+    assert validate(config) == []
+
+
+def test_policy_hooks_are_imported_when_settings_load(settings: Any) -> None:
+    conf = build(settings, {"TOPICS": {"a": {"subscribe": ["staff", "tests.test_conf.hook"]}}})
+    assert conf.topic_options("a").subscribe == ["staff", "tests.test_conf.hook"]
+    message = error_for(settings, {"TOPICS": {"a": {"subscribe": "tests.test_conf.NOT_A_HOOK"}}})
+    assert message == (
+        "RTDELIVERY['TOPICS']['a']['subscribe']: rule 'tests.test_conf.NOT_A_HOOK' must be a "
+        "callable (user, topic, action) -> bool, got 3."
+    )
+
+
+def hook(user: Any, topic: str, action: str) -> bool:
+    return True
+
+
+NOT_A_HOOK = 3
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:hunter2@h:6380/1", "rediss://user:***@h:6380/1"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("redis://:notaport", "redis://:notaport"),
+    ],
+)
+def test_redact_url_hides_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
 
 
 # -- topic options ---------------------------------------------------------------------------------

@@ -239,10 +239,111 @@ def test_validate_rule_accepts(rule: Any) -> None:
         (["staff", "admins"], "unknown rule 'admins'"),
         ("tests.test_policy.missing_hook", "cannot import rule 'tests.test_policy.missing_hook'"),
         ("no_such_module_xyz.hook", "cannot import rule 'no_such_module_xyz.hook'"),
-        ("tests.test_policy.NOT_CALLABLE", "rule 'tests.test_policy.NOT_CALLABLE' is not callable"),
+        (
+            "tests.test_policy.NOT_CALLABLE",
+            "rule 'tests.test_policy.NOT_CALLABLE' must be a callable (user, topic, action) -> "
+            "bool, got 3",
+        ),
     ],
 )
 def test_validate_rule_messages(rule: Any, message: str) -> None:
     problem = policy.validate_rule(rule)
     assert problem is not None
     assert message in problem
+
+
+# -- what a refusal says ------------------------------------------------------------------------------
+
+NO_PATTERN = (
+    "No RTDELIVERY['TOPICS'] pattern matches topic 'feed'; every topic is denied unless a "
+    "pattern allows it."
+)
+
+
+async def refusal(user: Any, topic: str, action: str) -> str:
+    with pytest.raises(Forbidden) as info:
+        await policy.authorize(user, topic, action)
+    assert (info.value.code, info.value.status) == ("forbidden", 403)
+    return str(info.value.message)
+
+
+@pytest.mark.parametrize("config", [{}, {"other.*": {"subscribe": "anyone"}}])
+@pytest.mark.parametrize("action", [policy.SUBSCRIBE, policy.PUBLISH])
+async def test_debug_refusal_says_no_pattern_matches(
+    settings: Any, topics: Callable[[dict[str, Any]], None], config: Any, action: str
+) -> None:
+    settings.DEBUG = True
+    topics(config)
+    assert await refusal(STAFF, "feed", action) == NO_PATTERN
+
+
+async def test_debug_refusal_without_rtdelivery_setting(settings: Any) -> None:
+    settings.DEBUG = True
+    del settings.RTDELIVERY
+    assert await refusal(ANON, "feed", policy.SUBSCRIBE) == NO_PATTERN
+
+
+async def test_debug_refusal_names_the_pattern_and_rule(
+    settings: Any, topics: Callable[[dict[str, Any]], None]
+) -> None:
+    settings.DEBUG = True
+    topics({"chat.*": {"subscribe": "authenticated"}, "feed": {"subscribe": ["staff", "owner"]}})
+    assert await refusal(ANON, "chat.x", policy.SUBSCRIBE) == (
+        "Not allowed to subscribe on topic 'chat.x': RTDELIVERY['TOPICS']['chat.*']"
+        "['subscribe'] is 'authenticated'."
+    )
+    assert await refusal(ALICE, "feed", policy.SUBSCRIBE) == (
+        "Not allowed to subscribe on topic 'feed': RTDELIVERY['TOPICS']['feed']['subscribe'] "
+        "is ['staff', 'owner']."
+    )
+    assert await refusal(STAFF, "chat.x", policy.PUBLISH) == (
+        "Not allowed to publish on topic 'chat.x': RTDELIVERY['TOPICS']['chat.*'] has no "
+        "'publish' rule, so nobody may publish."
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "topic"),
+    [
+        ({}, "feed"),  # no pattern matches
+        ({"feed": {"subscribe": "staff"}}, "feed"),  # the rule refuses
+        ({"feed": {"publish": "anyone"}}, "feed"),  # no rule for the action
+    ],
+)
+async def test_refusal_without_debug_is_generic(
+    settings: Any, topics: Callable[[dict[str, Any]], None], config: Any, topic: str
+) -> None:
+    # Refusals read alike, so clients cannot map the configuration by probing topics.
+    settings.DEBUG = False
+    topics(config)
+    assert await refusal(ALICE, topic, policy.SUBSCRIBE) == (
+        f"Not allowed to subscribe on topic {topic!r}."
+    )
+
+
+async def test_allowed_topics_are_not_refused_in_debug(
+    settings: Any, topics: Callable[[dict[str, Any]], None]
+) -> None:
+    settings.DEBUG = True
+    topics({"feed": {"subscribe": "anyone"}})
+    await policy.authorize(ANON, "feed", policy.SUBSCRIBE)
+
+
+@pytest.mark.parametrize(
+    ("rule", "needs"),
+    [
+        (None, False),
+        ("anyone", False),
+        ("nobody", False),
+        ([], False),
+        (["anyone", "nobody"], False),
+        ("authenticated", True),
+        ("staff", True),
+        ("owner", True),
+        ("tests.test_policy.sync_hook", True),
+        (["anyone", "staff"], True),
+        (("nobody", "tests.test_policy.async_hook"), True),
+    ],
+)
+def test_rule_needs_user(rule: Any, needs: bool) -> None:
+    assert policy.rule_needs_user(rule) is needs

@@ -1,0 +1,3 @@
+"""An ASGI module whose import fails, for the system check tests (W008)."""
+
+raise RuntimeError("asgi.py failed on import")
