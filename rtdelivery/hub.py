@@ -10,6 +10,13 @@ The backplane may drop messages (channels-redis over capacity or after group exp
 the pub/sub layer during a reconnect). The hub tracks the last ``seq`` it fanned out
 per topic; a skip is filled from history before delivery, duplicates are dropped, and
 a periodic tail check catches drops at the end of a burst.
+
+The layer's message schema and group names belong to :mod:`rtdelivery.backplane`.
+When Redis is unreachable every call raises
+:class:`~rtdelivery.core.errors.Unavailable`, and the background loops (receive, tail
+check, group refresh) retry quietly (:mod:`rtdelivery.outage` logs the outage once).
+When it is back, the hub re-joins its groups and fills from history what the outage
+held back, without a restart.
 """
 
 from __future__ import annotations
@@ -20,23 +27,25 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from channels.layers import BaseChannelLayer, get_channel_layer
-from django.core.exceptions import ImproperlyConfigured
+from channels.layers import BaseChannelLayer
 
-from . import metrics
+from . import backplane, metrics, outage
+from .backplane import PresenceChange, get_layer
 from .conf import get_settings
 from .core.cursors import Position
+from .core.errors import Unavailable
 from .core.events import Event
-from .core.topics import group_name
 from .history import History, get_history
 from .subscriber import Notice, Subscriber
 
 logger = logging.getLogger("rtdelivery.hub")
 
-MESSAGE_TYPE = "rtdelivery.event"
-PRESENCE_TYPE = "rtdelivery.presence"
+__all__ = ["Hub", "Subscription", "aclose_hub", "get_hub", "get_layer", "running_hub_loops"]
+
+#: Backoff bounds (seconds) of the receive loop and of recovery after an outage.
+MIN_BACKOFF = 0.05
+MAX_BACKOFF = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,33 +64,8 @@ class _TopicState:
     position: Position | None = None
     joined: bool = False
     removed: bool = False
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[Event] = field(default_factory=list)
     suspect_head: Position | None = None  # tail check: a head seen ahead of us last time
-
-
-def event_message(event: Event) -> dict[str, Any]:
-    """The layer message that carries ``event`` to every process."""
-    return {
-        "type": MESSAGE_TYPE,
-        "topic": event.topic,
-        "epoch": event.epoch,
-        "seq": event.seq,
-        "etype": event.type,
-        "data": event.data_json,
-        "time": event.time,
-        "id": event.id,
-    }
-
-
-def get_layer() -> BaseChannelLayer:
-    alias = get_settings().channel_layer
-    layer = get_channel_layer(alias)
-    if layer is None:
-        raise ImproperlyConfigured(
-            f"rtdelivery needs a Channels layer: settings.CHANNEL_LAYERS[{alias!r}] "
-            "is not configured (see RTDELIVERY['CHANNEL_LAYER'])."
-        )
-    return layer
 
 
 class Hub:
@@ -96,6 +80,7 @@ class Hub:
         self._deliver_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
+        self._recovery: asyncio.Task[None] | None = None
         self.closed = False
         self.loop = asyncio.get_running_loop()
 
@@ -106,7 +91,9 @@ class Hub:
                 return
             if self.closed:
                 raise RuntimeError("This hub was closed.")
-            self.channel = await self.layer.new_channel(prefix="rtdelivery.hub.")
+            self.channel = await backplane.new_channel(self.layer)
+            outage.add_listener(self)
+            outage.quiet_layer_logs()
             self._tasks.append(asyncio.create_task(self._receive_loop(), name="rtdelivery-hub"))
             conf = get_settings()
             if conf.tail_check_interval:
@@ -120,19 +107,22 @@ class Hub:
     async def aclose(self) -> None:
         """Leave every group, close every subscriber and stop the hub's tasks."""
         self.closed = True
-        for task in self._tasks:
+        outage.remove_listener(self)
+        tasks = [*self._tasks, *([self._recovery] if self._recovery else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._recovery = None
         topics, self._topics = self._topics, {}
         for topic, state in topics.items():
             for sub in state.subs:
                 sub.close()
             if state.joined and self.channel:
-                with contextlib.suppress(Exception):
-                    await self.layer.group_discard(group_name(topic), self.channel)
+                with contextlib.suppress(Exception):  # the group expires on its own
+                    await backplane.leave(self.layer, topic, self.channel)
         if _hubs.get(self.loop) is self:
             del _hubs[self.loop]
 
@@ -157,7 +147,9 @@ class Hub:
 
         When this returns, every event published afterwards reaches ``sub``. If given,
         ``announce(subscription)`` makes the notice queued ahead of the backlog (so a
-        "subscribed" frame precedes the topic's events).
+        "subscribed" frame precedes the topic's events). Raises
+        :class:`~rtdelivery.core.errors.Unavailable` (and subscribes nothing) when the
+        layer or the history cannot be reached.
         """
         await self.start()
         while True:
@@ -187,13 +179,13 @@ class Hub:
     async def _join(self, topic: str, state: _TopicState) -> None:
         assert self.channel is not None
         try:
-            await self.layer.group_add(group_name(topic), self.channel)
+            await backplane.join(self.layer, topic, self.channel)
             head = await self.history.read(topic, None)
         except BaseException:
             state.removed = True
             try:
                 with contextlib.suppress(Exception):
-                    await self.layer.group_discard(group_name(topic), self.channel)
+                    await backplane.leave(self.layer, topic, self.channel)
             finally:  # after the leave, as in unsubscribe()
                 if self._topics.get(topic) is state:
                     del self._topics[topic]
@@ -203,15 +195,15 @@ class Hub:
                 state.position = head.position
                 state.joined = True
                 pending, state.pending = state.pending, []
-                for message in pending:
-                    await self._handle(message)
+                for event in pending:
+                    await self._handle(event)
         except BaseException:
             # A gap fill failed (history unreachable): leave, as if the join had failed,
             # rather than keep a membership nobody will ever use.
             state.removed = True
             try:
                 with contextlib.suppress(Exception):
-                    await self.layer.group_discard(group_name(topic), self.channel)
+                    await backplane.leave(self.layer, topic, self.channel)
             finally:
                 if self._topics.get(topic) is state:
                     del self._topics[topic]
@@ -232,8 +224,10 @@ class Hub:
             try:
                 if state.joined and self.channel is not None:
                     try:
-                        await self.layer.group_discard(group_name(topic), self.channel)
-                    except Exception:  # the group expires on its own
+                        await backplane.leave(self.layer, topic, self.channel)
+                    except Unavailable:
+                        pass  # logged by outage; the membership expires on its own
+                    except Exception:
                         logger.warning("Could not leave group for topic %s", topic, exc_info=True)
             finally:
                 # Only now, still under the lock: a subscribe arriving meanwhile waited on
@@ -248,67 +242,61 @@ class Hub:
     # -- delivery ----------------------------------------------------------------------
     async def _receive_loop(self) -> None:
         assert self.channel is not None
-        backoff = 0.05
+        backoff = MIN_BACKOFF
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                message = await backplane.receive(self.layer, self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("Channel layer receive failed; retrying in %.2fs", backoff)
+            except Exception as exc:
+                if not isinstance(exc, Unavailable):  # outage already logged it, once
+                    logger.exception("Channel layer receive failed; retrying in %.2fs", backoff)
+                # Memberships may be lost with the layer's data (a Redis restart).
+                self._recover_later()
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            backoff = 0.05
-            if message.get("type") == PRESENCE_TYPE:
-                self._presence(message)
-                continue
-            if message.get("type") != MESSAGE_TYPE:
-                continue
+            backoff = MIN_BACKOFF
             try:
-                async with self._deliver_lock:
-                    await self._handle(message)
+                item = backplane.decode(message, self.key)
+                if type(item) is Event:
+                    async with self._deliver_lock:
+                        await self._handle(item)
+                elif type(item) is PresenceChange:
+                    self._presence(item)
+            except Unavailable:
+                pass  # a gap fill failed: the tail check or the next event fills it later
             except Exception:
-                logger.exception("Could not deliver event %r", message.get("id"))
+                logger.exception("Could not deliver layer message %r", message.get("id"))
 
-    def _presence(self, message: dict[str, Any]) -> None:
+    def _presence(self, change: PresenceChange) -> None:
         """Presence changes are not events (no seq, no history): pass them on as notices."""
-        state = self._topics.get(message.get("topic", ""))
+        state = self._topics.get(change.topic)
         if state is None or not state.joined:
             return
-        notice = Notice("presence", data=message.get("data"))
+        notice = Notice("presence", data=change.data)
         for sub in state.subs:
-            if message["topic"] in sub.positions:
+            if change.topic in sub.positions:
                 sub.push_notice(notice)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        """Fan one layer message out, filling a gap from history first. Under the lock."""
-        topic = message["topic"]
+    async def _handle(self, event: Event) -> None:
+        """Fan one event out, filling a gap from history first. Under the lock."""
+        topic = event.topic
         state = self._topics.get(topic)
         if state is None or state.removed:
             return
         if not state.joined:
-            state.pending.append(message)
+            state.pending.append(event)
             return
-        epoch, seq = message["epoch"], message["seq"]
+        epoch, seq = event.epoch, event.seq
         position = state.position
         assert position is not None
         if epoch == position.epoch and seq <= position.seq:
             metrics.counters["duplicates_dropped"] += 1
             return
         if epoch != position.epoch or seq > position.seq + 1:
-            await self._fill(topic, state, Position(epoch, seq))
+            await self._fill(topic, state, event.position)
             return
-        event = Event(
-            topic,
-            seq,
-            epoch,
-            message["etype"],
-            message["data"],
-            message["time"],
-            key=self.key,
-            id=message["id"],
-        )
         state.position = event.position
         for sub in state.subs:
             sub.offer(event)
@@ -343,6 +331,8 @@ class Hub:
                 await self.check_tail()
             except asyncio.CancelledError:
                 raise
+            except Unavailable:
+                self._recover_later()  # logged by outage
             except Exception:
                 logger.warning("Tail check failed", exc_info=True)
 
@@ -379,19 +369,55 @@ class Hub:
     async def _refresh_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            assert self.channel is not None
-            for topic, state in list(self._topics.items()):
-                # Under the topic's lock: a refresh must not land after a last
-                # unsubscribe's group_discard and keep us in the group for a day.
-                async with state.lock:
-                    if not state.joined or state.removed:
-                        continue
-                    try:
-                        await self.layer.group_add(group_name(topic), self.channel)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        logger.warning("Could not refresh group of %s", topic, exc_info=True)
+            try:
+                await self._rejoin()
+            except asyncio.CancelledError:
+                raise
+            except Unavailable:
+                self._recover_later()  # logged by outage
+            except Exception:
+                logger.warning("Could not refresh group memberships", exc_info=True)
+
+    async def _rejoin(self) -> None:
+        """(Re-)join the group of every joined topic (idempotent: also a refresh)."""
+        assert self.channel is not None
+        for topic, state in list(self._topics.items()):
+            # Under the topic's lock: a refresh must not land after a last
+            # unsubscribe's group_discard and keep us in the group for a day.
+            async with state.lock:
+                if state.joined and not state.removed:
+                    await backplane.join(self.layer, topic, self.channel)
+
+    # -- outages -----------------------------------------------------------------------
+    def backend_recovered(self) -> None:
+        """An outage ended (noticed anywhere in the process, any thread): re-join."""
+        if self.closed or self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self.loop.call_soon_threadsafe(self._recover_later)
+
+    def _recover_later(self) -> None:
+        """Start (once) re-joining every group and filling from history, retrying until
+        the backend answers: a Redis restart loses the layer's memberships."""
+        if self.closed or self.channel is None:
+            return
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="rtdelivery-hub-recover")
+
+    async def _recover(self) -> None:
+        delay = MIN_BACKOFF
+        while True:
+            try:
+                await self._rejoin()
+                # Events published while the layer could not bring them: from history.
+                await self.check_tail(immediate=True)
+                return
+            except Unavailable:
+                pass  # logged by outage
+            except Exception:
+                logger.warning("Could not re-join groups after an outage", exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

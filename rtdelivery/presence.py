@@ -16,6 +16,11 @@ Two stores, chosen like the history backend (``RTDELIVERY["HISTORY_BACKEND"]``):
   stops refreshing (crashed, killed, partitioned) expire ``PRESENCE_TTL`` seconds
   later. Whoever next sweeps the topic (a snapshot, a join, any process's refresh)
   removes them atomically and broadcasts a ``leave`` for each, once.
+
+Join, leave and snapshot raise :class:`~rtdelivery.core.errors.Unavailable` when Redis
+(the store or the channel layer) cannot be reached; the refresh task retries quietly
+(:mod:`rtdelivery.outage` logs the outage once) and re-announces its entries when Redis
+comes back empty.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ import itertools
 import json
 import logging
 import os
-import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import backplane, outage
 from .conf import PerSettings, Settings, get_settings
-from .core.errors import RTDeliveryError
-from .core.topics import group_name
+from .core.errors import PresenceDisabled, Unavailable
+from .core.errors import PresenceUnavailable as PresenceUnavailable  # the old name, re-exported
+from .outage import BACKEND_ERRORS
 
 logger = logging.getLogger("rtdelivery.presence")
 
@@ -43,17 +49,6 @@ _ids = itertools.count(1)
 def connection_id() -> str:
     """A connection id unique among this process's connections: ``"<pid>.<n>"``."""
     return f"{os.getpid()}.{next(_ids)}"
-
-
-class PresenceDisabled(RTDeliveryError):
-    code = "presence_disabled"
-
-
-class PresenceUnavailable(RTDeliveryError):
-    """The presence store (Redis) could not be reached."""
-
-    code = "unavailable"
-    status = 503
 
 
 def presence_enabled(topic: str) -> None:
@@ -229,16 +224,16 @@ class RedisPresence(Presence):
     # -- Redis -----------------------------------------------------------------------
     async def _touch(self, touches: list[_Touch]) -> list[tuple[list[str], Any, Any]]:
         """Run the touch script once per item in one pipeline; (added, gone, live) each."""
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import NoScriptError
 
         from .connections import get_redis
 
         client = get_redis()
-        if not self._sha:
-            self._sha = await _script_load(client)
         results: list[Any] = [None] * len(touches)
         todo = list(range(len(touches)))
         try:
+            if not self._sha:
+                self._sha = await _script_load(client)
             for _attempt in range(2):
                 async with client.pipeline(transaction=False) as pipe:
                     for i in todo:
@@ -262,9 +257,10 @@ class RedisPresence(Presence):
                 self._sha = await _script_load(client)
                 todo = missing
             else:  # pragma: no cover - the script vanished twice in a row
-                raise PresenceUnavailable("Presence script could not be loaded into Redis.")
-        except RedisError as exc:
-            raise PresenceUnavailable(f"Presence backend (Redis) unavailable: {exc}") from exc
+                raise RuntimeError("The presence script vanished from Redis twice in a row.")
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "presence update") from exc
+        outage.record_success()
         return [([_text(a) for a in r[0]], r[1], r[2]) for r in results]
 
     async def _announce_gone(self, topic: str, gone: list[Any]) -> None:
@@ -287,8 +283,6 @@ class RedisPresence(Presence):
         await _broadcast(topic, "join", conn_id, info)
 
     async def leave(self, topic: str, conn_id: str) -> None:
-        from redis.exceptions import RedisError
-
         from .connections import get_redis
 
         state = self._state()
@@ -301,9 +295,10 @@ class RedisPresence(Presence):
                 pipe.zrem(zset, conn_id)
                 pipe.hdel(hash_, conn_id)
                 stored, removed, _ = await pipe.execute()
-        except RedisError as exc:
+        except BACKEND_ERRORS as exc:
             # The entry expires on its own after PRESENCE_TTL.
-            raise PresenceUnavailable(f"Presence backend (Redis) unavailable: {exc}") from exc
+            raise outage.unavailable(exc, "presence leave") from exc
+        outage.record_success()
         if removed:
             info = _pairs([conn_id, stored if stored is not None else local or "{}"])[conn_id]
             await _broadcast(topic, "leave", conn_id, info)
@@ -349,6 +344,8 @@ class RedisPresence(Presence):
             await asyncio.sleep(self.interval)
             try:
                 await self.refresh(state)
+            except Unavailable:
+                pass  # logged by outage; the next refresh re-adds what expired meanwhile
             except Exception:
                 logger.warning("Could not refresh presence entries", exc_info=True)
 
@@ -378,22 +375,7 @@ async def _script_load(client: Any) -> str:
 
 
 async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]) -> None:
-    from .hub import PRESENCE_TYPE, get_layer
-
-    await get_layer().group_send(
-        group_name(topic),
-        {
-            "type": PRESENCE_TYPE,
-            "topic": topic,
-            "data": {
-                "topic": topic,
-                "action": action,
-                "user": info,
-                "connection": conn_id,
-                "time": int(time.time() * 1000),
-            },
-        },
-    )
+    await backplane.send_presence(backplane.get_layer(), topic, action, conn_id, info)
 
 
 _redis_instances: weakref.WeakSet[RedisPresence] = weakref.WeakSet()

@@ -1,4 +1,9 @@
-"""Publishing: ``apublish`` for async code, ``publish`` for sync code, and on-commit."""
+"""Publishing: ``apublish`` for async code, ``publish`` for sync code, and on-commit.
+
+Each stores the event in history, then sends it on the backplane. When Redis cannot be
+reached they raise :class:`~rtdelivery.core.errors.Unavailable` (nothing was stored);
+an event stored but not broadcast is not an error (subscribers get it from history).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,14 @@ from typing import Any
 
 from django.db import transaction
 
-from . import metrics
+from . import backplane, metrics, outage
 from .conf import get_settings
 from .connections import aclose_redis
+from .core.errors import Unavailable
 from .core.events import Event, encode_data, validate_type
-from .core.topics import group_name, validate_topic
+from .core.topics import validate_topic
 from .history import get_history
-from .hub import event_message, get_layer, running_hub_loops
+from .hub import running_hub_loops
 
 logger = logging.getLogger("rtdelivery.publish")
 
@@ -36,11 +42,14 @@ async def _publish_prepared(topic: str, type: str, data_json: str) -> Event:  # 
     event = await get_history().append(topic, type, data_json, int(time.time() * 1000))
     metrics.incr("events_published")
     try:
-        await get_layer().group_send(group_name(topic), event_message(event))
-    except Exception:
+        await backplane.send_event(backplane.get_layer(), event)
+    except Exception as exc:
         # The event is stored: subscribers get it from history (gap repair and the
         # hub's tail check). Raising would invite a retry and a duplicate.
-        logger.exception("Event %s#%s stored but not broadcast", topic, event.seq)
+        if isinstance(exc, Unavailable):  # the outage is logged once, not per event
+            logger.debug("Event %s#%s stored but not broadcast", topic, event.seq)
+        else:
+            logger.exception("Event %s#%s stored but not broadcast", topic, event.seq)
         metrics.incr("broadcast_failures")
     return event
 
@@ -49,7 +58,8 @@ async def apublish(topic: str, data: Any, type: str = "message") -> Event:  # no
     """Publish ``data`` on ``topic`` from async code; returns the stored :class:`Event`.
 
     Raises :class:`~rtdelivery.core.errors.InvalidTopic`, ``InvalidEvent`` or
-    ``EventTooLarge`` before anything is stored.
+    ``EventTooLarge`` before anything is stored, ``Unavailable`` if Redis cannot be
+    reached.
     """
     return await _publish_prepared(*_prepare(topic, data, type))
 
@@ -123,6 +133,12 @@ def close_publisher() -> None:
     _publisher.close()
 
 
+def publisher_loop() -> asyncio.AbstractEventLoop:
+    """The process's background loop (started on first use), for sync callers: sync
+    :func:`publish` and Django views served under WSGI."""
+    return _publisher.loop()
+
+
 def in_event_loop() -> bool:
     """Whether the calling thread is running an event loop (sync APIs refuse to block it)."""
     try:
@@ -143,13 +159,18 @@ def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
     # and the in-memory layer is only safe to use from the loop of its subscribers.
     loop = loops[0] if loops else _publisher.loop()
     future = asyncio.run_coroutine_threadsafe(_publish_prepared(topic, type, data_json), loop)
-    return future.result(timeout=PUBLISH_TIMEOUT)
+    try:
+        return future.result(timeout=PUBLISH_TIMEOUT)
+    except TimeoutError as exc:  # Redis neither answers nor fails (its timeouts are shorter)
+        future.cancel()
+        raise outage.unavailable(exc, "publish") from exc
 
 
 def publish(topic: str, data: Any, type: str = "message") -> Event:  # noqa: A002
     """Publish ``data`` on ``topic`` from sync code (views, commands, workers).
 
-    Blocks until the event is stored and broadcast and returns it.
+    Blocks until the event is stored and broadcast and returns it. Raises like
+    :func:`apublish`.
     """
     return _run_sync(*_prepare(topic, data, type))
 

@@ -7,18 +7,11 @@ from dataclasses import dataclass
 
 from . import metrics
 from .core.cursors import Position
+from .core.errors import SlowConsumer, SubscriberClosed
 from .core.events import Event
 
-
-class SlowConsumer(Exception):
-    """The connection did not keep up: its buffer overflowed and was dropped.
-
-    The client resumes from the cursor of the last event it actually received.
-    """
-
-
-class SubscriberClosed(Exception):
-    """The subscriber was closed (server shutting down or the hub stopped)."""
+# Raised by Subscriber.get(); defined with the other errors, importable from here.
+__all__ = ["Item", "Notice", "Reset", "SlowConsumer", "Subscriber", "SubscriberClosed"]
 
 
 @dataclass(frozen=True)

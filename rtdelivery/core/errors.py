@@ -73,8 +73,53 @@ class Forbidden(RTDeliveryError):
     status = 403
 
 
-class HistoryUnavailable(RTDeliveryError):
-    """The history backend could not be reached."""
+class PresenceDisabled(RTDeliveryError):
+    """Presence was asked for on a topic without ``"presence": True``."""
+
+    code = "presence_disabled"
+
+
+class Unavailable(RTDeliveryError):
+    """A backend rtdelivery needs (Redis: history, presence, the channel layer) cannot
+    be reached. The one error for every such failure, whichever the operation.
+
+    The message never names the backend or its address (``rtdelivery.outage`` logs the
+    detail server-side). Transports answer 503 with ``Retry-After: retry_after``.
+    """
 
     code = "unavailable"
     status = 503
+    MESSAGE = "The realtime backend is unavailable; retry later."
+    #: Seconds a client should wait before retrying (the ``Retry-After`` header).
+    RETRY_AFTER = 2
+
+    def __init__(self, message: str = MESSAGE, *, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: Former names of :class:`Unavailable`, kept importable.
+HistoryUnavailable = Unavailable
+PresenceUnavailable = Unavailable
+
+
+class SlowConsumer(Exception):
+    """The connection did not keep up: its buffer overflowed and was dropped.
+
+    The client resumes from the cursor of the last event it actually received.
+    """
+
+
+class SubscriberClosed(Exception):
+    """The subscriber was closed (server shutting down or the hub stopped)."""
+
+
+class UpgradeRequired(RTDeliveryError):
+    """A plain HTTP request to the WebSocket route."""
+
+    code = "upgrade_required"
+    status = 426
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready (not an error to report)."""

@@ -6,6 +6,9 @@ a list of records ``"<seq>|<time>|<type>|<data>"`` in seq order. Lua scripts mak
 "next seq + store + trim" one atomic step, so concurrent publishers in any number of
 processes never share a seq and never leave a hole. A missing hash means the topic's
 history was lost (flushed, restarted empty, expired): a new epoch is drawn.
+
+Every operation raises :class:`~rtdelivery.core.errors.Unavailable` when Redis cannot be
+reached (the Redis error goes to the ``rtdelivery.outage`` log, never to clients).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import time as _time
 from collections.abc import Iterable
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
+from .. import outage
 from ..conf import Settings
 from ..connections import get_redis
 from ..core.cursors import Position
-from ..core.errors import HistoryUnavailable
 from ..core.events import Event
+from ..outage import BACKEND_ERRORS
 from .base import History, ReadResult, new_epoch
 
 # Shared by both scripts: make sure the topic has an epoch; drop records older than
@@ -138,12 +142,15 @@ class RedisHistory(History):
         sha = _SHAS[script]
         try:
             try:
-                return list(await client.evalsha(sha, len(keys), *keys, *args))
+                reply = await client.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Redis restarted or SCRIPT FLUSH: send the script itself once.
-                return list(await client.eval(script, len(keys), *keys, *args))
-        except RedisError as exc:
-            raise HistoryUnavailable(f"History backend (Redis) unavailable: {exc}") from exc
+                reply = await client.eval(script, len(keys), *keys, *args)
+        except BACKEND_ERRORS as exc:
+            what = "history append" if script is _APPEND else "history read"
+            raise outage.unavailable(exc, what) from exc
+        outage.record_success()
+        return list(reply)
 
     async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
         options = self.conf.topic_options(topic)
@@ -209,8 +216,9 @@ class RedisHistory(History):
                 for topic in topics:
                     pipe.hmget(self.keys(topic)[0], "epoch", "seq")
                 replies = await pipe.execute()
-        except RedisError as exc:
-            raise HistoryUnavailable(f"History backend (Redis) unavailable: {exc}") from exc
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "history heads") from exc
+        outage.record_success()
         result: dict[str, Position | None] = {}
         for topic, (epoch, seq) in zip(topics, replies, strict=True):
             result[topic] = None if epoch is None else Position(int(_text(epoch)), int(seq))

@@ -23,8 +23,9 @@ import pytest
 from redis.client import Monitor
 from redis.crc import key_slot
 
+from rtdelivery import outage
 from rtdelivery.core.cursors import Position
-from rtdelivery.core.errors import HistoryUnavailable
+from rtdelivery.core.errors import HistoryUnavailable, Unavailable
 from rtdelivery.history import get_history, reset_history
 from rtdelivery.history.redis import _APPEND, _READ, _SHAS, RedisHistory
 from tests.conftest import sync_redis
@@ -423,9 +424,11 @@ async def test_append_and_read_survive_script_flush(
 # -- Redis down --------------------------------------------------------------------------
 
 
-async def test_redis_down_raises_history_unavailable_then_recovers(
-    private_settings: dict[str, Any], redis_server: RedisServer
+async def test_redis_down_raises_unavailable_then_recovers(
+    private_settings: dict[str, Any], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    outage.reset()
+    caplog.set_level("INFO", logger="rtdelivery.outage")
     history = redis_history()
     before = await append_n(history, 2)
     redis_server.stop()
@@ -445,12 +448,17 @@ async def test_redis_down_raises_history_unavailable_then_recovers(
     )
     elapsed = time.monotonic() - started
     for result in results:
-        assert isinstance(result, HistoryUnavailable), repr(result)
+        assert isinstance(result, Unavailable), repr(result)
         assert result.code == "unavailable"
         assert result.status == 503
-        assert "History backend (Redis) unavailable" in result.message
-        assert str(redis_server.port) in result.message  # says which Redis
+        assert result.message == "The realtime backend is unavailable; retry later."
+        assert 1 <= result.retry_after <= 5
     assert elapsed < 2 * WAIT
+    # Which Redis failed, and how, is for the server's log (once), not for clients.
+    (line,) = [r for r in caplog.records if r.name == "rtdelivery.outage"]
+    assert line.levelname == "WARNING"
+    assert f"127.0.0.1:{redis_server.port}" in line.getMessage()
+    assert line.exc_info is None
 
     redis_server.start()  # back, empty
     (after,) = await append_n(history, 1)
@@ -463,6 +471,7 @@ async def test_redis_down_raises_history_unavailable_then_recovers(
 async def test_history_unavailable_when_redis_is_not_there_at_all(
     settings: Any, free_port: Callable[[], int]
 ) -> None:
+    """``HistoryUnavailable``, the former name, still works."""
     port = free_port()  # nothing listens there
     settings.RTDELIVERY = {
         "HISTORY_BACKEND": "redis",
@@ -470,6 +479,7 @@ async def test_history_unavailable_when_redis_is_not_there_at_all(
         "KEY_PREFIX": "rtdtest:nowhere:",
     }
     history = redis_history()
-    with pytest.raises(HistoryUnavailable, match=r"History backend \(Redis\) unavailable") as info:
+    with pytest.raises(HistoryUnavailable, match=r"^The realtime backend is unavailable") as info:
         await history.append(TOPIC, "message", "1", now_ms())
-    assert str(port) in info.value.message
+    assert info.type is Unavailable
+    assert str(port) not in info.value.message
