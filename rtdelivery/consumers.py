@@ -19,7 +19,7 @@ from channels.consumer import AsyncConsumer
 from .transports.websocket import serve_websocket
 
 
-class RealtimeConsumer(AsyncConsumer):  # type: ignore[misc]
+class RealtimeConsumer(AsyncConsumer):
     """Subscribe, unsubscribe, publish and presence over one WebSocket (docs/protocol.md).
 
     Unlike a consumer that handles each layer message in a handler, it joins no layer

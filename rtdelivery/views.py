@@ -14,7 +14,7 @@ URLconf, with the same answers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -28,7 +28,7 @@ from .transports import sse as sse_transport
 from .transports.http import error_payload
 from .transports.serving import Handler, serve_django
 
-View = Callable[..., Awaitable[HttpResponseBase]]
+_View = TypeVar("_View", bound=Callable[..., Awaitable[HttpResponseBase]])
 
 #: ``route`` attribute of views that :func:`rtdelivery.asgi.rtdelivery_application`
 #: serves itself: ("held", method, handler) on the fast path, or the WebSocket route.
@@ -36,8 +36,8 @@ ROUTE_ATTRIBUTE = "rtdelivery_route"
 WEBSOCKET_ROUTE = ("websocket",)
 
 
-def _held(method: str, handler: Handler) -> Callable[[View], View]:
-    def mark(view: View) -> View:
+def _held(method: str, handler: Handler) -> Callable[[_View], _View]:
+    def mark(view: _View) -> _View:
         setattr(view, ROUTE_ATTRIBUTE, ("held", method, handler))
         return view
 
