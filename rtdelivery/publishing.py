@@ -185,7 +185,17 @@ def publish_on_commit(
     """Publish once the current transaction commits; nothing if it rolls back.
 
     The event is validated now, so bad data fails inside the request, not after commit.
-    Outside a transaction (autocommit) it publishes at once.
+    Outside a transaction (autocommit) it publishes at once. If Redis is unavailable then,
+    the event is lost: that is logged (one line, no traceback), not raised.
     """
     prepared = _prepare(topic, data, type)
-    transaction.on_commit(functools.partial(_run_sync, *prepared), using=using, robust=True)
+    transaction.on_commit(functools.partial(_after_commit, *prepared), using=using, robust=True)
+
+
+def _after_commit(topic: str, type: str, data_json: str) -> None:  # noqa: A002
+    try:
+        _run_sync(topic, type, data_json)
+    except Unavailable:
+        # The transaction is committed, nobody can be told: say which event was lost.
+        # (Other errors reach Django's robust on_commit handler, which logs them.)
+        logger.warning("Event on %s not published after commit: Redis unavailable", topic)

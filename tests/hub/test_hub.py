@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from rtdelivery import metrics
+from rtdelivery.backplane import group_name
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Cursor, Position
 from rtdelivery.core.events import Event
-from rtdelivery.core.topics import group_name
 from rtdelivery.history import get_history
 from rtdelivery.hub import Subscription, get_hub
 from rtdelivery.publishing import apublish

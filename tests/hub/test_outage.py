@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
 
 from rtdelivery import outage
 from rtdelivery.connections import aclose_redis
@@ -23,7 +25,7 @@ from rtdelivery.core.events import Event
 from rtdelivery.history import get_history, reset_history
 from rtdelivery.hub import aclose_hub, get_hub
 from rtdelivery.presence import aclose_presence, get_presence, reset_presence
-from rtdelivery.publishing import apublish, close_publisher, publish
+from rtdelivery.publishing import apublish, close_publisher, publish, publish_on_commit
 from rtdelivery.subscriber import Item, Subscriber
 from tests.conftest import find_free_port, layer_config, reset_channel_layers
 from tests.history.conftest import RedisServer
@@ -206,3 +208,75 @@ async def test_the_hub_rejoins_its_groups_when_redis_is_back(
     second = await apublish("room.r", "second")
     assert [e.data for e in events(await collect_until(watcher, second.seq))] == ["second"]
     assert [r.levelname for r in outage_lines(caplog)] == ["WARNING", "INFO"]
+
+
+def test_flapping_outages_are_rate_limited(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    outage.reset()
+    caplog.set_level(logging.INFO, logger="rtdelivery.outage")
+    error = ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+    for _ in range(100):
+        outage.record_failure(error, "history read")
+    assert outage.is_down()
+    assert outage.failures() == 100
+    outage.record_success()
+    outage.record_success()
+    assert not outage.is_down()
+    # Outages starting within a minute of the last WARNING: counted, not logged.
+    for _ in range(3):
+        outage.record_failure(error, "history read")
+        outage.record_success()
+    outage.record_failure(error, "presence update")  # this one lasts
+    assert [r.levelname for r in outage_lines(caplog)] == ["WARNING", "INFO"]
+
+    monkeypatch.setattr(outage, "LOG_INTERVAL", 0.0)  # "a minute later"
+    outage.record_failure(error, "presence update")
+    outage.record_failure(error, "history append")
+    outage.record_success()
+    lines = outage_lines(caplog)
+    assert [r.levelname for r in lines] == ["WARNING", "INFO", "WARNING", "WARNING", "INFO"]
+    start, reminder, end = (r.getMessage() for r in lines[2:])
+    assert "unavailable; clients get 'unavailable' (503)" in start
+    assert "(3 shorter outage(s) since the last report not logged)" in start
+    assert "First failure: presence update: ConnectionError: Error 111" in start
+    assert "still unavailable after 0s, 3 failed operations" in reminder
+    assert "Last failure: history append" in reminder
+    assert "available again after" in end
+    assert "(3 failed operations)" in end
+    assert all(r.exc_info is None for r in lines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_on_commit_during_an_outage_logs_the_lost_event(
+    settings: Any, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    outage.reset()
+    settings.RTDELIVERY = {
+        "HISTORY_BACKEND": "redis",
+        "REDIS_URL": server.url,
+        "KEY_PREFIX": "rtdtest:outage:",
+        "TOPICS": TOPICS,
+    }
+    settings.CHANNEL_LAYERS = {"default": layer_config("memory")}
+    reset_channel_layers()
+    caplog.set_level(logging.INFO)
+    try:
+        publish("room.c", "before")  # the publisher thread, connected
+        server.stop()
+        with pytest.raises(Unavailable):
+            publish("room.c", "refused")
+        with transaction.atomic():
+            User.objects.create(username="ada")
+            publish_on_commit("room.c", "lost")  # committed: nobody to raise to
+        (lost,) = [r for r in caplog.records if r.name == "rtdelivery.publish"]
+        assert lost.getMessage() == "Event on room.c not published after commit: Redis unavailable"
+        assert [r.exc_info for r in caplog.records if r.levelno >= logging.WARNING] == [None] * 2
+        server.start()
+        assert publish("room.c", "after").seq == 1  # Redis came back empty
+        assert [r.levelname for r in outage_lines(caplog)] == ["WARNING", "INFO"]
+    finally:
+        close_publisher()
+        reset_history()
+        reset_channel_layers()
+        outage.reset()
