@@ -19,7 +19,7 @@ from typing import Any
 from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
-from ..core.errors import RTDeliveryError
+from ..core.errors import RTDeliveryError, Unavailable
 from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
@@ -37,6 +37,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4001
 
 
@@ -51,8 +52,8 @@ def _frame(payload: dict[str, Any]) -> Notice:
     return Notice("frame", text=json.dumps(payload, separators=(",", ":")))
 
 
-def _error(code: str, message: str, ref: Any = None) -> Notice:
-    payload: dict[str, Any] = {"op": "error", "code": code, "message": message}
+def _error(code: str, message: str, ref: Any = None, **extra: Any) -> Notice:
+    payload: dict[str, Any] = {"op": "error", "code": code, "message": message, **extra}
     if ref is not None:
         payload["ref"] = ref
     return _frame(payload)
@@ -137,6 +138,13 @@ class Connection:
             return
         try:
             await handler(self, frame, ref)
+        except Unavailable as exc:
+            error = _error(exc.code, exc.message, ref, retry_after=exc.retry_after)
+            self.sub.push_notice(error)
+            if op == "subscribe":
+                # The topic is not live: close (after the error frame) so that the client
+                # reconnects with backoff and resumes every topic from its cursor.
+                self.sub.push_notice(Notice("close", data=(CLOSE_TRY_AGAIN, "unavailable")))
         except RTDeliveryError as exc:
             self.sub.push_notice(_error(exc.code, exc.message, ref))
 
@@ -275,6 +283,9 @@ class Connection:
                     elif item.kind == "presence":
                         data = item.data if isinstance(item.data, dict) else {}
                         await self._send_json({"op": "presence", **data})
+                    elif item.kind == "close":
+                        close: tuple[int, str] = item.data  # type: ignore[assignment]
+                        raise _Close(*close)
                 elif isinstance(item, Reset):
                     sent[item.topic] = item.position
                     await self._send_json(
@@ -355,6 +366,7 @@ FALLBACK_CLOSE_CODES = {
     CLOSE_POLICY: 4008,
     CLOSE_TOO_BIG: 4009,
     1011: 4011,
+    CLOSE_TRY_AGAIN: 4013,
 }
 
 

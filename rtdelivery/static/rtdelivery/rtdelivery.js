@@ -24,9 +24,9 @@
   ];
   // Close codes of the WebSocket protocol (docs/protocol.md). Daphne lets an application close
   // only with 1000 or 3000-4999, so there rtdelivery closes with stand-ins: 4002 for 1001,
-  // 4008 for 1008, 4009 for 1009, 4011 for 1011.
+  // 4008 for 1008, 4009 for 1009, 4011 for 1011, 4013 for 1013.
   var WS_TOO_SLOW = 4001;
-  var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011 };
+  var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
   var WS_GOING_AWAY = 1001;
   var WS_POLICY = 1008;
   // Backoff attempt floors: "don't hammer" after a policy close or a 429/403.
@@ -1031,7 +1031,10 @@
           if (pending && pending.kind === "subscribe") {
             error.topic = pending.topic;
             // Refused (policy, bad name): forget it rather than retry it on every reconnect.
-            if (this._topics.has(pending.topic) && frame.code !== "already_subscribed") {
+            // "unavailable" is not a refusal: the server closes (1013) and the topic is
+            // resubscribed from its cursor on the next connection.
+            var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
+            if (this._topics.has(pending.topic) && !keep) {
               this._topics.delete(pending.topic);
             }
           }
