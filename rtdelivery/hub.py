@@ -413,9 +413,10 @@ class Hub:
                 await self.check_tail(immediate=True)
                 return
             except Unavailable:
-                pass  # logged by outage
-            except Exception:
+                pass  # still down (logged by outage): try again
+            except Exception:  # not an outage: retrying would not help
                 logger.warning("Could not re-join groups after an outage", exc_info=True)
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
