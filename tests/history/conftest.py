@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis
 
-from rtdelivery.connections import aclose_redis
 from rtdelivery.core.cursors import Position
 from rtdelivery.core.events import Event
 from rtdelivery.history import History, ReadResult, get_history, reset_history
+from rtdelivery.testing import areset
 from tests.conftest import find_free_port, sync_redis
 
 HISTORY_BACKENDS = ("memory", "redis")
@@ -88,8 +88,7 @@ async def _close_per_loop_resources(settings: Any) -> AsyncIterator[None]:
     # the client is closed while it is still the one cached for this loop (restoring
     # the settings makes rtdelivery forget, not close, its clients).
     yield
-    await aclose_redis()
-    reset_history()
+    await areset()
 
 
 @pytest.fixture(params=HISTORY_BACKENDS)

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from rtdelivery.connections import aclose_redis
 from rtdelivery.core.events import Event
 from rtdelivery.core.topics import group_name
-from rtdelivery.history import reset_history
-from rtdelivery.hub import aclose_hub
 from rtdelivery.subscriber import Item, Subscriber
-from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from rtdelivery.testing import (
+    areset,
+    wait_until,  # noqa: F401  (re-exported for the tests)
+)
 from tests.conftest import sync_redis
 
 #: Upper bound for any single wait in these tests (seconds); a healthy run needs far less.
@@ -32,9 +32,7 @@ async def _close_hub_after_test(settings: Any, key_prefix: str) -> AsyncIterator
     # the hub and its Redis client are closed while the test's settings are still in
     # place and before the test's Redis keys are deleted (so nothing recreates them).
     yield
-    await aclose_hub()
-    await aclose_redis()
-    reset_history()
+    await areset()
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-import rtdelivery.connections
 import rtdelivery.hub
-from rtdelivery.history import reset_history
-from rtdelivery.presence import aclose_presence, reset_presence
 from rtdelivery.subscriber import Item, Notice, Subscriber
-from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from rtdelivery.testing import (
+    areset,
+    wait_until,  # noqa: F401  (re-exported for the tests)
+)
 
 #: Upper bound for any single wait (seconds); a healthy run needs far less.
 WAIT = 10.0
@@ -48,11 +48,7 @@ async def _cleanup(settings: Any, request: pytest.FixtureRequest) -> AsyncIterat
     if _uses_redis(request):
         request.getfixturevalue("key_prefix")
     yield
-    await aclose_presence()
-    await rtdelivery.hub.aclose_hub()
-    await rtdelivery.connections.aclose_redis()
-    reset_history()
-    reset_presence()
+    await areset()
 
 
 @pytest.fixture(params=BACKENDS)

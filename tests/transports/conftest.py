@@ -24,10 +24,10 @@ from django.middleware.csrf import get_token
 from django.test import Client
 
 import rtdelivery.asgi
-from rtdelivery.connections import aclose_redis
-from rtdelivery.history import reset_history
-from rtdelivery.hub import aclose_hub
-from rtdelivery.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from rtdelivery.testing import (
+    areset,
+    wait_until,  # noqa: F401  (re-exported for the tests)
+)
 
 #: Upper bound for any single wait (seconds); a healthy run needs far less.
 WAIT = 5.0
@@ -41,9 +41,7 @@ Headers = list[tuple[bytes, bytes]]
 async def _close_hub_after_test(settings: Any) -> AsyncIterator[None]:
     # Depending on `settings` makes this teardown run while the test's settings apply.
     yield
-    await aclose_hub()
-    await aclose_redis()
-    reset_history()
+    await areset()
 
 
 @pytest.fixture
