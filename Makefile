@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv chromium demo test test-py313 lint format bench clean distclean
+.PHONY: help venv chromium demo test test-py312 test-py313 lint format bench clean distclean
 
 # RTDELIVERY_SKIP_BROWSER=1 make test: everything but tests/browser, so no Chromium is needed.
 ifeq ($(RTDELIVERY_SKIP_BROWSER),1)
@@ -16,17 +16,13 @@ BROWSER      := chromium
 PYTEST_SKIP  :=
 endif
 
-# The second CI leg: Python 3.13 with the newest Django that setup.cfg allows. Its venv lives
-# inside .venv, so .gitignore and distclean cover it.
-PYTHON313 ?= $(shell bash scripts/find-python.sh 3.13 2>/dev/null)
-VENV313   := $(VENV)/py313
-
 help:
 	@echo "make demo       run the demo site on http://127.0.0.1:8000 (Redis if REDIS_URL is set)"
 	@echo "make test       run the test suite (uses REDIS_URL or starts a private redis-server);"
 	@echo "                installs Debian's chromium with apt-get if it is missing, for the browser"
 	@echo "                tests: RTDELIVERY_SKIP_BROWSER=1 make test skips those tests instead"
 	@echo "make test-py313 the suite without the browser tests on Python 3.13 and the newest Django"
+	@echo "                (test-py312: the same on Python 3.12)"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make format     ruff format and ruff check --fix"
 	@echo "make bench      benchmark against naive Channels and the raw floor (docs/performance.md)"
@@ -60,20 +56,26 @@ chromium:
 		fi; }
 
 test: venv $(BROWSER)
+	$(BIN)/python scripts/check-tested-versions.py
 	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_SKIP)
 	bash scripts/with-redis.sh $(BIN)/python manage.py test tests --settings=tests.settings
 
-$(VENV313)/.stamp: requirements.txt setup.cfg pyproject.toml
-	@[ -n "$(PYTHON313)" ] || bash scripts/find-python.sh 3.13
-	@test -x $(VENV313)/bin/python || $(PYTHON313) -m venv $(VENV313)
-	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV313)/bin/python -m pip install --quiet -r requirements.txt -e .
+# The other CI legs: the suite without the browser tests on Python 3.12 / 3.13 with the newest
+# Django that setup.cfg allows (requirements.txt's markers pick it on 3.12+; the check fails if
+# they did not, or if setup.cfg's classifiers do not list the versions tested). Each venv lives
+# in .venv/py3XX, so .gitignore and distclean cover it. Python comes from PATH or pyenv
+# (scripts/find-python.sh), or from PYTHON313=/path/to/python3.13 (PYTHON312=...).
+.PRECIOUS: $(VENV)/py3%/.stamp
+$(VENV)/py3%/.stamp: requirements.txt setup.cfg pyproject.toml
+	@python="$${PYTHON3$*:-$$(bash scripts/find-python.sh 3.$*)}" && \
+		{ test -x $(@D)/bin/python || "$$python" -m venv $(@D); }
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -r requirements.txt -e .
 	@touch $@
 
-# requirements.txt's markers pick the newest Django of setup.cfg's range on 3.12+; fail if not.
-test-py313: $(VENV313)/.stamp
-	$(VENV313)/bin/python scripts/check-newest-django.py
-	bash scripts/with-redis.sh $(VENV313)/bin/pytest --ignore=tests/browser -p no:cacheprovider
+test-py312 test-py313: test-py3%: $(VENV)/py3%/.stamp
+	$(VENV)/py3$*/bin/python scripts/check-tested-versions.py --newest-django
+	bash scripts/with-redis.sh $(VENV)/py3$*/bin/pytest --ignore=tests/browser -p no:cacheprovider
 
 bench: venv
 	bash scripts/with-redis.sh $(BIN)/python -m bench --json bench-results.json
