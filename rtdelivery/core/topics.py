@@ -28,8 +28,3 @@ def validate_topic(topic: object) -> str:
             f"(like 'chat.lobby'), got {topic[:MAX_TOPIC_LENGTH]!r}."
         )
     return topic
-
-
-def group_name(topic: str) -> str:
-    """The Channels layer group that carries ``topic``."""
-    return "rtdelivery." + topic

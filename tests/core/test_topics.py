@@ -9,8 +9,9 @@ from channels.layers import BaseChannelLayer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rtdelivery.backplane import group_name
 from rtdelivery.core.errors import InvalidTopic, RTDeliveryError
-from rtdelivery.core.topics import MAX_TOPIC_LENGTH, group_name, validate_topic
+from rtdelivery.core.topics import MAX_TOPIC_LENGTH, validate_topic
 from tests.core.strategies import FAST, TOPIC_PART_ALPHABET, topics
 
 

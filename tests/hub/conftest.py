@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from rtdelivery.backplane import group_name
 from rtdelivery.core.events import Event
-from rtdelivery.core.topics import group_name
 from rtdelivery.subscriber import Item, Subscriber
 from rtdelivery.testing import (
     areset,
