@@ -41,7 +41,8 @@ from rtdelivery.testing import (
     wait_until,
     ws_client,
 )
-from rtdelivery.testing.sse import _SSEParser
+from rtdelivery.testing._streams import _Stream
+from rtdelivery.testing.sse import SSEReader, _SSEParser
 
 TOPICS = {
     "open.*": {"subscribe": "anyone", "publish": "anyone"},
@@ -489,6 +490,32 @@ def test_sse_parser_follows_the_line_rules() -> None:
     ]
     assert frames[1].json() == {"a": 1}
     assert parser.comments == ["hb"]
+
+
+class _Chunks(_Stream):
+    """A stream whose body is the given chunks."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.status = 200
+        self.headers = {"content-type": "text/event-stream"}
+        self.chunks = self._body(chunks)
+
+    @staticmethod
+    async def _body(chunks: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_sse_reader_decodes_characters_split_over_chunks() -> None:
+    body = 'data: {"text": "caf\u00e9"}\n\n'.encode()
+    cut = body.index(b"\xa9")  # inside the two bytes of "\u00e9"
+    reader = SSEReader(_Chunks(body[:cut], body[cut:]))
+    assert await reader.receive_event() == {"text": "caf\u00e9"}
+    await reader.expect_end()
+    await reader.aclose()
 
 
 async def test_sse_events_in_process_and_resume_from_last_event_id() -> None:

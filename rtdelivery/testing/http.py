@@ -216,7 +216,7 @@ class AsyncEndpointClient(_Endpoints):
                 return await client.get(url, headers=headers)
             content_type = headers.pop("content-type")
             return await client.post(url, body, content_type=content_type, headers=headers)
-        if isinstance(client, str) or not hasattr(client, "request"):
+        if isinstance(client, str) or callable(client):  # a base URL or an ASGI application
             httpx = _httpx()
             options: dict[str, Any] = (
                 {"base_url": client}

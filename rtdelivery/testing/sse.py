@@ -9,6 +9,7 @@ real socket (``httpx``, e.g. to a :func:`~rtdelivery.testing.live_server`) or in
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import re
@@ -114,6 +115,8 @@ class SSEReader:
         self.frames: list[SSEFrame] = []
         self._pending: deque[SSEFrame] = deque()
         self._parser = _SSEParser()
+        # Incremental: a character's UTF-8 bytes may be split over two chunks.
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.ended = False
         #: Whether the answer is an event stream (else see :meth:`json`).
@@ -156,7 +159,7 @@ class SSEReader:
         if not self.streaming:
             self._raw += chunk
             return True
-        for frame in self._parser.feed(chunk.decode()):
+        for frame in self._parser.feed(self._decoder.decode(chunk)):
             self.frames.append(frame)
             self._pending.append(frame)
         return True
