@@ -29,6 +29,7 @@ from ..core.errors import (
     InternalError,
     MethodNotAllowed,
     RTDeliveryError,
+    Unavailable,
 )
 from .http import Receive, Request, Scope, Send, respond_error
 
@@ -133,6 +134,11 @@ async def serve_django(handler: Handler, method: str, request: HttpRequest) -> H
         response = StreamingHttpResponse(_sync_chunks(exchange, body), status=start["status"])
     for name, value in headers:
         response.headers[name] = value
+    if response.status_code == Unavailable.status:
+        # Only an outage answers 503, and rtdelivery.outage logs it once per outage.
+        # Django would log each one as an ERROR (and mail ADMINS); this is the mark
+        # Django's own log_response() sets on a response it has logged.
+        response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

@@ -57,6 +57,8 @@ RTDELIVERY = {
             "client_publish": True,
             "history_size": 5,
         },
+        # Presence on: the presence endpoint of the outage tests.
+        "e2epres.*": {"subscribe": "anyone", "publish": "anyone", "presence": True},
         # Refused everywhere: for the policy checks of the bad-input tests.
         "e2edeny.*": {"subscribe": "nobody", "publish": "nobody"},
     },
@@ -77,9 +79,17 @@ RTDELIVERY = {
     "WS_MAX_MESSAGE_BYTES": _env_int("RTD_WS_MAX_MESSAGE_BYTES", 128 * 1024),
 }
 
+# Level and logger on every line: the outage tests count rtdelivery.outage's lines and
+# look for per-request ERROR lines (django.request logs every 5xx of a view, under any
+# server). Not propagated, so a server's own root handler (Daphne's) does not print them
+# twice.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"rtdelivery": {"handlers": ["stderr"], "level": "INFO"}},
+    "formatters": {"named": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "named"}},
+    "loggers": {
+        "rtdelivery": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
 }
