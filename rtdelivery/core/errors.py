@@ -123,3 +123,12 @@ class UpgradeRequired(RTDeliveryError):
 
 class ClientGone(Exception):
     """The client disconnected before the answer was ready (not an error to report)."""
+
+
+class WebSocketClose(Exception):
+    """Ends a WebSocket connection with a close ``code`` (docs/protocol.md) and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

@@ -20,6 +20,7 @@ from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.errors import RTDeliveryError, Unavailable
+from ..core.errors import WebSocketClose as _Close
 from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
@@ -39,13 +40,6 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4001
-
-
-class _Close(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 def _frame(payload: dict[str, Any]) -> Notice:
