@@ -25,7 +25,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, re_path, resolve
 
 from .transports.http import Receive, Scope, Send
 from .transports.serving import serve_asgi
@@ -92,9 +92,12 @@ class RealtimeApplication:
         self.websocket = _with_identity(RealtimeConsumer.as_asgi())
         self.project_websocket: ASGIApp | None = None
         if websocket_urlpatterns:
-            self.project_websocket = AllowedHostsOriginValidator(
-                _with_identity(URLRouter(list(websocket_urlpatterns)))
-            )
+            # The catch-all last: a path none of them matches is refused like any other
+            # (Channels' URLRouter would raise ValueError, a 500 and a traceback per handshake).
+            # URLRouter routes ASGI applications; django-stubs types re_path() for views.
+            refuse = re_path(r"", _refuse_application)  # type: ignore[arg-type]
+            routes = [*websocket_urlpatterns, refuse]
+            self.project_websocket = AllowedHostsOriginValidator(_with_identity(URLRouter(routes)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -120,6 +123,10 @@ async def _refuse(receive: Receive, send: Send) -> None:
     # Closing before accept: the server answers the handshake with 403.
     await receive()
     await send({"type": "websocket.close", "code": 1008})
+
+
+async def _refuse_application(scope: Scope, receive: Receive, send: Send) -> None:
+    await _refuse(receive, send)
 
 
 def rtdelivery_application(
