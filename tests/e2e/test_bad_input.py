@@ -226,11 +226,18 @@ async def test_wrong_method_is_405_with_allow(
     assert response.headers["allow"] == allow
 
 
-@pytest.mark.parametrize("path", ["/rt/nope", "/rt/", "/rt/poll/", "/rt/ws"])
+@pytest.mark.parametrize("path", ["/rt/nope", "/rt/", "/rt/poll/", "/rt/ws/"])
 async def test_unknown_path_is_404_json(server: Servers, path: str) -> None:
     async with http_client() as http:
         response = await http.get(f"{server.a.base_url}{path}")
     assert_error(response, 404, "not_found")
+
+
+async def test_plain_http_to_the_websocket_route_is_426_json(server: Servers) -> None:
+    async with http_client() as http:
+        response = await http.get(f"{server.a.base_url}/rt/ws")
+    assert_error(response, 426, "upgrade_required")
+    assert response.headers["upgrade"] == "websocket"
 
 
 # -- WebSocket ----------------------------------------------------------------------------
