@@ -19,7 +19,7 @@ from django.core.asgi import get_asgi_application
 from django.test import AsyncClient, Client, SimpleTestCase
 from django.urls import include, path
 
-from rtdelivery import apublish, publish
+from rtdelivery import apublish, outage, publish
 from rtdelivery.asgi import rtdelivery_application
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Cursor, Position
@@ -36,6 +36,7 @@ from rtdelivery.testing import (
     isolated,
     live_server,
     live_ws_client,
+    reset,
     sse_events,
     subscribe,
     wait_until,
@@ -588,6 +589,32 @@ async def test_async_isolated_closes_the_hub() -> None:
     assert hub.channel is not None
     async with isolated():
         assert hub.closed
+
+
+def _provoke_outage() -> None:
+    outage.record_failure(ConnectionError("Connection refused"), "history read")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_reset_forgets_a_backend_outage(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An outage one test provoked does not leak into the next: the backend is up again, and
+    the next outage is logged at once (not swallowed by the previous one's rate limit)."""
+    caplog.set_level("WARNING", logger="rtdelivery.outage")
+    try:
+        _provoke_outage()
+        assert outage.is_down()
+        if kind == "sync":
+            await asyncio.to_thread(reset)  # as a sync test would, outside the loop
+        else:
+            await areset()
+        assert not outage.is_down()
+        assert outage.failures() == 0
+        _provoke_outage()
+        warnings_logged = [r for r in caplog.records if r.name == "rtdelivery.outage"]
+        assert len(warnings_logged) == 2, [r.getMessage() for r in warnings_logged]
+        assert "unavailable" in warnings_logged[1].getMessage()
+    finally:
+        outage.reset()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .. import outage
 from ..connections import aclose_redis
 from ..history import reset_history
 from ..hub import aclose_hub
@@ -24,7 +25,9 @@ def reset() -> None:
     """Forget rtdelivery's process state that sync code can reach.
 
     The in-memory history loses every topic (seq numbers start again at 1 with a new
-    epoch) and the in-memory presence store forgets who is there. The background loop
+    epoch), the in-memory presence store forgets who is there, and a backend outage
+    recorded by :mod:`rtdelivery.outage` (with its log rate limit) is forgotten, so the
+    next test starts with the backend up. The background loop
     that sync ``publish()`` and WSGI-served views use is stopped, with its hub, tasks
     and Redis client (the next use starts a new one). The hubs, presence refresh tasks
     and Redis clients of other loops belong to those loops: close them with
@@ -37,6 +40,7 @@ def reset() -> None:
 def _forget() -> None:
     reset_history()
     reset_presence()
+    outage.reset()
 
 
 async def areset() -> None:
