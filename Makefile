@@ -60,10 +60,10 @@ test: venv $(BROWSER)
 	bash scripts/with-redis.sh $(BIN)/pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_SKIP)
 	bash scripts/with-redis.sh $(BIN)/python manage.py test tests --settings=tests.settings
 
-# The other CI legs: the suite without the browser tests on Python 3.12 / 3.13 with the newest
-# Django that setup.cfg allows (requirements.txt's markers pick it on 3.12+; the check fails if
-# they did not, or if setup.cfg's classifiers do not list the versions tested). Each venv lives
-# in .venv/py3XX, so .gitignore and distclean cover it. Python comes from PATH or pyenv
+# Legs beside `make test`: the suite without the browser tests on Python 3.13 (in .ci/run) or
+# 3.12 with the newest Django that setup.cfg allows (requirements.txt's markers pick it on 3.12+;
+# the check fails if they did not, or if setup.cfg's classifiers do not list the versions
+# tested). Each venv lives in .venv/py3XX, so .gitignore and distclean cover it. Python comes from PATH or pyenv
 # (scripts/find-python.sh), or from PYTHON313=/path/to/python3.13 (PYTHON312=...).
 .PRECIOUS: $(VENV)/py3%/.stamp
 $(VENV)/py3%/.stamp: requirements.txt setup.cfg pyproject.toml
