@@ -28,5 +28,6 @@ class RealtimeConsumer(AsyncConsumer):
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self.scope = scope
+        # Nothing is stored on the instance: idle connections are many, and their memory
+        # is a published figure (docs/performance.md).
         await serve_websocket(scope, receive, send)

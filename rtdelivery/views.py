@@ -61,7 +61,7 @@ async def longpoll(request: HttpRequest) -> HttpResponseBase:
 @_held("GET", sse_transport.handle)
 async def sse(request: HttpRequest) -> HttpResponseBase:
     """``GET sse?topic=T[&cursor=C]``: a ``text/event-stream``."""
-    return await serve_django(sse_transport.handle, "GET", request)
+    return await serve_django(sse_transport.handle, "GET", request, streaming=True)
 
 
 @csrf_exempt

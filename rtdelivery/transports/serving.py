@@ -98,21 +98,31 @@ def background_loop() -> asyncio.AbstractEventLoop:
     return loops[0] if loops else publisher_loop()
 
 
-async def serve_django(handler: Handler, method: str, request: HttpRequest) -> HttpResponseBase:
-    """Run ``handler`` for a Django view; a streaming response if the handler streams."""
+async def serve_django(
+    handler: Handler, method: str, request: HttpRequest, *, streaming: bool = False
+) -> HttpResponseBase:
+    """Run ``handler`` for a Django view. A ``streaming`` handler (SSE) may answer with a
+    ``StreamingHttpResponse``; the others are collected into one ``HttpResponse``."""
+    wsgi = isinstance(request, WSGIRequest)
+    collected = _Collected()
     try:
         rt_request = Request.from_django(request)
     except RTDeliveryError as exc:
-        collected = _Collected()
         await respond_error(collected, exc)
-        return collected.response()
-    if isinstance(request, WSGIRequest):
+        return _marked(collected.response())
+    if wsgi:
         # Identity is read here, on the request's own thread (the ORM's connections are
         # per thread), before the handler moves to the background loop.
         await rt_request.user()
-        exchange = _Exchange(background_loop())
-    else:
-        exchange = _Exchange(asyncio.get_running_loop())
+    if not streaming:
+        answer = run_handler(handler, method, rt_request, collected)
+        if wsgi:
+            future = asyncio.run_coroutine_threadsafe(answer, background_loop())
+            await asyncio.wrap_future(future)
+        else:
+            await answer
+        return _marked(collected.response())
+    exchange = _Exchange(background_loop() if wsgi else asyncio.get_running_loop())
     await exchange.start(run_handler(handler, method, rt_request, exchange.send))
     try:
         start = await exchange.pull()
@@ -124,7 +134,6 @@ async def serve_django(handler: Handler, method: str, request: HttpRequest) -> H
         exchange.cancel()
         raise RuntimeError(f"Expected http.response.start from {handler!r}, got {start!r}.")
     body = b"" if first is None else first.get("body", b"")
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", ())]
     if first is None or not first.get("more_body", False):
         exchange.cancel()
         response: HttpResponseBase = HttpResponse(body, status=start["status"])
@@ -132,8 +141,12 @@ async def serve_django(handler: Handler, method: str, request: HttpRequest) -> H
         response = StreamingHttpResponse(_AsyncChunks(exchange, body), status=start["status"])
     else:
         response = StreamingHttpResponse(_sync_chunks(exchange, body), status=start["status"])
-    for name, value in headers:
-        response.headers[name] = value
+    for name, value in start.get("headers", ()):
+        response.headers[name.decode("latin-1")] = value.decode("latin-1")
+    return _marked(response)
+
+
+def _marked(response: HttpResponseBase) -> HttpResponseBase:
     if response.status_code == Unavailable.status:
         # Only an outage answers 503, and rtdelivery.outage logs it once per outage.
         # Django would log each one as an ERROR (and mail ADMINS); this is the mark
