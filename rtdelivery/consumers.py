@@ -12,8 +12,11 @@ not needed.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.consumer import AsyncConsumer
 
 from .transports.websocket import serve_websocket
@@ -28,6 +31,27 @@ class RealtimeConsumer(AsyncConsumer):
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Nothing is stored on the instance: idle connections are many, and their memory
-        # is a published figure (docs/performance.md).
         await serve_websocket(scope, receive, send)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:  # Any: routers type routes as views
+        """The ASGI application for a router, as Channels' ``as_asgi()``.
+
+        No instance per connection and no frame of its own: it hands back the
+        connection's coroutine, since idle connections are many and their memory is a
+        published figure (docs/performance.md). It takes no init arguments.
+        """
+        if initkwargs:
+            raise TypeError(
+                f"RealtimeConsumer.as_asgi() takes no arguments, got {sorted(initkwargs)}; "
+                "configure it with RTDELIVERY settings."
+            )
+
+        def app(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+            return serve_websocket(scope, receive, send)
+
+        markcoroutinefunction(app)
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = {}  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return app
