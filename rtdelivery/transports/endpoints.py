@@ -14,6 +14,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from ..conf import get_settings
 from ..core.cursors import Cursor
 from ..core.errors import Forbidden, InvalidEvent
+from ..core.params import parse_int
 from ..core.topics import validate_topic
 from ..history import get_history
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
@@ -26,9 +27,7 @@ def _limit(request: Request, maximum: int) -> int:
     raw = request.param("limit")
     if raw is None:
         return maximum
-    if not raw.isdigit() or not 0 < int(raw) <= maximum:
-        raise BadRequest(f"Expected 'limit' as an integer from 1 to {maximum}, got {raw!r}.")
-    return int(raw)
+    return parse_int("limit", raw, 1, maximum)
 
 
 async def history(request: Request, send: Send) -> None:

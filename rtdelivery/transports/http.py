@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from channels.auth import get_user
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
@@ -34,6 +35,7 @@ from ..core.errors import (
     TooLarge,
     TooMany,
 )
+from ..core.params import parse_length
 from ..core.topics import validate_topic
 
 Scope = MutableMapping[str, Any]
@@ -177,10 +179,16 @@ class Request:
 
     async def body(self, max_bytes: int) -> bytes:
         length = self.header("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
+        declared = None if length is None else parse_length(length)
+        if declared is not None and declared > max_bytes:
             raise TooLarge(f"Expected a request body of at most {max_bytes} bytes, got {length}.")
         if self._django is not None:
-            body: bytes = self._django.body
+            try:
+                body: bytes = self._django.body
+            except RequestDataTooBig as exc:
+                raise TooLarge(f"Expected a request body of at most {max_bytes} bytes.") from exc
+            except ValueError as exc:  # Django's int() of a malformed Content-Length
+                raise BadRequest(f"Expected a numeric Content-Length, got {length!r}.") from exc
             if len(body) > max_bytes:
                 raise TooLarge(f"Expected a request body of at most {max_bytes} bytes.")
             return body

@@ -8,11 +8,12 @@ import contextlib
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
+from ..core.params import parse_seconds
 from ..hub import get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import limits
 from .common import authorize_all, read_after, subscribe_topic, wait_disconnect
-from .http import BadRequest, Request, Send, events_body, respond
+from .http import Request, Send, events_body, respond
 
 
 def _timeout(request: Request) -> float:
@@ -20,12 +21,7 @@ def _timeout(request: Request) -> float:
     raw = request.param("timeout")
     if raw is None:
         return conf.longpoll_timeout
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise BadRequest(f"Expected 'timeout' as a number of seconds >= 0, got {raw!r}.")
+    value = parse_seconds("timeout", raw)
     return min(value, conf.longpoll_max_timeout)
 
 

@@ -838,3 +838,41 @@ def test_error_response_is_json(conf: Any) -> None:
     bad = Response(403, {b"content-type": b"application/json"}, b'{"error":{"code":"x"}}', [])
     with pytest.raises(AssertionError):
         bad.error_code()
+
+
+# -- strict numeric parameters (issue 9, case 8) --------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["%C2%B2", "9" * 5000, "1e2", "+5", "%20%35", "0"])
+async def test_history_limit_is_strict(conf: Any, application: Any, limit: str) -> None:
+    conf(TOPICS={"t.*": {"subscribe": "anyone"}})
+    path = f"/rt/history?topic=t.a&limit={limit}"
+    response = await request(application, "GET", path, headers=[(b"host", b"testserver")])
+    assert response.status == 400, response
+    assert response.error_code() == "bad_request"
+    assert "limit" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("seconds", ["%D9%A3", "nan", "inf", "1e400", "-1", "9" * 5000])
+async def test_longpoll_timeout_is_strict(conf: Any, application: Any, seconds: str) -> None:
+    conf(TOPICS={"t.*": {"subscribe": "anyone"}})
+    path = f"/rt/longpoll?topic=t.a&timeout={seconds}"
+    response = await request(application, "GET", path, headers=[(b"host", b"testserver")])
+    assert response.status == 400, response
+    assert response.error_code() == "bad_request"
+
+
+async def test_publish_unicode_content_length_is_not_a_crash(conf: Any, application: Any) -> None:
+    conf(TOPICS={"t.*": {"subscribe": "anyone", "publish": "anyone"}}, PUBLISH_TOKENS=[TOKEN])
+    headers = [
+        (b"host", b"testserver"),
+        (b"content-type", b"application/json"),
+        (b"authorization", f"Bearer {TOKEN}".encode()),
+        (b"content-length", "\xb2".encode("latin-1")),
+    ]
+    response = await request(
+        application, "POST", "/rt/publish", headers=headers, body=b'{"topic": "t.a", "data": 1}'
+    )
+    # Real servers refuse such a header before the application; in-process it reaches Django.
+    assert response.status == 400, response
+    assert response.error_code() == "bad_request"
