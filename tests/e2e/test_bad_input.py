@@ -114,6 +114,11 @@ async def test_sse_garbage_last_event_id(server: Servers) -> None:
         ("longpoll", {"topic": "e2e.x", "timeout": "nan"}),
         ("history", {"topic": "e2e.x", "limit": "0"}),
         ("history", {"topic": "e2e.x", "limit": "many"}),
+        # Unicode and oversized digits: 400, never 500 (issue 9, case 8).
+        ("history", {"topic": "e2e.x", "limit": "\u00b2"}),
+        ("history", {"topic": "e2e.x", "limit": "9" * 5000}),
+        ("longpoll", {"topic": "e2e.x", "timeout": "\u0663"}),
+        ("longpoll", {"topic": "e2e.x", "timeout": "1e400"}),
         ("history", {"topic": ["e2e.x", "e2e.y"]}),
         ("poll", {"topic": "e2e.x", "cursor": ["a", "b"]}),
         ("poll", {"topic": [f"e2e.t{i}" for i in range(51)]}),
