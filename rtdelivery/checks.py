@@ -311,22 +311,21 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckM
     if conf.validate(raw):
         return []  # reported by check_settings
     built = conf.build(raw)
-    if built.history_backend != "redis" or not built.redis_url:
+    if built.history_backend != "redis" or built.redis is None:
         return []
     import redis
 
-    url = conf.redact_url(built.redis_url)
+    from .connections import ping
+
+    target = built.redis
     try:
-        client = redis.Redis.from_url(built.redis_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except (redis.RedisError, ValueError, OSError) as exc:
+        ping(built, timeout=2.0)
+    except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError, OSError) as exc:
+        setting = "REDIS_URL" if target.kind == "url" and built.raw["REDIS"] is None else "REDIS"
         return [
             Warning(
-                f"Redis for rtdelivery's history at {url!r} did not answer: {exc}",
-                hint="Start Redis or fix RTDELIVERY['REDIS_URL'].",
+                f"Redis for rtdelivery's history at {target.describe()!r} did not answer: {exc}",
+                hint=f"Start Redis or fix RTDELIVERY[{setting!r}].",
                 id="rtdelivery.W004",
             )
         ]

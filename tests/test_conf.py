@@ -50,6 +50,7 @@ def error_for(settings: Any, config: Any) -> str:
 EXPECTED_DEFAULTS: dict[str, Any] = {
     "HISTORY_BACKEND": "memory",
     "REDIS_URL": None,
+    "REDIS": None,
     "REDIS_OPTIONS": {},
     "KEY_PREFIX": "rtdelivery:",
     "HISTORY_SIZE": 1000,
