@@ -11,9 +11,15 @@ from ..conf import Settings
 from ..core.cursors import Position
 from ..core.events import Event
 
+#: The place of a reader in a topic that has no record yet (never published, or its
+#: history was lost): before the first event of whatever epoch comes. Real epochs are
+#: odd, so epoch 0 is never a topic's epoch; a reader at (0, 0) continues exactly with
+#: seq 1 of the topic's first epoch.
+BEFORE_FIRST = Position(0, 0)
+
 
 def new_epoch() -> int:
-    """A fresh random epoch (48 bits): a topic whose history was lost gets a new one."""
+    """A fresh random epoch (48 bits, odd): a topic whose history was lost gets a new one."""
     return secrets.randbits(48) | 1
 
 
@@ -21,10 +27,18 @@ def new_epoch() -> int:
 class ReadResult:
     """Events read from a topic's history and where the reader stands afterwards.
 
-    ``position`` is the reader's new place in the topic (the last event returned, or
-    the live end). ``recovered`` is False when the requested place could not be
-    resumed (older than what is retained, stale epoch): no backlog is returned and
-    ``position`` is the live end. ``more`` is True when ``limit`` cut the read short.
+    ``position`` is the reader's new place in the topic: the last event returned, or
+    where the reader was when there is nothing new. ``recovered`` is False when the
+    requested place could not be continued exactly:
+
+    - older than what is retained (same epoch): no events, ``position`` is the live end;
+    - a stale epoch (the topic's history was lost or rolled back since): the current
+      epoch's retained events from its oldest (seq 1 when still retained), at most
+      ``limit``, and ``position`` after the last one returned (or just before the
+      oldest retained), so the next read continues the new epoch without loss.
+
+    ``more`` is True when ``limit`` cut the read short. ``first_seq`` is the oldest
+    retained seq of the current epoch.
     """
 
     events: list[Event]
@@ -35,7 +49,10 @@ class ReadResult:
 
 
 class History(ABC):
-    """A bounded per-topic log with contiguous ``seq`` numbers and an ``epoch``."""
+    """A bounded per-topic log with contiguous ``seq`` numbers and an ``epoch``.
+
+    Reads never create anything: a topic exists once it has been appended to.
+    """
 
     def __init__(self, conf: Settings) -> None:
         self.conf = conf
@@ -49,7 +66,8 @@ class History(ABC):
     async def read(
         self, topic: str, since: Position | None, limit: int | None = None
     ) -> ReadResult:
-        """Events after ``since`` (oldest first); ``since=None`` means the live end."""
+        """Events after ``since`` (oldest first); ``since=None`` means the live end
+        (:data:`BEFORE_FIRST` for a topic with no record)."""
 
     @abstractmethod
     async def latest(self, topic: str, n: int) -> ReadResult:

@@ -10,17 +10,19 @@ from collections.abc import Iterable
 from ..conf import Settings
 from ..core.cursors import Position
 from ..core.events import Event
-from .base import History, ReadResult, new_epoch
+from .base import BEFORE_FIRST, History, ReadResult, new_epoch
 
 
 class _TopicLog:
-    __slots__ = ("epoch", "events", "max_age", "seq")
+    __slots__ = ("epoch", "events", "max_age", "reset", "seq")
 
     def __init__(self, size: int, max_age: int) -> None:
         self.epoch = new_epoch()
         self.seq = 0
         self.events: deque[Event] = deque(maxlen=size)
         self.max_age = max_age
+        #: The current epoch replaced a history that was lost (see ``restart``).
+        self.reset = False
 
     def trim(self, now_ms: int) -> None:
         cutoff = now_ms - self.max_age * 1000
@@ -28,13 +30,32 @@ class _TopicLog:
         while events and events[0].time < cutoff:
             events.popleft()
 
+    def restart(self) -> None:
+        """A new epoch, empty: what the Redis backend does on evidence of a rollback."""
+        old = self.epoch
+        while self.epoch == old:
+            self.epoch = new_epoch()
+        self.seq = 0
+        self.events.clear()
+        self.reset = True
+
     @property
     def first_seq(self) -> int:
         return self.events[0].seq if self.events else self.seq + 1
 
+    def after(self, seq: int, limit: int | None) -> tuple[list[Event], bool]:
+        """Retained events after ``seq`` (at most ``limit``) and whether more remain."""
+        start = max(seq - self.first_seq + 1, 0)
+        total = len(self.events)
+        stop = total if limit is None else min(total, start + limit)
+        return [self.events[i] for i in range(start, stop)], stop < total
+
 
 class MemoryHistory(History):
-    """Keeps each topic's log in a bounded deque; thread-safe (sync publish uses a thread)."""
+    """Keeps each topic's log in a bounded deque; thread-safe (sync publish uses a thread).
+
+    A topic gets its log on its first append; reads of an unknown topic keep nothing.
+    """
 
     def __init__(self, conf: Settings) -> None:
         super().__init__(conf)
@@ -46,6 +67,12 @@ class MemoryHistory(History):
         if log is None:
             options = self.conf.topic_options(topic)
             log = self._topics[topic] = _TopicLog(options.history_size, options.history_max_age)
+        return log
+
+    def _existing(self, topic: str) -> _TopicLog | None:
+        log = self._topics.get(topic)
+        if log is not None:
+            log.trim(int(_time.time() * 1000))
         return log
 
     async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
@@ -62,26 +89,36 @@ class MemoryHistory(History):
         self, topic: str, since: Position | None, limit: int | None = None
     ) -> ReadResult:
         with self._lock:
-            log = self._log(topic)
-            log.trim(int(_time.time() * 1000))
-            head = Position(log.epoch, log.seq)
-            first = log.first_seq
+            log = self._existing(topic)
+            if log is None:
+                # No record: nothing to continue from; the reader waits before seq 1.
+                recovered = since is None or since == BEFORE_FIRST
+                return ReadResult([], BEFORE_FIRST, recovered)
             if since is None:
-                return ReadResult([], head, True, first_seq=first)
-            if since.epoch != log.epoch or since.seq > log.seq or since.seq < first - 1:
-                return ReadResult([], head, False, first_seq=first)
-            start = since.seq - first + 1
-            stop = len(log.events) if limit is None else min(len(log.events), start + limit)
-            events = [log.events[i] for i in range(start, stop)]
-        more = stop < len(log.events)
+                return ReadResult([], Position(log.epoch, log.seq), True, first_seq=log.first_seq)
+            if since.epoch == log.epoch and since.seq > log.seq:
+                log.restart()  # a position this epoch never reached: it was rolled back
+            first = log.first_seq
+            head = Position(log.epoch, log.seq)
+            if since.epoch == log.epoch:
+                if since.seq < first - 1:
+                    return ReadResult([], head, False, first_seq=first)
+                recovered, start = True, since
+            elif since == BEFORE_FIRST and first == 1 and not log.reset:
+                recovered, start = True, since
+            else:
+                # Stale epoch: the current one from its oldest retained event.
+                recovered, start = False, Position(log.epoch, first - 1)
+            events, more = log.after(start.seq, limit)
         # No events: at the head, or limit=0 (then the reader stays where it was).
-        position = Position(head.epoch, events[-1].seq if events else since.seq)
-        return ReadResult(events, position, True, more=more, first_seq=first)
+        position = events[-1].position if events else start
+        return ReadResult(events, position, recovered, more=more, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:
         with self._lock:
-            log = self._log(topic)
-            log.trim(int(_time.time() * 1000))
+            log = self._existing(topic)
+            if log is None:
+                return ReadResult([], BEFORE_FIRST, True)
             events = list(log.events)[-n:] if n > 0 else []
             return ReadResult(events, Position(log.epoch, log.seq), True, first_seq=log.first_seq)
 

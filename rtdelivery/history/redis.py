@@ -1,11 +1,19 @@
 """Redis history: the production backend, shared by every process.
 
 Per topic two keys share a hash tag (so they live on one Redis Cluster slot):
-``<prefix>{<topic>}:m`` a hash with ``epoch`` and ``seq``, and ``<prefix>{<topic>}:l``
-a list of records ``"<seq>|<time>|<type>|<data>"`` in seq order. Lua scripts make
-"next seq + store + trim" one atomic step, so concurrent publishers in any number of
-processes never share a seq and never leave a hole. A missing hash means the topic's
-history was lost (flushed, restarted empty, expired): a new epoch is drawn.
+``<prefix>{<topic>}:m`` a hash with ``epoch``, ``seq``, ``run`` (and ``reset``), and
+``<prefix>{<topic>}:l`` a list of records ``"<seq>|<time>|<type>|<data>"`` in seq order.
+Lua scripts make "next seq + store + trim" one atomic step, so concurrent publishers in
+any number of processes never share a seq and never leave a hole. Only an append
+creates keys: a read of a topic with no record answers without writing anything.
+
+Redis may lose its last writes (restart from an RDB snapshot or an AOF fsynced every
+second, failover to a replica that had not received them, a restored backup). Then its
+counters go back and the same ``(epoch, seq)`` would be issued again for other events.
+The scripts start a new epoch instead, atomically, whenever they see evidence of such a
+rollback (see ``_PRELUDE``): the Redis server's ``run_id`` differs from the one recorded
+at the topic's last write; a cursor is beyond the head in the current epoch; or this
+process has already seen a higher seq in the current epoch (:class:`_Seen`).
 
 Every operation raises :class:`~rtdelivery.core.errors.Unavailable` when Redis cannot be
 reached (the Redis error goes to the ``rtdelivery.outage`` log, never to clients).
@@ -15,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time as _time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,37 +37,69 @@ from ..connections import get_redis
 from ..core.cursors import Position
 from ..core.events import Event
 from ..outage import BACKEND_ERRORS
-from .base import History, ReadResult, new_epoch
+from .base import BEFORE_FIRST, History, ReadResult, new_epoch
 
-# Shared by both scripts: make sure the topic has an epoch; drop records older than
-# the age limit, oldest first (at most the list's length, which the size limit bounds;
-# each record is dropped once, so the work is amortized over the appends).
+#: How many topics a process remembers the highest position of (evidence of rollback).
+SEEN_TOPICS = 10_000
+
+# Shared by the scripts.
+#
+# load(): the topic's record, or nil when it has none (nothing is written then). A record
+# whose history may have gone back is replaced by a new, empty epoch before anything
+# else happens, so no (epoch, seq) is issued twice. The evidence:
+# - `run` (the Redis server's run_id at the record's last write) is not the running
+#   server's: Redis restarted or failed over since (RDB, AOF everysec, a promoted replica
+#   may all have lost the last writes; continuity cannot be proven, so it is not assumed);
+# - a position (this process's highest seen, or a reader's cursor) is beyond the head in
+#   the current epoch: only a rollback makes the head go back.
+# A record without `run` (written by an older rtdelivery) adopts the running server's.
+#
+# trim_old(): drop records older than the age limit, oldest first (at most the list's
+# length, which the size limit bounds; each record is dropped once, so the work is
+# amortized over the appends).
 _PRELUDE = """
-local function ensure(meta, log, epoch, ttl)
-  local current = redis.call('HGET', meta, 'epoch')
-  if not current then
-    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+end
+local function load(meta, log, fresh, seen_epoch, seen_seq, since_epoch, since_seq)
+  local m = redis.call('HMGET', meta, 'epoch', 'seq', 'run', 'reset')
+  local epoch = m[1]
+  if not epoch then return nil end
+  local head = tonumber(m[2])
+  local run = run_id()
+  if (m[3] and m[3] ~= run)
+      or (seen_epoch == epoch and tonumber(seen_seq) > head)
+      or (since_epoch == epoch and tonumber(since_seq) > head) then
+    if fresh == epoch then fresh = tostring(tonumber(fresh) + 2) end
+    redis.call('HSET', meta, 'epoch', fresh, 'seq', 0, 'run', run, 'reset', 1)
     redis.call('DEL', log)
-    current = epoch
+    return fresh, 0, true
   end
-  redis.call('EXPIRE', meta, ttl)
-  return current
+  if not m[3] then redis.call('HSET', meta, 'run', run) end
+  return epoch, head, m[4] == '1'
 end
 local function trim_old(log, min_time)
   for _ = 1, redis.call('LLEN', log) do
-    local head = redis.call('LINDEX', log, 0)
-    if not head then return end
-    local t = tonumber(string.match(head, '^%d+|(%d+)|'))
+    local first = redis.call('LINDEX', log, 0)
+    if not first then return end
+    local t = tonumber(string.match(first, '^%d+|(%d+)|'))
     if t and t < min_time then redis.call('LPOP', log) else return end
   end
 end
 """
 
-# KEYS: meta, log. ARGV: new epoch, record without seq, max size, min time, meta ttl, log ttl
+# KEYS: meta, log, publish-id mark. ARGV: new epoch, record without seq, max size,
+# min time, meta ttl, log ttl, seen epoch, seen seq. Returns {epoch, seq}.
 _APPEND = (
     _PRELUDE
     + """
-local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
+local epoch = load(KEYS[1], KEYS[2], ARGV[1], ARGV[7], ARGV[8], '', 0)
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0, 'run', run_id())
+  redis.call('DEL', KEYS[2])  -- a leftover list (its record expired): its seqs would clash
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 -- Idempotent: a retried append (its reply was lost) finds its own publish id and
 -- answers the seq it already got instead of storing the event twice.
 local done = redis.call('GET', KEYS[3])
@@ -80,37 +122,49 @@ return {epoch, seq}
 """
 )
 
-# KEYS: meta, log. ARGV: new epoch, mode ('after'|'latest'|'head'), since epoch, since seq,
-# limit (-1: none), min time, meta ttl. Returns {epoch, head seq, first seq, records...};
-# for 'after' with an unrecoverable position the records are left out and the 4th
-# element is the flag 'lost'.
+# KEYS: meta, log. ARGV: new epoch, mode, since epoch, since seq, limit (-1: none),
+# min time, meta ttl, seen epoch, seen seq. Modes:
+# - 'peek' (heads): {epoch, head}, without touching the TTL or the list;
+# - 'head': {epoch, head, first}; 'latest': the same and the last `limit` records;
+# - 'after': {epoch, head, first, how, records...} where how is
+#   'ok' (records after `since`), 'lost' (`since` is older than what is retained: no
+#   records, the reader goes to the live end) or 'reset' (`since` is of another epoch:
+#   the current epoch's records from its oldest retained).
+# A topic with no record answers {} (and nothing is written).
 _READ = (
     _PRELUDE
     + """
-local epoch = ensure(KEYS[1], KEYS[2], ARGV[1], ARGV[7])
-trim_old(KEYS[2], tonumber(ARGV[6]))
-local head = tonumber(redis.call('HGET', KEYS[1], 'seq'))
-local len = redis.call('LLEN', KEYS[2])
-local first = head - len + 1
 local mode = ARGV[2]
+local since_epoch, since_seq = ARGV[3], tonumber(ARGV[4])
+local epoch, head, reset = load(KEYS[1], KEYS[2], ARGV[1], ARGV[8], ARGV[9],
+                                since_epoch, since_seq)
+if not epoch then return {} end
+if mode == 'peek' then return {epoch, head} end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+trim_old(KEYS[2], tonumber(ARGV[6]))
+local first = head - redis.call('LLEN', KEYS[2]) + 1
 local limit = tonumber(ARGV[5])
 if mode == 'head' then
   return {epoch, head, first}
 elseif mode == 'latest' then
-  if limit <= 0 then return {epoch, head, first} end
   local out = {epoch, head, first}
+  if limit <= 0 then return out end
   for _, r in ipairs(redis.call('LRANGE', KEYS[2], -limit, -1)) do table.insert(out, r) end
   return out
 end
-local since = tonumber(ARGV[4])
-if ARGV[3] ~= epoch or since > head or since < first - 1 then
-  return {epoch, head, first, 'lost'}
+local how, after = 'ok', since_seq
+if since_epoch == epoch then
+  if since_seq < first - 1 then return {epoch, head, first, 'lost'} end
+elseif not (since_epoch == '0' and since_seq == 0 and first == 1 and not reset) then
+  -- (0, 0) is "before the first event": it continues with seq 1 of a topic's first
+  -- epoch, unless that epoch replaced a lost one.
+  how, after = 'reset', first - 1
 end
-if limit == 0 then return {epoch, head, first} end
-local start = since - first + 1
+local out = {epoch, head, first, how}
+if limit == 0 then return out end
+local start = after - first + 1
 local stop = -1
 if limit > 0 then stop = start + limit - 1 end
-local out = {epoch, head, first}
 for _, r in ipairs(redis.call('LRANGE', KEYS[2], start, stop)) do table.insert(out, r) end
 return out
 """
@@ -124,18 +178,51 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _Seen:
+    """The highest position this process was given or shown per topic (bounded LRU).
+
+    Passed to every script: a head below it in the same epoch proves that Redis went
+    back (a restore that kept its run_id), and the script starts a new epoch.
+    """
+
+    def __init__(self, size: int = SEEN_TOPICS) -> None:
+        self.size = size
+        self._positions: OrderedDict[str, Position] = OrderedDict()
+        self._lock = threading.Lock()  # sync publish appends from its own thread
+
+    def get(self, topic: str) -> Position | None:
+        with self._lock:
+            return self._positions.get(topic)
+
+    def note(self, topic: str, position: Position) -> None:
+        if position.epoch == 0:
+            return
+        with self._lock:
+            known = self._positions.get(topic)
+            # Another epoch replaces the known one (a reply may be late; an older epoch
+            # noted again only weakens the evidence, never makes a false one).
+            if known is None or known.epoch != position.epoch or known.seq < position.seq:
+                self._positions[topic] = position
+            self._positions.move_to_end(topic)
+            while len(self._positions) > self.size:
+                self._positions.popitem(last=False)
+
+
 class RedisHistory(History):
     """History in Redis, namespaced by ``RTDELIVERY["KEY_PREFIX"]``."""
 
     def __init__(self, conf: Settings) -> None:
         super().__init__(conf)
         self.prefix = conf.key_prefix
-        self._append_sha: str | None = None
-        self._read_sha: str | None = None
+        self.seen = _Seen()
 
     def keys(self, topic: str) -> tuple[str, str]:
         base = f"{self.prefix}{{{topic}}}"
         return base + ":m", base + ":l"
+
+    def _seen_args(self, topic: str) -> tuple[str, int]:
+        seen = self.seen.get(topic)
+        return (str(seen.epoch), seen.seq) if seen else ("", 0)
 
     async def _eval(self, script: str, keys: tuple[str, ...], *args: Any) -> list[Any]:
         client = get_redis()
@@ -166,12 +253,16 @@ class RedisHistory(History):
             time - options.history_max_age * 1000,
             max(self.conf.topic_idle_ttl, options.history_max_age),
             options.history_max_age + 60,
+            *self._seen_args(topic),
         )
-        return Event(topic, int(seq), int(_text(epoch_s)), type, data_json, time, key=self.key)
+        event = Event(topic, int(seq), int(_text(epoch_s)), type, data_json, time, key=self.key)
+        self.seen.note(topic, event.position)
+        return event
 
     async def _read(
         self, topic: str, mode: str, since: Position | None, limit: int | None
-    ) -> tuple[int, int, int, list[Any]]:
+    ) -> tuple[int, int, int, list[Any]] | None:
+        """(epoch, head, first, rest of the reply), or None for a topic with no record."""
         options = self.conf.topic_options(topic)
         now = int(_time.time() * 1000)
         reply = await self._eval(
@@ -184,25 +275,39 @@ class RedisHistory(History):
             -1 if limit is None else limit,
             now - options.history_max_age * 1000,
             max(self.conf.topic_idle_ttl, options.history_max_age),
+            *self._seen_args(topic),
         )
-        return int(_text(reply[0])), int(reply[1]), int(reply[2]), reply[3:]
+        if not reply:
+            return None
+        epoch, head = int(_text(reply[0])), int(reply[1])
+        self.seen.note(topic, Position(epoch, head))
+        return epoch, head, int(reply[2]), reply[3:]
 
     async def read(
         self, topic: str, since: Position | None, limit: int | None = None
     ) -> ReadResult:
+        found = await self._read(topic, "head" if since is None else "after", since, limit)
+        if found is None:
+            # No record: nothing to continue from; the reader waits before seq 1.
+            return ReadResult([], BEFORE_FIRST, since is None or since == BEFORE_FIRST)
+        epoch, head, first, rest = found
         if since is None:
-            epoch, head, first, _ = await self._read(topic, "head", None, None)
             return ReadResult([], Position(epoch, head), True, first_seq=first)
-        epoch, head, first, records = await self._read(topic, "after", since, limit)
-        if records and records[0] in (b"lost", "lost"):
+        how, records = _text(rest[0]), rest[1:]
+        if how == "lost":
             return ReadResult([], Position(epoch, head), False, first_seq=first)
+        start = since if how == "ok" else Position(epoch, first - 1)
         events = [Event.from_record(topic, epoch, r, self.key) for r in records]
         # No events: at the head, or limit=0 (then the reader stays where it was).
-        position = Position(epoch, events[-1].seq if events else since.seq)
-        return ReadResult(events, position, True, more=position.seq < head, first_seq=first)
+        position = events[-1].position if events else start
+        more = (position.seq if position.epoch == epoch else 0) < head
+        return ReadResult(events, position, how == "ok", more=more, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:
-        epoch, head, first, records = await self._read(topic, "latest", None, n)
+        found = await self._read(topic, "latest", None, n)
+        if found is None:
+            return ReadResult([], BEFORE_FIRST, True)
+        epoch, head, first, records = found
         events = [Event.from_record(topic, epoch, r, self.key) for r in records]
         return ReadResult(events, Position(epoch, head), True, first_seq=first)
 
@@ -211,15 +316,33 @@ class RedisHistory(History):
         if not topics:
             return {}
         client = get_redis()
+        sha = _SHAS[_READ]
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for topic in topics:
-                    pipe.hmget(self.keys(topic)[0], "epoch", "seq")
-                replies = await pipe.execute()
+            for attempt in (1, 2):
+                try:
+                    async with client.pipeline(transaction=False) as pipe:
+                        for topic in topics:
+                            pipe.evalsha(
+                                sha, 2, *self.keys(topic), new_epoch(), "peek", "", 0, -1, 0, 0,
+                                *self._seen_args(topic),
+                            )  # fmt: skip
+                        replies = await pipe.execute()
+                    break
+                except NoScriptError:
+                    # Redis restarted or SCRIPT FLUSH. A peek that ran before the error
+                    # already did its part; running it again changes nothing more.
+                    if attempt == 2:
+                        raise
+                    await client.script_load(_READ)
         except BACKEND_ERRORS as exc:
             raise outage.unavailable(exc, "history heads") from exc
         outage.record_success()
         result: dict[str, Position | None] = {}
-        for topic, (epoch, seq) in zip(topics, replies, strict=True):
-            result[topic] = None if epoch is None else Position(int(_text(epoch)), int(seq))
+        for topic, reply in zip(topics, replies, strict=True):
+            if reply:
+                position = Position(int(_text(reply[0])), int(reply[1]))
+                self.seen.note(topic, position)
+                result[topic] = position
+            else:
+                result[topic] = None
         return result

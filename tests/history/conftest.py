@@ -70,11 +70,24 @@ def same_event(a: Event, b: Event) -> bool:
 
 
 def assert_lost(result: ReadResult, head: Position) -> None:
-    """Not recoverable: no backlog, positioned at the live end."""
+    """Not recoverable, older than what is retained: no backlog, positioned at the live end."""
     assert result.recovered is False
     assert result.events == []
     assert result.position == head
     assert result.more is False
+
+
+def assert_reset(result: ReadResult, epoch: int, expected: list[int], more: bool = False) -> None:
+    """Not recoverable, another epoch: the current ``epoch`` from its oldest retained event
+    (``expected`` seqs), positioned after the last one returned."""
+    assert result.recovered is False
+    assert seqs(result) == expected
+    assert {e.epoch for e in result.events} <= {epoch}
+    if expected:
+        assert result.position == Position(epoch, expected[-1])
+    else:
+        assert result.position == Position(epoch, result.first_seq - 1)
+    assert result.more is more
 
 
 def stale(epoch: int) -> int:
@@ -154,7 +167,8 @@ class RedisServer:
                 "(Debian/Ubuntu: apt-get install redis-server).",
                 pytrace=False,
             )
-        # Starts empty every time: no RDB, no AOF.
+        # No automatic snapshots and no AOF: it starts empty unless the test wrote
+        # workdir/dump.rdb itself (``save()``), which it then loads.
         self.process = subprocess.Popen(
             [
                 executable,
@@ -195,6 +209,24 @@ class RedisServer:
                     pytest.fail(f"redis-server did not answer PING within {WAIT}s:\n{self.log}")
                 time.sleep(0.01)  # polling interval, bounded by the deadline
 
+    def run_id(self) -> str:
+        """The running server's ``run_id`` (a new one at every start)."""
+        with self.client() as client:
+            return str(client.info("server")["run_id"])
+
+    def save(self) -> None:
+        """Write the RDB snapshot (``SAVE``) that the next start loads: ``dump.rdb`` in
+        ``workdir``. Automatic snapshots stay off, so the file is exactly this moment."""
+        with self.client() as client:
+            assert client.save() is True
+
+    def kill(self) -> None:
+        """SIGKILL the server by its PID: a crash, nothing written on the way out."""
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        process.kill()
+        process.wait(timeout=WAIT)
+
     def stop(self) -> None:
         """Stop the server (SIGTERM to its PID, SIGKILL if it lingers)."""
         process, self.process = self.process, None
@@ -208,7 +240,8 @@ class RedisServer:
             process.wait(timeout=WAIT)
 
     def restart(self) -> None:
-        """Stop it and start an empty one on the same port."""
+        """Stop it and start it again on the same port: empty, unless ``save()`` wrote a
+        snapshot (SIGTERM writes none: automatic snapshots are off)."""
         self.stop()
         self.start()
 

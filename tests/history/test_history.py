@@ -1,9 +1,10 @@
 """The history contract, on both backends (memory, and Redis on the shared test server).
 
 A topic's log has contiguous seqs from 1 and a stable epoch; reading resumes exactly
-after a position, or says ``recovered=False`` (no backlog, live end) when it can't:
-position older than what is retained (count or age bound), stale epoch, seq beyond
-the head.
+after a position, or says ``recovered=False`` when it can't: older than what is retained
+(count or age bound: no backlog, live end), a stale epoch (the current epoch from its
+oldest retained event), a seq beyond the head (proof of a rollback: a new epoch). Reads
+never create a topic: before its first append a reader is at ``BEFORE_FIRST``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import pytest
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Position, event_id
 from rtdelivery.history import History
+from rtdelivery.history.base import BEFORE_FIRST
 from tests.history.conftest import (
     OLD,
     TOPIC,
     Configure,
     append_n,
     assert_lost,
+    assert_reset,
     now_ms,
     same_event,
     seqs,
@@ -91,17 +94,59 @@ async def test_read_none_is_the_live_end_without_backlog(history: History) -> No
 async def test_live_end_of_an_unpublished_topic_stays_valid_after_the_first_publish(
     history: History,
 ) -> None:
-    # A client that subscribes before anything was published gets (epoch, 0) ...
+    # A client that subscribes before anything was published is "before the first
+    # event" (no epoch exists yet, and reading creates none) ...
     start = await history.read(TOPIC, None)
-    assert start.position.seq == 0
-    assert start.recovered is True
-    assert start.events == []
-    # ... and that epoch is the one the first event gets, so it resumes without loss.
+    assert (start.position, start.recovered, start.events) == (BEFORE_FIRST, True, [])
+    again = await history.read(TOPIC, start.position, limit=10)
+    assert (again.position, again.recovered, again.events) == (BEFORE_FIRST, True, [])
+    # ... and continues exactly with the first event of the epoch that comes.
     (first,) = await append_n(history, 1)
-    assert first.position == Position(start.position.epoch, 1)
+    assert first.seq == 1
     result = await history.read(TOPIC, start.position)
     assert result.recovered is True
     assert seqs(result) == [1]
+    assert result.position == first.position
+
+
+async def test_before_first_pages_from_seq_one(history: History) -> None:
+    epoch = (await append_n(history, 5))[0].epoch
+    result = await history.read(TOPIC, BEFORE_FIRST, limit=2)
+    assert (seqs(result), result.recovered, result.more) == ([1, 2], True, True)
+    assert result.position == Position(epoch, 2)
+    nothing = await history.read(TOPIC, BEFORE_FIRST, limit=0)
+    assert (nothing.events, nothing.position, nothing.recovered) == ([], BEFORE_FIRST, True)
+    assert nothing.more is True
+
+
+async def test_before_first_after_seq_one_was_dropped_is_not_recovered(
+    configure: Configure,
+) -> None:
+    history = configure(HISTORY_SIZE=3)
+    epoch = (await append_n(history, 5))[0].epoch
+    # Events 1 and 2 are gone: the reader gets what is left, and is told.
+    assert_reset(await history.read(TOPIC, BEFORE_FIRST), epoch, [3, 4, 5])
+
+
+async def test_epoch_zero_with_a_seq_is_not_a_position_this_history_gave_out(
+    history: History,
+) -> None:
+    epoch = (await append_n(history, 3))[0].epoch
+    assert_reset(await history.read(TOPIC, Position(0, 2)), epoch, [1, 2, 3])
+    assert (await history.read("never.seen", Position(0, 2))).recovered is False
+
+
+async def test_reads_of_an_unpublished_topic_keep_nothing(history: History) -> None:
+    for _ in range(2):
+        assert (await history.read(TOPIC, None)).position == BEFORE_FIRST
+        assert (await history.read(TOPIC, BEFORE_FIRST, limit=5)).position == BEFORE_FIRST
+        lost = await history.read(TOPIC, Position(12345, 3))
+        assert (lost.position, lost.recovered) == (BEFORE_FIRST, False)
+        latest = await history.latest(TOPIC, 10)
+        assert (latest.events, latest.position, latest.recovered) == ([], BEFORE_FIRST, True)
+        assert await history.heads([TOPIC]) == {TOPIC: None}
+    # The first append starts the topic at seq 1.
+    assert seqs(await append_n(history, 1)) == [1]
 
 
 @pytest.mark.parametrize("since", [0, 1, 4, 6, 7])
@@ -162,26 +207,74 @@ async def test_limit_edges(
     assert result.position == Position(epoch, expected[-1] if expected else since if more else 10)
 
 
-async def test_since_seq_beyond_the_head_is_not_recovered(history: History) -> None:
-    epoch = (await append_n(history, 3))[0].epoch
-    for seq in (4, 1000):
-        assert_lost(await history.read(TOPIC, Position(epoch, seq)), Position(epoch, 3))
+async def test_since_seq_beyond_the_head_starts_a_new_epoch(history: History) -> None:
+    # A cursor beyond the head of the current epoch proves the history went back (a
+    # restore): the events after the head would get seqs that were already given out.
+    old = await append_n(history, 3)
+    epoch = old[0].epoch
+    result = await history.read(TOPIC, Position(epoch, 5), limit=10)
+    assert result.recovered is False
+    assert result.events == []
+    new_epoch = result.position.epoch
+    assert new_epoch != epoch
+    assert result.position == Position(new_epoch, 0)
+    assert await history.heads([TOPIC]) == {TOPIC: Position(new_epoch, 0)}
+    (first,) = await append_n(history, 1)
+    assert first.position == Position(new_epoch, 1)
+    # Every old cursor is now of another epoch: the new one from its start.
+    for since in (0, 3, 5, 1000):
+        assert_reset(await history.read(TOPIC, Position(epoch, since)), new_epoch, [1])
+    # And the new epoch continues normally.
+    assert seqs(await history.read(TOPIC, result.position)) == [1]
 
 
-async def test_stale_epoch_is_not_recovered(history: History) -> None:
+async def test_stale_epoch_gets_the_current_epoch_from_its_start(history: History) -> None:
     epoch = (await append_n(history, 3))[0].epoch
-    for seq in (0, 1, 3):
+    for seq in (0, 1, 3, 7):
         result = await history.read(TOPIC, Position(stale(epoch), seq), limit=10)
-        assert_lost(result, Position(epoch, 3))
+        assert_reset(result, epoch, [1, 2, 3])
+    # Paged by limit, then continued exactly from the returned position.
+    page = await history.read(TOPIC, Position(stale(epoch), 9), limit=2)
+    assert_reset(page, epoch, [1, 2], more=True)
+    rest = await history.read(TOPIC, page.position, limit=2)
+    assert (seqs(rest), rest.recovered, rest.more) == ([3], True, False)
+    # limit=0: nothing returned, positioned right before the epoch's first event.
+    none = await history.read(TOPIC, Position(stale(epoch), 9), limit=0)
+    assert_reset(none, epoch, [], more=True)
+    assert none.position == Position(epoch, 0)
+
+
+async def test_stale_epoch_with_the_epoch_start_dropped(configure: Configure) -> None:
+    history = configure(HISTORY_SIZE=3)
+    epoch = (await append_n(history, 5))[0].epoch
+    result = await history.read(TOPIC, Position(stale(epoch), 2), limit=2)
+    assert_reset(result, epoch, [3, 4], more=True)
+    assert result.first_seq == 3
+    none = await history.read(TOPIC, Position(stale(epoch), 2), limit=0)
+    assert none.position == Position(epoch, 2)  # the oldest retained - 1
+    assert none.recovered is False
+    rest = await history.read(TOPIC, none.position)
+    assert (seqs(rest), rest.recovered) == ([3, 4, 5], True)
+
+
+async def test_stale_epoch_of_a_topic_with_no_events_kept(configure: Configure) -> None:
+    history = configure(HISTORY_SIZE=0)
+    epoch = (await append_n(history, 3))[0].epoch
+    result = await history.read(TOPIC, Position(stale(epoch), 1))
+    assert_reset(result, epoch, [])
+    assert result.position == Position(epoch, 3)  # nothing retained: the live end
 
 
 async def test_unknown_topic_with_a_cursor_is_not_recovered(history: History) -> None:
-    # A cursor naming a topic this history has no record of (its history was lost).
+    # A cursor naming a topic this history has no record of (its history was lost):
+    # not recovered, and the reader waits before the first event of the next epoch.
     result = await history.read("never.seen", Position(12345, 3))
     assert result.recovered is False
     assert result.events == []
-    assert result.position.seq == 0
-    assert result.position.epoch != 12345
+    assert result.position == BEFORE_FIRST
+    (first,) = await append_n(history, 1, "never.seen")
+    after = await history.read("never.seen", result.position)
+    assert (seqs(after), after.recovered, after.position) == ([1], True, first.position)
 
 
 # -- latest -----------------------------------------------------------------------------
@@ -199,12 +292,14 @@ async def test_latest_returns_the_last_n_oldest_first(history: History) -> None:
     assert (await history.latest(TOPIC, 0)).events == []
 
 
-async def test_latest_of_an_unpublished_topic_is_empty_at_seq_zero(history: History) -> None:
+async def test_latest_of_an_unpublished_topic_is_empty_before_the_first(
+    history: History,
+) -> None:
     result = await history.latest(TOPIC, 10)
-    assert result.events == []
-    assert result.position.seq == 0
+    assert (result.events, result.position, result.recovered) == ([], BEFORE_FIRST, True)
     (first,) = await append_n(history, 1)
-    assert first.epoch == result.position.epoch
+    after = await history.read(TOPIC, result.position)
+    assert (seqs(after), after.recovered, after.position) == ([1], True, first.position)
 
 
 # -- bounds: count ----------------------------------------------------------------------

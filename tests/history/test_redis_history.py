@@ -27,9 +27,17 @@ from rtdelivery import outage
 from rtdelivery.core.cursors import Position
 from rtdelivery.core.errors import HistoryUnavailable, Unavailable
 from rtdelivery.history import get_history, reset_history
+from rtdelivery.history.base import BEFORE_FIRST
 from rtdelivery.history.redis import _APPEND, _READ, _SHAS, RedisHistory
 from tests.conftest import sync_redis
-from tests.history.conftest import WAIT, RedisServer, append_n, assert_lost, now_ms, seqs
+from tests.history.conftest import (
+    WAIT,
+    RedisServer,
+    append_n,
+    assert_reset,
+    now_ms,
+    seqs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "chat.lobby"
@@ -206,7 +214,12 @@ async def test_key_layout_and_ttls(
         assert client.get(mark) == f"{event.epoch}:1".encode()
         assert 300 - WAIT <= client.ttl(mark) <= 300
         assert key_slot(mark) == key_slot(meta.encode())
-        assert client.hgetall(meta) == {b"epoch": str(event.epoch).encode(), b"seq": b"1"}
+        run_id = client.info("server")["run_id"]
+        assert client.hgetall(meta) == {
+            b"epoch": str(event.epoch).encode(),
+            b"seq": b"1",
+            b"run": run_id.encode(),  # the server that wrote it (rollback fencing)
+        }
         assert client.lrange(log, 0, -1) == [f'1|{at}|message|{{"a":"b|c"}}'.encode()]
         assert 3600 - WAIT <= client.ttl(meta) <= 3600  # the idle TTL (> max age)
         assert 660 - WAIT <= client.ttl(log) <= 660  # max age + 60 s
@@ -220,7 +233,7 @@ async def test_a_retried_append_is_stored_once(redis_settings: dict[str, Any]) -
     history = redis_history()
     first = await history.append(TOPIC, "message", "1", now_ms())
     keys = (*history.keys(TOPIC), f"{history.prefix}{{{TOPIC}}}:p:fixed-id")
-    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660)
+    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660, "", 0)
     a = await history._eval(redis_module._APPEND, keys, *args)
     b = await history._eval(redis_module._APPEND, keys, *args)
     assert int(a[1]) == int(b[1]) == first.seq + 1
@@ -254,7 +267,7 @@ async def test_lost_meta_key_means_a_new_epoch_and_an_empty_log(
     new = await history.append(TOPIC, "message", '"new"', now_ms())
     assert new.seq == 1
     assert new.epoch != old[0].epoch
-    assert_lost(await history.read(TOPIC, old[-1].position), new.position)
+    assert_reset(await history.read(TOPIC, old[-1].position), new.epoch, [1])
     result = await history.read(TOPIC, Position(new.epoch, 0))
     assert [(e.seq, e.data) for e in result.events] == [(1, "new")]
     with sync_redis(redis_url) as client:
@@ -285,22 +298,23 @@ async def test_lost_redis_data_means_a_new_epoch(
         assert client.dbsize() == 0
 
     if first_after == "read":
-        # A client resumes before anyone publishes again.
+        # A client resumes before anyone publishes again: told, and (no record, so no
+        # epoch yet) waiting before the first event of the next epoch, creating nothing.
         result = await history.read(TOPIC, before[-1].position)
-        assert result.recovered is False
-        assert result.events == []
-        assert result.position.seq == 0
-        new_epoch = result.position.epoch
-        assert new_epoch != old_epoch
+        assert (result.recovered, result.events, result.position) == (False, [], BEFORE_FIRST)
+        with redis_server.client() as client:
+            assert client.dbsize() == 0
         (first,) = await append_n(history, 1)
-        assert first.position == Position(new_epoch, 1)
+        assert first.seq == 1
+        after = await history.read(TOPIC, result.position)
+        assert (seqs(after), after.recovered) == ([1], True)
     else:
         (first,) = await append_n(history, 1)
         assert first.seq == 1
-        assert first.epoch != old_epoch
+    assert first.epoch != old_epoch
     head = Position(first.epoch, 1)
     for since in (0, 1, 3):  # old epoch, any seq: even one that exists again
-        assert_lost(await history.read(TOPIC, Position(old_epoch, since)), head)
+        assert_reset(await history.read(TOPIC, Position(old_epoch, since)), first.epoch, [1])
     assert (await history.heads([TOPIC, "other.topic"])) == {TOPIC: head, "other.topic": None}
     result = await history.read(TOPIC, Position(first.epoch, 0))
     assert result.recovered is True
@@ -399,6 +413,41 @@ async def test_commands_use_only_namespaced_hash_tagged_keys_and_never_scan(
         assert len({key_slot(k.encode()) for k in topic_keys}) == 1, topic_keys
 
 
+WRITE_COMMANDS = {"HSET", "HINCRBY", "HDEL", "EXPIRE", "DEL", "RPUSH", "LTRIM", "LPOP", "SET"}
+
+
+async def test_reads_of_unpublished_topics_write_nothing(
+    private_settings: dict[str, Any], redis_server: RedisServer
+) -> None:
+    """Issue 9 case 3: polling thousands of topics nobody publishes must not fill Redis."""
+    history = redis_history()
+    marker = f"end-of-test-{uuid4().hex}"
+    topics = [f"room.r{i}" for i in range(20)]
+    with redis_server.client() as client, client.monitor() as monitor:
+        for topic in topics:
+            await history.read(topic, None)
+            await history.read(topic, BEFORE_FIRST, limit=5)
+            await history.read(topic, Position(12345, 3))
+            await history.latest(topic, 10)
+        await history.heads(topics)
+        with redis_server.client() as other:
+            other.echo(marker)
+        seen: list[list[str]] = []
+        for _ in range(10_000):  # bounded: about a hundred commands expected
+            _, args = next_monitored(monitor)
+            if args == ["ECHO", marker]:
+                break
+            seen.append(args)
+        else:
+            pytest.fail("the end marker never showed up in MONITOR")
+    names = [args[0].upper() for args in seen]
+    assert names.count("HMGET") == 4 * len(topics) + len(topics), names  # one look each
+    assert not WRITE_COMMANDS & set(names), names
+    assert "INFO" not in names  # the run_id is only asked about existing records
+    with redis_server.client() as client:
+        assert client.dbsize() == 0
+
+
 # -- script cache loss -------------------------------------------------------------------
 
 
@@ -419,6 +468,12 @@ async def test_append_and_read_survive_script_flush(
     assert seqs(result) == [1, 2]
     with redis_server.client() as client:
         assert client.script_exists(*shas) == [True, True]  # cached again
+        assert client.script_flush() is True
+    # heads() pipelines its script: loaded again once, answered in full.
+    heads = await history.heads([TOPIC, "other", TOPIC])
+    assert heads == {TOPIC: second.position, "other": None}
+    with redis_server.client() as client:
+        assert client.script_exists(_SHAS[_READ]) == [True]
 
 
 # -- Redis down --------------------------------------------------------------------------
@@ -464,7 +519,7 @@ async def test_redis_down_raises_unavailable_then_recovers(
     (after,) = await append_n(history, 1)
     assert after.seq == 1
     assert after.epoch != before[0].epoch
-    assert_lost(await history.read(TOPIC, position), after.position)
+    assert_reset(await history.read(TOPIC, position), after.epoch, [1])
     assert (await history.heads([TOPIC]))[TOPIC] == after.position
 
 
