@@ -183,6 +183,18 @@ class GatedRedisCluster(RedisCluster):
 
 
 class GatedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline through the gate, with EVALSHA allowed.
+
+    redis-py blocks EVALSHA in cluster pipelines because a script may touch keys of
+    several slots and may be missing on some node. rtdelivery's scripts touch one topic's
+    keys (one hash tag, one slot; redis-py routes EVALSHA by its keys) and every caller
+    handles NOSCRIPT by loading the script (SCRIPT LOAD goes to every primary) and
+    running the command again.
+    """
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client: GatedRedisCluster = self.cluster_client  # type: ignore[assignment]
         async with client.gate.slot():
@@ -217,21 +229,25 @@ def ping(conf: Settings, timeout: float = 2.0) -> None:
     discovers the nodes from the given ones and pings the cluster's primaries.
     """
     import redis
+    from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode as SyncClusterNode
     from redis.cluster import RedisCluster as SyncRedisCluster
+    from redis.retry import Retry
     from redis.sentinel import Sentinel as SyncSentinel
 
     target = _target(conf)
+    # One try, bounded: a check answers within about `timeout`, not after retries.
     limits = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    once = {**limits, "retry": Retry(NoBackoff(), 0)}
     closers: list[Callable[[], Any]] = []
     try:
         if target.kind == "sentinel":
             sentinel = SyncSentinel(
-                list(target.sentinels), sentinel_kwargs={**target.sentinel_options, **limits}
+                list(target.sentinels), sentinel_kwargs={**target.sentinel_options, **once}
             )
             closers.extend(s.close for s in sentinel.sentinels)
             master = sentinel.master_for(
-                target.service, **{**_sync_options(conf.redis_options), **limits}
+                target.service, **{**_sync_options(conf.redis_options), **once}
             )
             closers.append(master.close)
             master.ping()
@@ -240,7 +256,7 @@ def ping(conf: Settings, timeout: float = 2.0) -> None:
             cluster = SyncRedisCluster.from_url(
                 first,
                 startup_nodes=[SyncClusterNode(*_host_port(u)) for u in others] or None,
-                **{**_sync_options(conf.redis_options), **limits},
+                **{**_sync_options(conf.redis_options), **once},
             )
             closers.append(cluster.close)
             cluster.ping(target_nodes=SyncRedisCluster.PRIMARIES)
