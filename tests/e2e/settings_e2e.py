@@ -5,12 +5,19 @@ prefix in ``RTD_PREFIX``; limits that the tests exercise come from ``RTD_*`` env
 variables so one module serves every e2e server.
 """
 
+import json
 import os
 
 from demo_site.settings import *  # noqa: F403
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RTD_PREFIX = os.environ.get("RTD_PREFIX", "rtde2e:default:")
+# Scale-out faults (tests/faults): RTDELIVERY["REDIS"] (Sentinel, Cluster) and the layer's
+# hosts (Sentinel, sharded) as JSON; REDIS_URL is used for neither when they are given.
+RTD_REDIS = json.loads(os.environ["RTD_REDIS"]) if os.environ.get("RTD_REDIS") else None
+RTD_LAYER_HOSTS = (
+    json.loads(os.environ["RTD_LAYER_HOSTS"]) if os.environ.get("RTD_LAYER_HOSTS") else None
+)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -34,7 +41,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             # socket_timeout None: see DESIGN "Known traps" (redis-py 8.1 + channels-redis).
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "hosts": RTD_LAYER_HOSTS or [{"address": REDIS_URL, "socket_timeout": None}],
             "prefix": RTD_PREFIX + "layer",
         },
     }
@@ -42,7 +49,8 @@ CHANNEL_LAYERS = {
 
 RTDELIVERY = {
     "HISTORY_BACKEND": "redis",
-    "REDIS_URL": REDIS_URL,
+    "REDIS_URL": None if RTD_REDIS else REDIS_URL,
+    "REDIS": RTD_REDIS,
     "KEY_PREFIX": RTD_PREFIX,
     "TOPICS": {
         "e2e.*": {
