@@ -27,6 +27,8 @@ from django.apps import apps
 from django.conf import settings
 from django.urls import Resolver404, re_path, resolve
 
+from . import shutdown
+from .transports.flow import server_send
 from .transports.http import Receive, Scope, Send
 from .transports.serving import serve_asgi
 
@@ -100,17 +102,30 @@ class RealtimeApplication:
             self.project_websocket = AllowedHostsOriginValidator(_with_identity(URLRouter(routes)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # SIGTERM lets connections say goodbye first: hooked from the first call (a
+        # lifespan startup or a connection), in the server's thread (rtdelivery.shutdown).
+        shutdown.install()
         kind = scope["type"]
         if kind == "http":
             route = route_for(scope)
             if route is not None and route[0] == "held":
-                await serve_asgi(route[2], route[1], scope, receive, send)
+                # The server's own send, before any wrapper: its write buffer bounds a
+                # stream's memory under Daphne (rtdelivery.transports.flow).
+                token = server_send.set(send)
+                try:
+                    await serve_asgi(route[2], route[1], scope, receive, send)
+                finally:
+                    server_send.reset(token)
             else:
                 await self.django_app(scope, receive, send)
         elif kind == "websocket":
             route = route_for(scope)
             if route is not None and route[0] == "websocket":
-                await self.websocket(scope, receive, send)
+                token = server_send.set(send)
+                try:
+                    await self.websocket(scope, receive, send)
+                finally:
+                    server_send.reset(token)
             elif self.project_websocket is not None:
                 await self.project_websocket(scope, receive, send)
             else:

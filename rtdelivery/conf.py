@@ -89,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_TOKENS": [],
     # Presence entries expire this long after their connection stops refreshing them.
     "PRESENCE_TTL": 60,
+    # On SIGTERM/SIGINT, how long connections get to say goodbye before the server's own
+    # shutdown runs (seconds); None leaves the signals to the server (rtdelivery.shutdown).
+    "SHUTDOWN_TIMEOUT": 5.0,
 }
 
 HISTORY_BACKENDS = ("memory", "redis")
@@ -215,9 +218,10 @@ NUMBER_UNITS: dict[str, str] = {
     "LONGPOLL_MAX_TIMEOUT": "seconds",
     "SSE_HEARTBEAT": "seconds",
     "WS_RATE": "frames per second",
+    "SHUTDOWN_TIMEOUT": "seconds",
 }
 #: Numbers that may also be None, and numbers that must be above zero.
-NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL"})
+NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT"})
 POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT"})
 
 E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys

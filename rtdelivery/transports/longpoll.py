@@ -9,9 +9,9 @@ from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..core.params import parse_seconds
-from ..hub import get_hub
+from ..hub import Hub, get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
-from . import limits
+from . import flow, limits
 from .common import authorize_all, read_after, subscribe_topic, wait_disconnect
 from .http import Request, Send, events_body, respond
 
@@ -42,51 +42,70 @@ async def handle(request: Request, send: Send) -> None:
             return
         cursor = Cursor(read_positions)
     with limits.hold("longpoll"):
-        hub = get_hub()
         sub = Subscriber(conf.queue_size)
-        positions: dict[str, Position] = {}
-        lost: list[str] = []
-        events: list[Event] = []
-        disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+        # A shutdown closes the inbox: the hold ends at once and the answer carries the
+        # cursor (rtdelivery.shutdown).
+        link = flow.connect(send, sub, scope_type="http", flow=False)
         try:
-            for topic in topics:
-                await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            # Held until an event (or a lost topic) or the deadline: notices such as
-            # presence changes wake the inbox but don't end the hold.
-            while not lost and not events:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                getter = asyncio.ensure_future(sub.get())
-                try:
-                    done, _ = await asyncio.wait(
-                        {getter, disconnect},
-                        timeout=remaining,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                except BaseException:  # cancelled: don't leave the getter behind
-                    getter.cancel()
-                    raise
-                if disconnect in done:
-                    getter.cancel()
-                    return
-                if getter not in done:
-                    getter.cancel()
-                    break
-                try:
-                    items = getter.result()
-                except (SlowConsumer, SubscriberClosed):
-                    break
-                _collect(items, events, positions, lost, conf.poll_limit)
-        finally:
-            disconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await disconnect
-            await hub.unsubscribe_all(sub)
+            body = await _hold(request, get_hub(), sub, topics, cursor, timeout)
+        except BaseException:
+            link.release()
+            raise
+    try:
+        if body is not None:
+            await respond(send, 200, body)
+    finally:
+        link.release()
+
+
+async def _hold(
+    request: Request, hub: Hub, sub: Subscriber, topics: list[str], cursor: Cursor, hold: float
+) -> bytes | None:
+    """Subscribe, wait, and return the answer's body (None: the client went away)."""
+    conf = get_settings()
+    positions: dict[str, Position] = {}
+    lost: list[str] = []
+    events: list[Event] = []
+    disconnect = asyncio.ensure_future(wait_disconnect(request.receive))
+    try:
+        for topic in topics:
+            await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold
+        # Held until an event (or a lost topic) or the deadline: notices such as
+        # presence changes wake the inbox but don't end the hold.
+        while not lost and not events:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            getter = asyncio.ensure_future(sub.get())
+            try:
+                done, _ = await asyncio.wait(
+                    {getter, disconnect},
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except BaseException:  # cancelled: don't leave the getter behind
+                getter.cancel()
+                raise
+            if disconnect in done:
+                getter.cancel()
+                return None
+            if getter not in done:
+                getter.cancel()
+                break
+            try:
+                items = getter.result()
+            except (SlowConsumer, SubscriberClosed):
+                break
+            _collect(items, events, positions, lost, conf.poll_limit)
+    finally:
+        disconnect.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await disconnect
+        await hub.unsubscribe_all(sub)
     cursor_text = Cursor(positions).encode(conf.cursor_key)
-    await respond(send, 200, events_body(events, cursor_text, not lost, lost))
+    return events_body(events, cursor_text, not lost, lost)
 
 
 def _collect(

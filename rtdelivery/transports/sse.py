@@ -23,7 +23,7 @@ from ..core.events import Event
 from ..hub import get_hub
 from ..presence import connection_id, get_presence
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
-from . import limits
+from . import flow, limits
 from .common import authorize_all, subscribe_topic, wait_disconnect
 from .http import Request, Send
 
@@ -131,6 +131,10 @@ async def handle(request: Request, send: Send) -> None:
     with limits.hold("sse"):
         hub = get_hub()
         sub = Subscriber(conf.queue_size)
+        # Writes wait for room under every server (Daphne's own send never does), and a
+        # shutdown ends the stream with rt.close going_away (rtdelivery.shutdown).
+        link = flow.connect(send, sub, scope_type="http")
+        send = link.send
         positions: dict[str, Position] = {}
         lost: list[str] = []
         gone = False
@@ -166,13 +170,16 @@ async def handle(request: Request, send: Send) -> None:
             finally:
                 beats.discard(stream)
         finally:
-            disconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await disconnect
-            await hub.unsubscribe_all(sub)
-            for topic in present:
-                with contextlib.suppress(Exception):
-                    await get_presence().leave(topic, conn_id)
+            try:
+                disconnect.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await disconnect
+                await hub.unsubscribe_all(sub)
+                for topic in present:
+                    with contextlib.suppress(Exception):
+                        await get_presence().leave(topic, conn_id)
+            finally:
+                link.release()
 
 
 async def _write(send: Send, text: str, *, more: bool = True) -> None:

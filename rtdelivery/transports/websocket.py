@@ -28,6 +28,7 @@ from ..policy import SUBSCRIBE, authorize, authorize_client_publish
 from ..presence import connection_id
 from ..publishing import apublish
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from . import flow
 from .http import Receive, Scope, Send
 from .origins import origin_allowed
 
@@ -63,6 +64,7 @@ class Connection:
         "conf",
         "hub",
         "id",
+        "link",
         "presence_topics",
         "scope",
         "send",
@@ -75,10 +77,13 @@ class Connection:
         conf = get_settings()
         self.conf = conf
         self.scope = scope
-        self.send = send
         self.user = scope.get("user")
         self.id = connection_id()  # "<pid>.<n>", shared with SSE streams
         self.sub = Subscriber(conf.queue_size)
+        # Writes wait for room under every server (Daphne's own send never does), and a
+        # shutdown closes the socket with 1001 (rtdelivery.shutdown).
+        self.link = flow.connect(send, self.sub, scope_type="websocket")
+        self.send = self.link.send
         self.hub = get_hub()
         #: Position of the last event sent per topic: the cursor to resume from.
         self.sent: dict[str, Position] = {}
@@ -332,6 +337,13 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
     conn = Connection(scope, send)
+    try:
+        await _serve(conn, receive, send)
+    finally:
+        conn.link.release()
+
+
+async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
     metrics.incr("connections_opened.ws")
     # Two coroutines per connection: this one reads, one task writes. (No third task

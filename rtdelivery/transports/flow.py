@@ -1,0 +1,278 @@
+"""What rtdelivery sees of the server's own transport under one connection.
+
+Backpressure: a bounded inbox (``QUEUE_SIZE``) only bounds memory if the writer stops
+taking items while the client does not read. Uvicorn's ``send`` waits while its write
+buffer is over the high-water mark, so the writer stops by itself. Daphne's ``send``
+never waits: it hands the bytes to Twisted, whose write buffer grows without limit.
+Under Daphne the writer therefore registers itself with Twisted as a streaming producer
+(``IPushProducer``, Twisted's own flow-control interface): Twisted pauses it when the
+transport holds more than its buffer size (64 KiB) and resumes it once the buffer has
+drained, and :meth:`Link.send` waits while it is paused. Both servers then behave
+alike: a client that stops reading holds its writer back, its inbox overflows and the
+connection ends with ``too_slow`` and its cursor.
+
+Daphne hands an application ``functools.partial(Server.handle_reply, protocol)`` as
+``send``; the protocol is a Twisted ``Request`` (HTTP) or an autobahn WebSocket
+protocol. Uvicorn's ``send`` is a method of an object with the asyncio ``transport``.
+:class:`rtdelivery.asgi.RealtimeApplication` records the server's own ``send`` (before
+any middleware wraps it) in :data:`server_send`; without it the ``send`` a transport
+got is used, through Channels' session wrapper. A connection under Daphne whose
+transport cannot be found is not bounded: a warning is logged once (docs/deployment.md).
+
+The link also serves the graceful shutdown (:mod:`rtdelivery.shutdown`): bytes not yet
+handed to the kernel (to wait for them to flush) and an abort for stuck clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from .. import shutdown
+from ..subscriber import Subscriber
+from .http import Send
+
+logger = logging.getLogger("rtdelivery.transports")
+
+#: The ASGI server's own ``send`` for the current connection (set by RealtimeApplication).
+server_send: ContextVar[Send | None] = ContextVar("rtdelivery_server_send", default=None)
+
+#: How many ``send`` wrappers deep the search for the server's ``send`` looks.
+MAX_UNWRAP = 8
+
+_warned: set[str] = set()
+
+
+class Link:
+    """One connection's view of its server transport (this base: nothing to see).
+
+    ``send`` is the connection's ``send`` (through :meth:`send`, writes wait for room
+    where the server needs it); :mod:`rtdelivery.shutdown` calls :meth:`go_away`,
+    :meth:`pending` and :meth:`abort`.
+    """
+
+    __slots__ = ("__weakref__", "_send", "sub", "task")
+
+    def __init__(self, send: Send, sub: Subscriber) -> None:
+        self._send = send
+        self.sub = sub
+        self.task = asyncio.current_task()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._send(message)
+
+    def go_away(self) -> None:
+        """The server is shutting down: end the connection with ``going_away``."""
+        self.sub.close()
+
+    def pending(self) -> int:
+        """Bytes written by the application that the server has not handed to the kernel."""
+        return 0
+
+    def abort(self) -> None:
+        """Drop the connection at once (a client that stopped reading, at shutdown)."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def release(self) -> None:
+        """The connection is over: unhook from the server's transport."""
+        shutdown.untrack(self)
+
+
+class _AsyncioLink(Link):
+    """Uvicorn (or any server whose ``send`` waits for room): only shutdown needs it."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, send: Send, sub: Subscriber, transport: Any) -> None:
+        super().__init__(send, sub)
+        self._transport = transport
+
+    def pending(self) -> int:
+        try:
+            return int(self._transport.get_write_buffer_size())
+        except Exception:  # closed transport
+            return 0
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+class _TwistedLink(Link):
+    """Daphne: the writer is a streaming producer of Twisted's transport.
+
+    Registered as the Request's producer (HTTP), or as the producer behind the
+    transport's own for a WebSocket (Daphne leaves the upgraded request's HTTPChannel
+    registered on the transport, and it forwards pause/resume to its request producer).
+    """
+
+    __slots__ = ("_consumer", "_paused", "_stopped", "_transport", "_waiter")
+
+    def __init__(self, send: Send, sub: Subscriber, transport: Any, consumer: Any) -> None:
+        super().__init__(send, sub)
+        self._transport = transport
+        self._consumer = consumer
+        self._paused = False
+        self._stopped = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- IPushProducer, called by Twisted on the event loop's thread --------------------
+    def pauseProducing(self) -> None:  # Twisted's IPushProducer names
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- Link --------------------------------------------------------------------------
+    async def send(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.body" and not message.get("more_body"):
+            # Twisted wants the producer gone before the request finishes.
+            self._unregister()
+        await self._send(message)
+        # Like Uvicorn's send: return once the transport has room again (or is gone,
+        # or the server is shutting down and the goodbye must get through).
+        while self._paused and not self._stopped and not shutdown.closing():
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def go_away(self) -> None:
+        super().go_away()
+        self._wake()
+
+    def pending(self) -> int:
+        t = self._transport
+        try:
+            # Twisted's FileDescriptor: the bytes buffer not yet written, plus the list
+            # of chunks waiting to be joined into it.
+            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[no-any-return]
+        except AttributeError:  # another kind of transport (TLS): no figure
+            return 0
+
+    def abort(self) -> None:
+        self._transport.abortConnection()
+
+    def release(self) -> None:
+        self._unregister()
+        super().release()
+
+    def _unregister(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            # A Request or transport (producer), or Daphne's HTTPChannel (_requestProducer).
+            registered = getattr(consumer, "producer", None) or getattr(
+                consumer, "_requestProducer", None
+            )
+            if registered is self:
+                consumer.unregisterProducer()
+        except Exception:  # the connection is gone: nothing left to unhook
+            logger.debug("unregisterProducer failed", exc_info=True)
+
+
+def connect(send: Send, sub: Subscriber, *, scope_type: str, flow: bool = True) -> Link:
+    """The :class:`Link` of the current connection, tracked for shutdown.
+
+    ``flow``: the writer needs backpressure (SSE, WebSocket); a long poll answers once.
+    Call :meth:`Link.release` when the connection ends.
+    """
+    raw = _unwrap(server_send.get() or send)
+    link: Link
+    if isinstance(raw, functools.partial) and raw.args and _is_daphne(raw.func):
+        link = _daphne_link(send, sub, raw.args[0], scope_type, flow)
+    else:
+        transport = getattr(getattr(raw, "__self__", None), "transport", None)
+        if hasattr(transport, "get_write_buffer_size") and hasattr(transport, "abort"):
+            link = _AsyncioLink(send, sub, transport)
+        else:
+            link = Link(send, sub)
+            if flow and _twisted_running():
+                _warn_once(scope_type, "its transport could not be found")
+    shutdown.track(link)
+    return link
+
+
+def _unwrap(send: Any) -> Any:
+    """The server's ``send`` under Channels' session wrapper (its ``real_send``)."""
+    for _ in range(MAX_UNWRAP):
+        inner = getattr(getattr(send, "__self__", None), "real_send", None)
+        if inner is None:
+            break
+        send = inner
+    return send
+
+
+def _is_daphne(func: Any) -> bool:
+    owner = getattr(func, "__self__", None)
+    return type(owner).__module__.startswith("daphne.")
+
+
+def _daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, flow: bool) -> Link:
+    if scope_type == "http":
+        channel = getattr(protocol, "channel", None)
+        transport = getattr(channel, "transport", None)
+    else:
+        transport = getattr(protocol, "transport", None)
+    if transport is None:
+        return Link(send, sub)  # already disconnected
+    link = _TwistedLink(send, sub, transport, None)
+    if not flow:
+        return link
+    try:
+        if scope_type == "http":
+            protocol.registerProducer(link, True)
+            link._consumer = protocol
+        else:
+            channel = getattr(transport, "producer", None)
+            if channel is None:
+                transport.registerProducer(link, True)
+                link._consumer = transport
+            else:
+                channel.registerProducer(link, True)
+                link._consumer = channel
+    except Exception as exc:
+        _warn_once(scope_type, f"Twisted refused the producer ({exc})")
+    return link
+
+
+def _twisted_running() -> bool:
+    """Whether this loop is Twisted's (Daphne's): only to warn, so best effort."""
+    # Twisted's reactor module is replaced in sys.modules by the reactor itself.
+    reactor: Any = sys.modules.get("twisted.internet.reactor")
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return bool(getattr(reactor, "running", False)) and (
+        getattr(reactor, "_asyncioEventloop", None) is loop
+    )
+
+
+def _warn_once(scope_type: str, why: str) -> None:
+    if scope_type in _warned:
+        return
+    _warned.add(scope_type)
+    logger.warning(
+        "rtdelivery cannot bound memory for %s connections under Daphne: %s. A client "
+        "that stops reading makes the server buffer everything sent to it. Serve the "
+        "project through rtdelivery.asgi.rtdelivery_application (docs/deployment.md).",
+        "WebSocket" if scope_type == "websocket" else "SSE",
+        why,
+    )

@@ -1,0 +1,151 @@
+"""Clients that stop reading (issue 9, case 2): memory stays bounded on every server.
+
+A WebSocket and an SSE client on server A stop reading (raw sockets, a 4 KiB receive
+buffer) while 5,000 events of 2 KB are published through server B. Server A's RSS must
+not grow with what it cannot send (10 MB per client), each slow client must end with
+``too_slow`` and a cursor once it reads again, and a fresh client resuming from that
+cursor must get every remaining event exactly once.
+
+Before the fix, Daphne's ``send`` never waited, so its write buffers took everything:
++20 MB and no ``too_slow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from tests.e2e.clients import ClientError, SSEClient, WSClient
+from tests.e2e.conftest import SERVER_KINDS, Servers, running_servers
+from tests.faults.rawclients import RawSSE, RawWS, rss_bytes
+
+EVENTS = 5000
+PAD = "x" * 2000  # 2 KB events
+WARMUP = 20
+#: What server A may grow by while both clients stall (each is sent ~10 MB). Its inbox
+#: holds at most QUEUE_SIZE events (shared by the connections of a process).
+MAX_GROWTH = 8 * 1024 * 1024
+PUBLISH_BATCH = 200
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def flow_servers(
+    request: pytest.FixtureRequest, redis_url: str, e2e_log_dir: Path
+) -> Iterator[Servers]:
+    env = {
+        "DJANGO_SETTINGS_MODULE": "tests.faults.settings_flow",
+        "RTD_HISTORY_SIZE": str(EVENTS + 1000),
+        "RTD_WS_RATE": "100000",
+        "RTD_WS_BURST": "100000",
+    }
+    with running_servers(request.param, redis_url, e2e_log_dir, extra_env=env) as group:
+        yield group
+
+
+async def publish_all(publisher: WSClient, topic: str, first: int, count: int) -> None:
+    """Publish ``count`` 2 KB events over the publisher's WebSocket, pipelined."""
+    for start in range(first, first + count, PUBLISH_BATCH):
+        stop = min(start + PUBLISH_BATCH, first + count)
+        await asyncio.gather(
+            *(publisher.publish(topic, {"i": i, "pad": PAD}) for i in range(start, stop))
+        )
+
+
+async def follow(client: WSClient, total: int, timeout: float = 120.0) -> None:  # noqa: ASYNC109
+    """Wait until ``client`` has ``total`` events, resuming if it is itself too slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.wait_total(total, max(0.1, deadline - time.monotonic()))
+            return
+        except ClientError:
+            if time.monotonic() >= deadline:
+                raise
+            await client.reconnect()
+
+
+def tally(seqs: list[int], expected: range) -> dict[str, int]:
+    unique = set(seqs)
+    return {
+        "delivered": len(seqs),
+        "silent": len(set(expected) - unique),
+        "duplicates": len(seqs) - len(unique),
+    }
+
+
+async def test_slow_clients_are_bounded_and_resume(
+    flow_servers: Servers, fault_report: Any
+) -> None:
+    servers = flow_servers
+    a, b = servers.a, servers.b
+    topic = f"e2e.slow{uuid4().hex[:10]}"
+    total = WARMUP + EVENTS
+
+    ws = RawWS(a.port)
+    await ws.connect(topic)
+    sse = RawSSE(a.port)
+    await sse.connect(topic)
+    control = WSClient(a.base_url, [topic])
+    await control.connect()
+    publisher = WSClient(b.base_url, [f"e2e.pub{uuid4().hex[:10]}"])
+    await publisher.connect()
+    try:
+        # Warm up every code path on A while both raw clients read, then they stop.
+        await publish_all(publisher, topic, 1, WARMUP)
+        await ws.read_events(WARMUP)
+        await sse.read_events(WARMUP)
+        await follow(control, WARMUP)
+        before = rss_bytes(a.pid)
+
+        await publish_all(publisher, topic, WARMUP + 1, EVENTS)
+        await follow(control, total)  # A has fanned every event out
+        growth = rss_bytes(a.pid) - before
+        print(f"{servers.kind}: server A grew by {growth / 1e6:.1f} MB")
+
+        # Read again: each slow client gets what was in flight, then too_slow.
+        await ws.read_until_end()
+        await sse.read_until_end()
+    finally:
+        await control.close()
+        await publisher.close()
+        ws.abort()
+        sse.abort()
+
+    resumed: dict[str, list[int]] = {}
+    for raw in (ws, sse):
+        assert raw.closing is not None, (
+            f"{raw.transport} on {servers.kind}: not ended as too_slow after "
+            f"{len(raw.events)} events"
+        )
+        assert raw.closing[0] == "too_slow", raw.closing
+        cursor = raw.closing[1]
+        assert cursor, f"{raw.transport}: too_slow without a cursor"
+        fresh: WSClient | SSEClient = (
+            WSClient(a.base_url, [topic], cursor)
+            if raw.transport == "ws"
+            else SSEClient(a.base_url, [topic], cursor)
+        )
+        async with fresh:
+            got = len(raw.events)
+            await fresh.wait_total(total - got, timeout=60)
+            resumed[raw.transport] = [e["seq"] for e in fresh.events]
+    assert ws.close_code in (4001,), ws.close_code
+
+    for raw in (ws, sse):
+        seqs = [e["seq"] for e in raw.events] + resumed[raw.transport]
+        counts = tally(seqs, range(1, total + 1))
+        fault_report("slow-client", raw.transport, servers.kind, announced=1, **counts)
+        assert counts == {"delivered": total, "silent": 0, "duplicates": 0}, counts
+        assert seqs == list(range(1, total + 1))
+    assert growth < MAX_GROWTH, (
+        f"{servers.kind}: server A grew by {growth / 1e6:.1f} MB for two stalled clients "
+        f"(at most {MAX_GROWTH / 1e6:.0f} MB expected)"
+    )
