@@ -232,15 +232,15 @@ def ids_seen(publisher: Publisher, clients: list[BaseClient]) -> dict[str, set[i
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=SERVER_KINDS)
-def fault_servers(
-    request: pytest.FixtureRequest, e2e_log_dir: Path, tmp_path: Path
+@contextlib.contextmanager
+def servers_on_private_redis(
+    kind: str, log_dir: Path, workdir: Path
 ) -> Iterator[tuple[Servers, RedisServer]]:
-    """Two servers of one kind on a private redis-server that the test kills."""
-    redis = RedisServer(find_free_port(), tmp_path)
+    """Two servers of ``kind`` on a private redis-server (files in ``workdir``)."""
+    redis = RedisServer(find_free_port(), workdir)
     redis.start()
     try:
-        with running_servers(request.param, redis.url, e2e_log_dir) as servers:
+        with running_servers(kind, redis.url, log_dir) as servers:
             try:
                 yield servers, redis
             finally:
@@ -248,6 +248,15 @@ def fault_servers(
                     redis.start()  # the servers' teardown deletes their keys
     finally:
         redis.stop()
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def fault_servers(
+    request: pytest.FixtureRequest, e2e_log_dir: Path, tmp_path: Path
+) -> Iterator[tuple[Servers, RedisServer]]:
+    """Two servers of one kind on a private redis-server that the test kills."""
+    with servers_on_private_redis(request.param, e2e_log_dir, tmp_path) as pair:
+        yield pair
 
 
 @dataclass
