@@ -47,6 +47,16 @@ class ReadResult:
     more: bool = False
     first_seq: int = field(default=1, repr=False)
 
+    @property
+    def start(self) -> Position:
+        """Where the reader stands before ``events``: what a client that has not received
+        them yet must resume from (``position`` when there are none). For a stale epoch
+        this is the new epoch's start, not where the reader asked to continue."""
+        if self.events:
+            first = self.events[0]
+            return Position(first.epoch, first.seq - 1)
+        return self.position
+
 
 class History(ABC):
     """A bounded per-topic log with contiguous ``seq`` numbers and an ``epoch``.

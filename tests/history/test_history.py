@@ -244,6 +244,21 @@ async def test_stale_epoch_gets_the_current_epoch_from_its_start(history: Histor
     assert none.position == Position(epoch, 0)
 
 
+async def test_start_is_where_a_reader_resumes_before_receiving_the_events(
+    history: History,
+) -> None:
+    epoch = (await append_n(history, 4))[0].epoch
+    stale_read = await history.read(TOPIC, Position(stale(epoch), 9))
+    assert stale_read.start == Position(epoch, 0)  # not after the backlog
+    assert stale_read.position == Position(epoch, 4)
+    again = await history.read(TOPIC, stale_read.start)
+    assert (seqs(again), again.recovered) == ([1, 2, 3, 4], True)
+    normal = await history.read(TOPIC, Position(epoch, 2))
+    assert normal.start == Position(epoch, 2)
+    at_head = await history.read(TOPIC, Position(epoch, 4))
+    assert at_head.start == at_head.position == Position(epoch, 4)
+
+
 async def test_stale_epoch_with_the_epoch_start_dropped(configure: Configure) -> None:
     history = configure(HISTORY_SIZE=3)
     epoch = (await append_n(history, 5))[0].epoch
