@@ -70,7 +70,8 @@ local function load(meta, log, fresh, seen_epoch, seen_seq, since_epoch, since_s
   if (m[3] and m[3] ~= run)
       or (seen_epoch == epoch and tonumber(seen_seq) > head)
       or (since_epoch == epoch and tonumber(since_seq) > head) then
-    if fresh == epoch then fresh = tostring(tonumber(fresh) + 2) end
+    -- (exact: epochs are below 2^48, and %.0f never switches to an exponent)
+    if fresh == epoch then fresh = string.format('%.0f', tonumber(fresh) + 2) end
     redis.call('HSET', meta, 'epoch', fresh, 'seq', 0, 'run', run, 'reset', 1)
     redis.call('DEL', log)
     return fresh, 0, true

@@ -24,7 +24,7 @@ from rtdelivery.core.cursors import Position
 from rtdelivery.core.events import Event
 from rtdelivery.history import History, get_history, reset_history
 from rtdelivery.history.base import BEFORE_FIRST
-from rtdelivery.history.redis import SEEN_TOPICS, RedisHistory, _Seen
+from rtdelivery.history.redis import _READ, SEEN_TOPICS, RedisHistory, _Seen
 from tests.conftest import sync_redis
 from tests.history.conftest import RedisServer, append_n, now_ms, seqs
 from tests.history.test_redis_history import PER_PROCESS, PROCESSES, run_publishers
@@ -293,3 +293,17 @@ def test_seen_keeps_the_highest_position_per_epoch_and_is_bounded() -> None:
     assert [seen.get(t) for t in ("b", "c", "d")] == [Position(1, 1)] * 3
     assert SEEN_TOPICS == 10_000
     assert _Seen().size == SEEN_TOPICS
+
+
+async def test_the_new_epoch_differs_even_when_the_drawn_one_is_the_old_one(
+    redis_settings: dict[str, Any], redis_url: str
+) -> None:
+    history = fresh_history()
+    (event,) = await append_n(history, 1)
+    meta, log = history.keys(TOPIC)
+    with sync_redis(redis_url) as client:
+        client.hset(meta, "run", "f" * 40)
+    # The script is handed the topic's own epoch as the "new" one (a 2**-47 chance).
+    reply = await history._eval(_READ, (meta, log), event.epoch, "head", "", 0, -1, 0, 3600, "", 0)
+    assert int(reply[0]) == event.epoch + 2
+    assert reply[1:] == [0, 1]
