@@ -89,6 +89,14 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_TOKENS": [],
     # Presence entries expire this long after their connection stops refreshing them.
     "PRESENCE_TTL": 60,
+    # -- who a client is -------------------------------------------------------------
+    # Callables (request) -> user | None (or DRF authentication classes), tried in order.
+    "AUTHENTICATORS": [
+        "rtdelivery.authentication.token_authenticator",
+        "rtdelivery.authentication.session_authenticator",
+    ],
+    # Lifetime of rtdelivery.tokens.connection_token() tokens without a ttl (seconds).
+    "TOKEN_TTL": 300,
     # On SIGTERM/SIGINT, how long connections get to say goodbye before the server's own
     # shutdown runs (seconds); None leaves the signals to the server (rtdelivery.shutdown).
     "SHUTDOWN_TIMEOUT": 5.0,
@@ -170,6 +178,8 @@ class Settings:
     allowed_origins: tuple[str, ...] | None
     publish_tokens: tuple[str, ...]
     presence_ttl: int
+    authenticators: tuple[str, ...]
+    token_ttl: float
     #: Where history and presence connect (REDIS_URL or REDIS); None when neither is set.
     redis: RedisTarget | None
     cursor_key: bytes = field(repr=False)
@@ -218,11 +228,12 @@ NUMBER_UNITS: dict[str, str] = {
     "LONGPOLL_MAX_TIMEOUT": "seconds",
     "SSE_HEARTBEAT": "seconds",
     "WS_RATE": "frames per second",
+    "TOKEN_TTL": "seconds",
     "SHUTDOWN_TIMEOUT": "seconds",
 }
 #: Numbers that may also be None, and numbers that must be above zero.
 NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT"})
-POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT"})
+POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT", "TOKEN_TTL"})
 
 E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys
 E_VALUE = "rtdelivery.E002"  # a bad value
@@ -331,6 +342,11 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
     tokens_problem = _tokens_problem(raw["PUBLISH_TOKENS"])
     if tokens_problem:
         problems.append(tokens_problem)
+    from .authentication import validate_authenticators
+
+    authenticators_problem = validate_authenticators(raw["AUTHENTICATORS"])
+    if authenticators_problem:
+        problems.append(authenticators_problem)
     return [Problem(E_VALUE, message) for message in problems]
 
 
@@ -688,6 +704,8 @@ def build(raw_user: Any) -> Settings:
         allowed_origins=None if origins is None else tuple(origins),
         publish_tokens=tuple(raw["PUBLISH_TOKENS"]),
         presence_ttl=raw["PRESENCE_TTL"],
+        authenticators=tuple(raw["AUTHENTICATORS"]),
+        token_ttl=float(raw["TOKEN_TTL"]),
         redis=redis_target(raw),
         cursor_key=hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest(),
     )

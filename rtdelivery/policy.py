@@ -8,7 +8,10 @@ Every transport calls :func:`authorize`, so the decision (and its message) is th
 same everywhere.
 
 ``user`` is a user object or an async callable returning one (the HTTP transports pass
-``Request.user``): it is only awaited when a rule needs it ("anyone" and "nobody" don't).
+``Request.user``): it is only awaited when a rule needs it ("anyone" and "nobody" don't),
+so credentials (a connection token, a session) are only checked where they matter. A user
+authenticated by a connection token limited to some topics is anonymous on any other
+topic; a refusal there says so with the code ``token_topics``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from .authentication import anonymous, check_refused
 from .conf import BUILTIN_RULES, get_settings
 from .conf import validate_rule as validate_rule  # re-exported: rules are checked in conf
 from .core.errors import Forbidden
+from .tokens import token_claims
 
 SUBSCRIBE = "subscribe"
 PUBLISH = "publish"
@@ -59,24 +64,45 @@ def _hook(path: str) -> Callable[..., Any]:
     return hook
 
 
-async def _resolve(user: Any) -> Any:
-    """The user itself, or what a lazy loader (an async callable) returns."""
-    if inspect.iscoroutinefunction(user):
-        return await user()
-    return user
+class _Who:
+    """The client of one decision: resolved (loaded) at most once, and only if a rule
+    needs it; anonymous on topics its connection token does not cover."""
+
+    __slots__ = ("limited", "source", "user")
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.user: Any = _UNRESOLVED
+        #: Whether a token's topic limits made the client anonymous for this topic.
+        self.limited = False
+
+    async def get(self, topic: str) -> Any:
+        if self.user is _UNRESOLVED:
+            user = self.source
+            if inspect.iscoroutinefunction(user):
+                user = await user()
+            self.user = check_refused(user)
+        claims = token_claims(self.user)
+        if claims is not None and not claims.allows(topic):
+            self.limited = True
+            return anonymous()
+        return self.user
 
 
-async def _allows(rule: Any, user: Any, topic: str, action: str) -> bool:
+_UNRESOLVED = object()
+
+
+async def _allows(rule: Any, who: _Who, topic: str, action: str) -> bool:
     if rule is None or rule == NOBODY:
         return False
     if isinstance(rule, list | tuple):
         for item in rule:
-            if await _allows(item, user, topic, action):
+            if await _allows(item, who, topic, action):
                 return True
         return False
     if rule == ANYONE:
         return True
-    user = await _resolve(user)
+    user = await who.get(topic)
     if rule == AUTHENTICATED:
         return bool(getattr(user, "is_authenticated", False))
     if rule == STAFF:
@@ -92,16 +118,31 @@ async def _allows(rule: Any, user: Any, topic: str, action: str) -> bool:
     return bool(result)
 
 
-async def allowed(user: Any, topic: str, action: str) -> bool:
-    """Whether ``user`` may ``action`` ("subscribe" or "publish") on ``topic``."""
+async def _decide(who: _Who, topic: str, action: str) -> bool:
     options = get_settings().topic_options(topic)
     rule = options.subscribe if action == SUBSCRIBE else options.publish
-    return await _allows(rule, user, topic, action)
+    return await _allows(rule, who, topic, action)
+
+
+async def allowed(user: Any, topic: str, action: str) -> bool:
+    """Whether ``user`` may ``action`` ("subscribe" or "publish") on ``topic``.
+
+    Refused credentials (an expired token, …) raise their ``Unauthorized`` error when a
+    rule needs the user."""
+    return await _decide(_Who(user), topic, action)
 
 
 async def authorize(user: Any, topic: str, action: str) -> None:
-    """Raise :class:`Forbidden` unless ``user`` may ``action`` on ``topic``."""
-    if not await allowed(user, topic, action):
+    """Raise :class:`Forbidden` unless ``user`` may ``action`` on ``topic``
+    (``Unauthorized`` when a rule needs the user and its credentials are refused)."""
+    who = _Who(user)
+    if not await _decide(who, topic, action):
+        if who.limited:
+            raise Forbidden(
+                f"Not allowed to {action} on topic {topic!r}: the connection token is "
+                "limited to other topics.",
+                code="token_topics",
+            )
         raise Forbidden(denial_message(topic, action))
 
 

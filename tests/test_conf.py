@@ -77,6 +77,11 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": None,
     "PUBLISH_TOKENS": [],
     "PRESENCE_TTL": 60,
+    "AUTHENTICATORS": [
+        "rtdelivery.authentication.token_authenticator",
+        "rtdelivery.authentication.session_authenticator",
+    ],
+    "TOKEN_TTL": 300,
 }
 
 

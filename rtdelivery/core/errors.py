@@ -132,3 +132,39 @@ class WebSocketClose(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class Unauthorized(RTDeliveryError):
+    """Credentials were presented and refused (401): the client is not who it claims.
+
+    Distinct from :class:`Forbidden` (403), which refuses a known client (anonymous
+    included) by policy. The subclasses' codes are documented in docs/protocol.md.
+    """
+
+    code = "unauthorized"
+    status = 401
+
+
+class TokenExpired(Unauthorized):
+    """A genuine connection token past its expiry: fetch a fresh one and resume."""
+
+    code = "token_expired"
+
+
+class TokenInvalid(Unauthorized):
+    """A well-formed connection token that fails: tampered, signed by another deployment
+    (``SECRET_KEY``), or whose user no longer exists or is inactive."""
+
+    code = "token_invalid"
+
+
+class TokenMalformed(Unauthorized):
+    """Not a connection token at all (truncated, wrong shape, bad encoding)."""
+
+    code = "token_malformed"
+
+
+class AuthenticationFailed(Unauthorized):
+    """A custom authenticator (e.g. Django REST framework's) refused the credentials."""
+
+    code = "authentication_failed"

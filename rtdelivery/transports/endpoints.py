@@ -19,6 +19,7 @@ from ..core.topics import validate_topic
 from ..history import get_history
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
 from ..publishing import apublish
+from ..tokens import is_connection_token
 from .common import authorize_all
 from .http import BadRequest, Request, Send, events_body, respond
 
@@ -73,6 +74,9 @@ def _no_response(request: Any) -> Any:  # the CSRF check never calls on
 
 
 def _bearer(request: Request) -> str | None:
+    """A server's publish token (``Authorization: Bearer``), or None. A connection token
+    (``rt1:…``, rtdelivery.tokens) is not one: it makes the client a user, and the policy
+    applies as to any client."""
     value = request.header("authorization")
     if value is None:
         return None
@@ -83,7 +87,18 @@ def _bearer(request: Request) -> str | None:
         return None
     if not token.strip():
         raise Forbidden("Expected 'Authorization: Bearer <token>'.", code="bad_token")
+    if is_connection_token(token.strip()):
+        return None
     return token.strip()
+
+
+async def _explicitly_authenticated(request: Request) -> bool:
+    """Whether a credential the client presents itself (a connection token, a DRF token)
+    says who it is: such a request cannot be forged cross-site, so no CSRF check. Cookie
+    (and HTTP Basic) identities are checked, and so are anonymous clients."""
+    if not request.has_credentials():
+        return False
+    return (await request.identity()).explicit
 
 
 async def publish(request: Request, send: Send) -> None:
@@ -97,7 +112,7 @@ async def publish(request: Request, send: Send) -> None:
         given = token.encode("latin-1")
         if not any(hmac.compare_digest(given, t.encode()) for t in conf.publish_tokens):
             raise Forbidden("The publish token is not valid.", code="bad_token")
-    else:
+    elif not await _explicitly_authenticated(request):
         # Session (cookie) authentication: Django's CSRF rules apply. (Views only: the
         # fast path serves held GETs, never a publish.)
         django_request = request.django

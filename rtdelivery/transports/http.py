@@ -9,17 +9,17 @@ long poll or an SSE stream would keep for minutes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from channels.auth import get_user
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.http.cookie import parse_cookie
 
 from ..conf import get_settings
@@ -32,11 +32,16 @@ from ..core.errors import (
     MethodNotAllowed,
     NotFound,
     RTDeliveryError,
+    TokenMalformed,
     TooLarge,
     TooMany,
+    Unauthorized,
 )
 from ..core.params import parse_length
 from ..core.topics import validate_topic
+
+if TYPE_CHECKING:
+    from ..authentication import Identity
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -46,17 +51,19 @@ MAX_QUERY_STRING = 16 * 1024
 
 
 class Request:
-    """The parts of an ASGI HTTP scope the endpoints need, validated on access."""
+    """The parts of an ASGI HTTP scope (or a WebSocket handshake's, for the
+    authenticators) the endpoints need, validated on access."""
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self.receive = receive
-        self.method: str = scope["method"]
+        # A WebSocket handshake is a GET (its scope has no method).
+        self.method: str = scope.get("method", "GET")
         self.query = _parse_query(scope.get("query_string", b""))
         self.headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", ()):
             self.headers[name.lower()] = value
-        self._user: Any = None
+        self._identity: Any = None
         self._session: Any = None
         self._django: Any = None
 
@@ -159,23 +166,81 @@ class Request:
             self._session = engine.SessionStore(key)
         return self._session
 
-    async def user(self) -> Any:
-        """The user, loaded on first use only (policies like "anyone" skip it): the
-        project's ``AuthenticationMiddleware`` result in a view, else the session's user
-        (as Channels' ``AuthMiddleware`` finds it); None without ``django.contrib.auth``."""
-        if self._user is None:
-            auser = getattr(self._django, "auser", None)
-            if auser is not None:
-                self._user = await auser()
-            elif not apps.is_installed("django.contrib.auth"):
-                return None
-            elif (session := self.session()) is not None:
-                self._user = await get_user({"session": session})
-            else:
-                from django.contrib.auth.models import AnonymousUser
+    def bearer(self) -> str | None:
+        """The credential of ``Authorization: Bearer <credential>``, or None (no header,
+        another scheme). An empty one is a 401 ``token_malformed``."""
+        value = self.header("authorization")
+        if value is None:
+            return None
+        scheme, _, credential = value.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        credential = credential.strip()
+        if not credential:
+            raise TokenMalformed("Expected 'Authorization: Bearer <token>', got no token.")
+        return credential
 
-                self._user = AnonymousUser()
-        return self._user
+    def has_credentials(self) -> bool:
+        """Whether the client presents a credential of its own (an ``Authorization``
+        header other than HTTP Basic, or ``access_token``), as opposed to what a browser
+        attaches by itself (cookies, Basic)."""
+        value = self.header("authorization")
+        if value is not None and value.strip().partition(" ")[0].lower() != "basic":
+            return True
+        return "access_token" in self.query
+
+    async def identity(self) -> Identity:
+        """Who the client is, by ``RTDELIVERY["AUTHENTICATORS"]`` in order (first call
+        only; a refusal is remembered and raised again)."""
+        identity = self._identity
+        if identity is None:
+            from ..authentication import authenticate
+
+            try:
+                identity = self._identity = await authenticate(self)
+            except Unauthorized as exc:
+                self._identity = exc
+                raise
+        if isinstance(identity, Unauthorized):
+            raise identity
+        return identity  # type: ignore[no-any-return]
+
+    async def user(self) -> Any:
+        """The user, loaded on first use only (policies like "anyone" skip it): see
+        :meth:`identity`. Anonymous is ``AnonymousUser`` (None without ``django.contrib.auth``).
+        Refused credentials raise :class:`Unauthorized` (401: ``token_expired``, …)."""
+        return (await self.identity()).user
+
+    async def load_identity(self) -> None:
+        """Resolve the identity now (WSGI: on the request's own thread, where its
+        database connection is); a refusal is kept for the first :meth:`user` call."""
+        with contextlib.suppress(Unauthorized):
+            await self.identity()
+
+    def as_django(self) -> HttpRequest:
+        """A minimal Django ``HttpRequest`` with this request's method, path, query and
+        headers (``META``), for authenticators written for Django (DRF's) on the fast
+        path and on WebSockets, where Django made none."""
+        request = HttpRequest()
+        request.method = self.method
+        request.path = request.path_info = self.scope.get("path", "/")
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        request.GET = QueryDict(query)
+        meta: dict[str, Any] = {
+            "REQUEST_METHOD": self.method,
+            "PATH_INFO": request.path,
+            "QUERY_STRING": query,
+        }
+        client = self.scope.get("client")
+        if client:
+            meta["REMOTE_ADDR"] = client[0]
+        for name, value in self.headers.items():
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            meta[key] = value.decode("latin-1")
+        request.META = meta
+        return request
 
     async def body(self, max_bytes: int) -> bytes:
         length = self.header("content-length")

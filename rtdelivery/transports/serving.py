@@ -113,7 +113,7 @@ async def serve_django(
     if wsgi:
         # Identity is read here, on the request's own thread (the ORM's connections are
         # per thread), before the handler moves to the background loop.
-        await rt_request.user()
+        await rt_request.load_identity()
     if not streaming:
         answer = run_handler(handler, method, rt_request, collected)
         if wsgi:
