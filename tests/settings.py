@@ -18,6 +18,10 @@ INSTALLED_APPS = [
     "channels",
     "rtdelivery",
     "demo_site.demo",
+    # Django REST framework's TokenAuthentication as an rtdelivery authenticator
+    # (tests/test_authentication.py).
+    "rest_framework",
+    "rest_framework.authtoken",
 ]
 
 MIDDLEWARE = [
