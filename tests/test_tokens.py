@@ -283,14 +283,6 @@ def test_bearer_header() -> None:
             request_with([(b"authorization", empty)]).bearer()
 
 
-def test_has_credentials() -> None:
-    assert request_with([(b"authorization", b"Bearer x")]).has_credentials()
-    assert request_with([(b"authorization", b"Token x")]).has_credentials()
-    assert request_with(query=b"topic=a&access_token=x").has_credentials()
-    assert not request_with([(b"authorization", b"Basic eDp5")]).has_credentials()
-    assert not request_with([(b"cookie", b"sessionid=x")]).has_credentials()
-
-
 def test_as_django_request_for_authenticators() -> None:
     request = request_with(
         [(b"authorization", b"Token k"), (b"content-type", b"text/plain"), (b"x-a", b"1")],

@@ -96,8 +96,6 @@ async def _explicitly_authenticated(request: Request) -> bool:
     """Whether a credential the client presents itself (a connection token, a DRF token)
     says who it is: such a request cannot be forged cross-site, so no CSRF check. Cookie
     (and HTTP Basic) identities are checked, and so are anonymous clients."""
-    if not request.has_credentials():
-        return False
     return (await request.identity()).explicit
 
 

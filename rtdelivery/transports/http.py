@@ -180,15 +180,6 @@ class Request:
             raise TokenMalformed("Expected 'Authorization: Bearer <token>', got no token.")
         return credential
 
-    def has_credentials(self) -> bool:
-        """Whether the client presents a credential of its own (an ``Authorization``
-        header other than HTTP Basic, or ``access_token``), as opposed to what a browser
-        attaches by itself (cookies, Basic)."""
-        value = self.header("authorization")
-        if value is not None and value.strip().partition(" ")[0].lower() != "basic":
-            return True
-        return "access_token" in self.query
-
     async def identity(self) -> Identity:
         """Who the client is, by ``RTDELIVERY["AUTHENTICATORS"]`` in order (first call
         only; a refusal is remembered and raised again)."""
