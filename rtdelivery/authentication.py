@@ -224,17 +224,18 @@ async def authenticate(request: Request) -> Identity:
     return Identity(anonymous(), False)
 
 
-# -- WebSockets --------------------------------------------------------------------------
+# -- refusals and WebSockets ---------------------------------------------------------
 
 
 class RefusedIdentity:
-    """``scope["user"]`` of a WebSocket whose credentials were refused at the handshake
-    (or whose handshake could not be read for them, e.g. an oversized query string).
+    """The user of a client whose credentials were refused (``Request.user()``, and
+    ``scope["user"]`` of a WebSocket refused at the handshake, or whose handshake could
+    not be read for them, e.g. an oversized query string).
 
-    The socket still opens (so the client can be told why in a frame): it is anonymous
-    to everything that only looks (presence), and every policy rule that needs the user
-    raises the refusal again, so the client gets an error frame with its code
-    (``token_expired``, …) wherever its identity matters.
+    It is anonymous to everything that only looks (presence), and every policy rule that
+    needs the user raises the refusal again, so the client gets a 401 or an error frame
+    with its code (``token_expired``, …) wherever its identity matters. A WebSocket still
+    opens, so the client can be told why in a frame.
     """
 
     is_authenticated = False

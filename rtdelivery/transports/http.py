@@ -199,12 +199,21 @@ class Request:
     async def user(self) -> Any:
         """The user, loaded on first use only (policies like "anyone" skip it): see
         :meth:`identity`. Anonymous is ``AnonymousUser`` (None without ``django.contrib.auth``).
-        Refused credentials raise :class:`Unauthorized` (401: ``token_expired``, …)."""
-        return (await self.identity()).user
+
+        Refused credentials give a :class:`~rtdelivery.authentication.RefusedIdentity`:
+        anonymous to what only looks (presence), and raising the refusal (401:
+        ``token_expired``, …) wherever a policy rule needs the user, as on a WebSocket.
+        """
+        try:
+            return (await self.identity()).user
+        except Unauthorized as exc:
+            from ..authentication import RefusedIdentity
+
+            return RefusedIdentity(exc)
 
     async def load_identity(self) -> None:
         """Resolve the identity now (WSGI: on the request's own thread, where its
-        database connection is); a refusal is kept for the first :meth:`user` call."""
+        database connection is); a refusal is kept for later calls."""
         with contextlib.suppress(Unauthorized):
             await self.identity()
 
