@@ -104,9 +104,9 @@ def drf(authentication_class: type | str, *, explicit: bool | None = None) -> Au
     (``AuthenticationFailed``, e.g. "Invalid token.") are 401 ``authentication_failed``.
     ``RTDELIVERY["AUTHENTICATORS"]`` may name the class itself; this wraps it.
     """
-    # DRF ships no type information (an optional dependency: imported only here).
-    from rest_framework import authentication, exceptions  # type: ignore[import-untyped]
-    from rest_framework.request import Request as DRFRequest  # type: ignore[import-untyped]
+    # An optional dependency: imported only here.
+    from rest_framework import authentication, exceptions
+    from rest_framework.request import Request as DRFRequest
 
     if isinstance(authentication_class, str):
         from django.utils.module_loading import import_string
