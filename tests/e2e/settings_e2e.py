@@ -101,3 +101,28 @@ LOGGING = {
         "django.request": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
     },
 }
+
+# The access matrix (tests/e2e/test_access_matrix.py): users, sessions and Django REST
+# framework tokens in a migrated SQLite file that the test's setup and every server share
+# (an in-memory database is one per process); DRF's TokenAuthentication beside
+# rtdelivery's own authenticators; topics for each kind of rule.
+if os.environ.get("RTD_E2E_DB"):
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["RTD_E2E_DB"]}
+    }
+    INSTALLED_APPS = [*INSTALLED_APPS, "rest_framework", "rest_framework.authtoken"]  # noqa: F405
+    RTDELIVERY["AUTHENTICATORS"] = [
+        "rest_framework.authentication.TokenAuthentication",
+        "rtdelivery.authentication.token_authenticator",
+        "rtdelivery.authentication.session_authenticator",
+    ]
+    RTDELIVERY["TOPICS"] = {
+        **RTDELIVERY["TOPICS"],
+        "acl.user.*": {
+            "subscribe": ["owner", "staff"],
+            "publish": ["owner", "staff"],
+            "presence": True,
+        },
+        "acl.staff.*": {"subscribe": "staff", "publish": "staff", "presence": True},
+        "acl.public.*": {"subscribe": "anyone", "publish": "anyone", "presence": True},
+    }
