@@ -10,6 +10,7 @@ tests/e2e/test_access_matrix.py.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -615,3 +616,26 @@ async def test_wrong_drf_token_refused_by_the_django_view_too(
     bad = await client.get(f"/rt/poll?topic={topic}", headers={"Authorization": "Token nope"})
     assert bad.status_code == 401
     assert bad.json()["error"] == {"code": "authentication_failed", "message": "Invalid token."}
+
+
+async def test_refused_tokens_stay_out_of_rtdelivery_logs(
+    configured: Any,
+    application: Any,
+    people: dict[str, Identity],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever is logged about a refusal (rtdelivery's loggers, Django's request log), the
+    token itself is not."""
+    owner = people["owner"].user
+    topic = f"user.{owner.pk}"
+    bad = _bad_tokens(owner, monkeypatch)
+    with caplog.at_level(logging.DEBUG):
+        for code, token in bad.items():
+            for transport in TRANSPORTS:
+                carry = {"params": {"access_token": token}}
+                assert await attempt(application, transport, topic, **carry) == code
+    assert caplog.records  # Django logs each 401 ("Unauthorized: /rt/poll")
+    for token in bad.values():
+        secret = token[len(tokens.PREFIX) :][:20]
+        assert secret not in caplog.text
