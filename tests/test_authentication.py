@@ -108,6 +108,11 @@ def _error(response: Response) -> str:
     unauthorized = ("token_expired", "token_invalid", "token_malformed", "authentication_failed")
     expected = 401 if code in (*unauthorized, "bad_api_user") else 403
     assert response.status == expected, (response.status, code)
+    # A 401 names the scheme to authenticate with (RFC 9110); a 403 has nothing to add.
+    challenge = response.header("www-authenticate")
+    assert (challenge is not None) == (expected == 401), (code, challenge)
+    if challenge is not None:
+        assert challenge.startswith('Bearer realm="rtdelivery"'), challenge
     return code
 
 
@@ -392,6 +397,7 @@ def test_tokens_through_the_django_test_client(
         for code, bad in _bad_tokens(owner, monkeypatch).items():
             answer = client.get(f"/rt/poll?topic={topic}", HTTP_AUTHORIZATION=f"Bearer {bad}")
             assert answer.status_code == 401
+            assert answer["WWW-Authenticate"] == 'Bearer realm="rtdelivery", error="invalid_token"'
             assert answer.json()["error"]["code"] == code
             assert answer["Content-Type"] == "application/json"
     finally:

@@ -143,6 +143,8 @@ class Unauthorized(RTDeliveryError):
 
     code = "unauthorized"
     status = 401
+    #: The ``WWW-Authenticate`` header of the 401 (RFC 9110 requires one).
+    www_authenticate = 'Bearer realm="rtdelivery", error="invalid_token"'
 
 
 class TokenExpired(Unauthorized):
@@ -168,3 +170,4 @@ class AuthenticationFailed(Unauthorized):
     """A custom authenticator (e.g. Django REST framework's) refused the credentials."""
 
     code = "authentication_failed"
+    www_authenticate = 'Bearer realm="rtdelivery"'

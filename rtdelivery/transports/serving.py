@@ -65,6 +65,9 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             headers.append((b"retry-after", str(int(retry_after)).encode()))
+        challenge = getattr(exc, "www_authenticate", None)
+        if challenge is not None:  # a 401 (refused credentials)
+            headers.append((b"www-authenticate", challenge.encode()))
         await respond_error(tracked_send, exc, headers)
     except Exception:
         logger.exception("rtdelivery endpoint %s failed", request.scope.get("path"))

@@ -182,6 +182,8 @@ def _refusal(response: httpx.Response) -> str:
     code = str(error["code"])
     assert error["message"], error
     assert response.status_code == _status_for(code), (response.status_code, error)
+    challenge = response.headers.get("www-authenticate")
+    assert (challenge is not None) == (response.status_code == 401), (code, challenge)
     return code
 
 
