@@ -43,6 +43,11 @@ server_send: ContextVar[Send | None] = ContextVar("rtdelivery_server_send", defa
 
 #: How many ``send`` wrappers deep the search for the server's ``send`` looks.
 MAX_UNWRAP = 8
+#: How long a WebSocket client gets to answer the server's close frame (seconds).
+#: autobahn (Daphne) waits 1 s and then resets the connection, which throws away what
+#: the client has not read yet, the ``too_slow`` frame and its cursor included; the
+#: websockets library (Uvicorn) waits 10 s. rtdelivery gives Daphne's sockets 10 s too.
+CLOSE_HANDSHAKE_TIMEOUT = 10.0
 
 _warned: set[str] = set()
 
@@ -230,8 +235,11 @@ def _daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, fl
         transport = getattr(channel, "transport", None)
     else:
         transport = getattr(protocol, "transport", None)
-    if transport is None:
-        return Link(send, sub)  # already disconnected
+        # An autobahn protocol option, copied to each protocol from Daphne's factory.
+        if getattr(protocol, "closeHandshakeTimeout", None) is not None:
+            protocol.closeHandshakeTimeout = max(
+                protocol.closeHandshakeTimeout, CLOSE_HANDSHAKE_TIMEOUT
+            )
     link = _TwistedLink(send, sub, transport, None)
     if not flow:
         return link
@@ -239,14 +247,13 @@ def _daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, fl
         if scope_type == "http":
             protocol.registerProducer(link, True)
             link._consumer = protocol
-        else:
+        elif transport is not None:  # None: the client is already gone
+            # Daphne leaves the upgraded request's HTTPChannel registered as the
+            # transport's producer; it forwards pause/resume to a request producer.
             channel = getattr(transport, "producer", None)
-            if channel is None:
-                transport.registerProducer(link, True)
-                link._consumer = transport
-            else:
-                channel.registerProducer(link, True)
-                link._consumer = channel
+            consumer = transport if channel is None else channel
+            consumer.registerProducer(link, True)
+            link._consumer = consumer
     except Exception as exc:
         _warn_once(scope_type, f"Twisted refused the producer ({exc})")
     return link

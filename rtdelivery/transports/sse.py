@@ -22,7 +22,7 @@ from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..hub import get_hub
 from ..presence import connection_id, get_presence
-from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from ..subscriber import Item, Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import flow, limits
 from .common import authorize_all, subscribe_topic, wait_disconnect
 from .http import Request, Send
@@ -36,6 +36,9 @@ HEADERS = [
 
 
 HEARTBEAT = Notice("heartbeat")
+#: Text per write (characters): a big batch is written in parts, each waiting for room,
+#: so the server never holds one batch's whole text at once.
+WRITE_CHUNK = 64 * 1024
 
 
 class _Stream:
@@ -207,7 +210,27 @@ async def _pump(
         if gone():
             return
         stream.idle = 0
-        text = "".join([stream.frame(item) for item in items])
-        if text:
-            await _write(send, text)
-            metrics.counters["events_delivered.sse"] += sum(isinstance(i, Event) for i in items)
+        await _write_items(sub, stream, send, items)
+
+
+async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list[Item]) -> None:
+    """Write ``items`` in writes of about WRITE_CHUNK bytes: each one waits for room in the
+    server's buffer, and a connection that overflowed meanwhile stops at once (its cursor
+    covers what was written; the next get() raises SlowConsumer)."""
+    parts: list[str] = []
+    size = delivered = 0
+    for item in items:
+        text = stream.frame(item)
+        if not text:
+            continue
+        parts.append(text)
+        size += len(text)
+        delivered += isinstance(item, Event)
+        if size >= WRITE_CHUNK:
+            await _write(send, "".join(parts))
+            parts, size = [], 0
+            if sub.overflowed:
+                break
+    if parts:
+        await _write(send, "".join(parts))
+    metrics.counters["events_delivered.sse"] += delivered

@@ -272,10 +272,16 @@ class Connection:
                 raise _Close(CLOSE_TOO_SLOW, "too slow") from None
             except SubscriberClosed:
                 raise _Close(CLOSE_GOING_AWAY, "server going away") from None
+            delivered = 0
             for item in items:
+                if sub.overflowed:
+                    # Too slow while this batch was being written (each send waits for
+                    # room): stop here, the cursor covers what was sent.
+                    break
                 if isinstance(item, Event):
                     sent[item.topic] = item.position
                     await send({"type": "websocket.send", "text": item.ws_frame})
+                    delivered += 1
                 elif isinstance(item, Notice):
                     if item.kind == "frame":
                         await send({"type": "websocket.send", "text": item.text})
@@ -297,7 +303,7 @@ class Connection:
                             ),
                         }
                     )
-            metrics.counters["events_delivered.ws"] += sum(isinstance(i, Event) for i in items)
+            metrics.counters["events_delivered.ws"] += delivered
 
     async def run_writer(self) -> None:
         """Run :meth:`writer`; when it ends the connection, close the socket. The server

@@ -28,13 +28,14 @@ READER_LIMIT = 4096
 RAW_TIMEOUT = 60.0
 
 
-def rss_bytes(pid: int) -> int:
-    """The resident set size of process ``pid`` (VmRSS in /proc/<pid>/status)."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """The resident set size of process ``pid`` (``VmRSS`` in /proc/<pid>/status), or
+    its peak so far (``VmHWM``)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    raise AssertionError(f"no {field} for pid {pid}")
 
 
 async def _open(port: int, rcvbuf: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -60,6 +61,7 @@ class RawClient:
         self.closing: tuple[str, str | None] | None = None
         #: The stream/socket is over (EOF, end of body, close frame).
         self.ended = False
+        self.error: BaseException | None = None
         self._buffer = b""
 
     async def _read_some(self, deadline: float) -> bytes:
@@ -67,7 +69,11 @@ class RawClient:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
-        return await asyncio.wait_for(self.reader.read(65536), remaining)
+        try:
+            return await asyncio.wait_for(self.reader.read(65536), remaining)
+        except ConnectionError as exc:  # reset by the server: like an EOF
+            self.error = exc
+            return b""
 
     async def read_until_end(self, timeout: float = RAW_TIMEOUT) -> None:  # noqa: ASYNC109
         """Read (and parse) until the server ends the stream or the socket."""
@@ -119,6 +125,8 @@ class RawSSE(RawClient):
         super().__init__(port)
         self.parser = SSEParser()
         self.opened: dict[str, Any] | None = None
+        #: The id of the last event dispatched (a browser's Last-Event-ID).
+        self.last_id: str | None = None
         self._headers_done = False
         self._chunk_left = 0  # bytes left in the current chunk (+2 for its CRLF)
 
@@ -178,10 +186,7 @@ class RawSSE(RawClient):
             self.closing = (data["reason"], data["cursor"])
         elif not kind.startswith("rt."):
             self.events.append(data)
-
-    @property
-    def last_event_id(self) -> str:
-        return self.parser.last_event_id
+            self.last_id = message["id"]
 
 
 class RawWS(RawClient):

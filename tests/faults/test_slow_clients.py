@@ -28,10 +28,14 @@ from tests.faults.rawclients import RawSSE, RawWS, rss_bytes
 EVENTS = 5000
 PAD = "x" * 2000  # 2 KB events
 WARMUP = 20
-#: What server A may grow by while both clients stall (each is sent ~10 MB). Its inbox
-#: holds at most QUEUE_SIZE events (shared by the connections of a process).
-MAX_GROWTH = 8 * 1024 * 1024
-PUBLISH_BATCH = 200
+PUBLISH_BATCH = 1000
+#: Per connection, at most QUEUE_SIZE events wait in the inbox and one batch (taken
+#: from it) is being written, plus the server's write buffer (64 KiB, one write).
+QUEUE_SIZE = 300
+#: What server A may grow by while both clients stall (each is sent 10 MB): at the end,
+#: and at its peak (a 2 KB event takes about 6 KB in memory, with its encoded frames).
+MAX_GROWTH = 6 * 1024 * 1024
+MAX_PEAK = 10 * 1024 * 1024
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,6 +47,7 @@ def flow_servers(
     env = {
         "DJANGO_SETTINGS_MODULE": "tests.faults.settings_flow",
         "RTD_HISTORY_SIZE": str(EVENTS + 1000),
+        "RTD_QUEUE_SIZE": str(QUEUE_SIZE),
         "RTD_WS_RATE": "100000",
         "RTD_WS_BURST": "100000",
     }
@@ -108,7 +113,12 @@ async def test_slow_clients_are_bounded_and_resume(
         await publish_all(publisher, topic, WARMUP + 1, EVENTS)
         await follow(control, total)  # A has fanned every event out
         growth = rss_bytes(a.pid) - before
-        print(f"{servers.kind}: server A grew by {growth / 1e6:.1f} MB")
+        # The peak since the process started: an upper bound of the peak during the burst.
+        peak = rss_bytes(a.pid, "VmHWM") - before
+        print(
+            f"{servers.kind}: server A grew by {growth / 1e6:.1f} MB "
+            f"(peak at most +{peak / 1e6:.1f} MB)"
+        )
 
         # Read again: each slow client gets what was in flight, then too_slow.
         await ws.read_until_end()
@@ -123,7 +133,8 @@ async def test_slow_clients_are_bounded_and_resume(
     for raw in (ws, sse):
         assert raw.closing is not None, (
             f"{raw.transport} on {servers.kind}: not ended as too_slow after "
-            f"{len(raw.events)} events"
+            f"{len(raw.events)} events (ended={raw.ended}, "
+            f"close={getattr(raw, 'close_code', None)}, error={raw.error!r})"
         )
         assert raw.closing[0] == "too_slow", raw.closing
         cursor = raw.closing[1]
@@ -148,4 +159,8 @@ async def test_slow_clients_are_bounded_and_resume(
     assert growth < MAX_GROWTH, (
         f"{servers.kind}: server A grew by {growth / 1e6:.1f} MB for two stalled clients "
         f"(at most {MAX_GROWTH / 1e6:.0f} MB expected)"
+    )
+    assert peak < MAX_PEAK, (
+        f"{servers.kind}: server A peaked at +{peak / 1e6:.1f} MB for two stalled clients "
+        f"(at most {MAX_PEAK / 1e6:.0f} MB expected)"
     )
