@@ -289,7 +289,8 @@ def _check_asgi() -> list[CheckMessage]:
         Warning(
             f"settings.ASGI_APPLICATION {path!r} does not serve rtdelivery's long-poll and "
             "SSE views on the fast path: each held request then holds a worker thread for "
-            "as long as it is open.",
+            "as long as it is open, and under Daphne an SSE client that stops reading makes "
+            "the server buffer everything sent to it.",
             hint="Wrap the Django application in asgi.py: application = "
             "rtdelivery_application(get_asgi_application()) (from rtdelivery.asgi); "
             "see docs/deployment.md.",

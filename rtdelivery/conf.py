@@ -180,6 +180,7 @@ class Settings:
     presence_ttl: int
     authenticators: tuple[str, ...]
     token_ttl: float
+    shutdown_timeout: float | None
     #: Where history and presence connect (REDIS_URL or REDIS); None when neither is set.
     redis: RedisTarget | None
     cursor_key: bytes = field(repr=False)
@@ -671,6 +672,7 @@ def build(raw_user: Any) -> Settings:
         raise ImproperlyConfigured("\n".join(str(problem) for problem in problems))
     raw = {**DEFAULTS, **(raw_user or {})}
     refresh = raw["GROUP_REFRESH_INTERVAL"]
+    shutdown = raw["SHUTDOWN_TIMEOUT"]
     origins = raw["ALLOWED_ORIGINS"]
     secret = getattr(django_settings, "SECRET_KEY", "") or ""
     return Settings(
@@ -706,6 +708,7 @@ def build(raw_user: Any) -> Settings:
         presence_ttl=raw["PRESENCE_TTL"],
         authenticators=tuple(raw["AUTHENTICATORS"]),
         token_ttl=float(raw["TOKEN_TTL"]),
+        shutdown_timeout=None if shutdown is None else float(shutdown),
         redis=redis_target(raw),
         cursor_key=hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest(),
     )

@@ -84,7 +84,7 @@ def install() -> None:
         return
     _state.installed = True
     try:
-        if get_settings()["SHUTDOWN_TIMEOUT"] is None:
+        if get_settings().shutdown_timeout is None:
             return
     except Exception:  # misconfigured: reported by the checks and by every endpoint
         return
@@ -134,7 +134,8 @@ def untrack(conn: Tracked) -> None:
 def _on_signal(signum: int, frame: Any) -> None:
     previous = _state.previous.get(signum)
     loop = _state.loop
-    if _state.closing or loop is None or loop.is_closed():
+    if _state.closing or loop is None or not loop.is_running():
+        # A second signal, or no loop to say goodbye on: straight to the server.
         _chain(previous, signum, frame)
         return
     _state.closing = True
@@ -147,7 +148,7 @@ def _start(signum: int, previous: Any) -> None:
 
 async def _drain(signum: int, previous: Any) -> None:
     try:
-        timeout = float(get_settings()["SHUTDOWN_TIMEOUT"] or 0)
+        timeout = get_settings().shutdown_timeout or 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         live = list(_state.live)

@@ -751,7 +751,8 @@ def w007(path: str) -> Warning:
     return Warning(
         f"settings.ASGI_APPLICATION {path!r} does not serve rtdelivery's long-poll and SSE "
         "views on the fast path: each held request then holds a worker thread for as long as "
-        "it is open.",
+        "it is open, and under Daphne an SSE client that stops reading makes the server "
+        "buffer everything sent to it.",
         hint=W007_HINT,
         id="rtdelivery.W007",
     )

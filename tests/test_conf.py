@@ -77,6 +77,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": None,
     "PUBLISH_TOKENS": [],
     "PRESENCE_TTL": 60,
+    "SHUTDOWN_TIMEOUT": 5.0,
     "AUTHENTICATORS": [
         "rtdelivery.authentication.token_authenticator",
         "rtdelivery.authentication.session_authenticator",
