@@ -113,8 +113,8 @@ def _chainable(handler: Any) -> bool:
 def track(conn: Tracked) -> None:
     """Count ``conn`` as open; told to go away at once if the shutdown has begun."""
     install()
-    if _state.loop is None:
-        return
+    if _state.loop is None or asyncio.get_running_loop() is not _state.loop:
+        return  # not the server's loop (WSGI's background loop): the server's business
     _state.live.add(conn)
     if _state.closing:
         conn.go_away()
