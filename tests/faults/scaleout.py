@@ -102,8 +102,8 @@ class Publisher:
     pause: float = 0.01  # between one task's publishes: a steady stream, not a flood
     acks: list[Ack] = field(default_factory=list)
     refused: int = 0
-    #: (monotonic, True/False) per publish outcome, for the failover figures.
-    outcomes: list[tuple[float, bool]] = field(default_factory=list)
+    #: (sent, answered, acknowledged) per publish (monotonic), for the failover figures.
+    outcomes: list[tuple[float, float, bool]] = field(default_factory=list)
     _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _running: list[asyncio.Task[None]] = field(default_factory=list)
@@ -116,8 +116,10 @@ class Publisher:
             self._running.append(asyncio.create_task(self._run(index, mine)))
 
     async def stop(self) -> None:
+        """Stop publishing (again: a no-op) once the publishes in flight are answered."""
         self._stop.set()
-        await asyncio.gather(*self._running)
+        running, self._running = self._running, []
+        await asyncio.gather(*running)
 
     async def _run(self, index: int, topics: list[str]) -> None:
         order = list(self.servers)
@@ -129,6 +131,7 @@ class Publisher:
                     return
                 server = next(servers)
                 i = next(self._counters[topic])
+                sent = time.monotonic()
                 try:
                     response = await http.post(
                         f"{server.base_url}/rt/publish",
@@ -141,19 +144,24 @@ class Publisher:
                 if response is not None and response.status_code == 201:
                     body = response.json()
                     self.acks.append(Ack(topic, i, body["seq"], body["id"], now))
-                    self.outcomes.append((now, True))
+                    self.outcomes.append((sent, now, True))
                 else:
                     self.refused += 1
-                    self.outcomes.append((now, False))
+                    self.outcomes.append((sent, now, False))
                     await asyncio.sleep(RECONNECT_DELAY)  # Retry-After, shortened for a test
                     continue
                 await asyncio.sleep(self.pause)
 
-    def first_ack_after(self, moment: float) -> float | None:
-        return next((at for at, ok in self.outcomes if ok and at > moment), None)
+    def first_ack_sent_after(self, moment: float) -> float | None:
+        """When the first publish sent after ``moment`` was acknowledged."""
+        return next((end for sent, end, ok in self.outcomes if ok and sent > moment), None)
 
     def refused_between(self, start: float, end: float) -> int:
-        return sum(1 for at, ok in self.outcomes if not ok and start <= at <= end)
+        return sum(1 for _, at, ok in self.outcomes if not ok and start <= at <= end)
+
+    def slowest_answer(self, start: float, end: float) -> float:
+        """The longest a publish sent between ``start`` and ``end`` waited for its answer."""
+        return max((e - s for s, e, _ in self.outcomes if start <= s <= end), default=0.0)
 
 
 def reused_ids(acks: Sequence[Ack]) -> list[tuple[str, str]]:
@@ -233,8 +241,12 @@ async def _stamp(watched: Watched, stop: asyncio.Event) -> None:
         def more(seen: int = seen) -> bool:
             return len(client.events) > seen or stop.is_set()
 
-        with contextlib.suppress(ClientError):
+        try:
             await client.wait_for(more, 1.0, "events")
+        except ClientError:
+            # Timed out, or the connection failed (wait_for then raises at once, until
+            # supervise() reconnects): look again shortly, never spin.
+            await asyncio.sleep(0.05)
         now = time.time()
         watched.arrivals.extend([now] * (len(client.events) - len(watched.arrivals)))
 
@@ -254,6 +266,8 @@ async def start_clients(watched: list[Watched], stop: asyncio.Event) -> None:
 async def stop_clients(watched: list[Watched], stop: asyncio.Event) -> None:
     stop.set()
     await asyncio.gather(*(one.task for one in watched if one.task is not None))
+    for one in watched:
+        await one.client.close()  # never started (start_clients failed early): still closed
 
 
 async def catch_up(watched: list[Watched], acks: Sequence[Ack]) -> float:

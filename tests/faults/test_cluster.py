@@ -123,15 +123,18 @@ async def test_cluster_delivers_every_event_exactly_once(
     ) as servers:
         stop = asyncio.Event()
         watched = open_clients(servers, topics)
-        await start_clients(watched, stop)
         publisher = Publisher(servers, TOKEN, topics)
-        started = time.monotonic()
-        publisher.start()
-        await asyncio.sleep(PUBLISH_FOR)  # the length of the run, not a wait for an event
-        await publisher.stop()
-        elapsed = time.monotonic() - started
-        waited = await catch_up(watched, publisher.acks)
-        await stop_clients(watched, stop)
+        try:
+            await start_clients(watched, stop)
+            started = time.monotonic()
+            publisher.start()
+            await asyncio.sleep(PUBLISH_FOR)  # the length of the run, not a wait for an event
+            await publisher.stop()
+            elapsed = time.monotonic() - started
+            waited = await catch_up(watched, publisher.acks)
+        finally:
+            await publisher.stop()
+            await stop_clients(watched, stop)
         await check_presence(redis_cluster, servers, run)
 
     assert publisher.acks, "nothing was acknowledged"
