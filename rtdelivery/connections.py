@@ -262,7 +262,7 @@ def ping(conf: Settings, timeout: float = 2.0) -> None:
             cluster.ping(target_nodes=SyncRedisCluster.PRIMARIES)
         else:
             assert target.url is not None
-            client = redis.Redis.from_url(target.url, **limits)
+            client = redis.Redis.from_url(target.url, **once)
             closers.append(client.close)
             client.ping()
     finally:
