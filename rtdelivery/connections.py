@@ -126,13 +126,11 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionP
     the blocking pool's wait for a free connection (``max_connections``, ``timeout``)."""
 
 
-def _sentinel_options(target: RedisTarget, options: dict[str, Any]) -> dict[str, Any]:
-    inherited = {k: v for k, v in options.items() if k in SENTINEL_DEFAULTS}
-    return {**SENTINEL_DEFAULTS, **inherited, **target.sentinel_options}
-
-
 def _connect_sentinel(target: RedisTarget, options: dict[str, Any]) -> _Entry:
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_options(target, options))
+    # The Sentinels get their own options (REDIS_OPTIONS are the master's): short timeouts,
+    # so a Sentinel that does not answer is soon passed over for the next one.
+    sentinel_options = {**SENTINEL_DEFAULTS, **target.sentinel_options}
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
     assert target.service is not None
     client = sentinel.master_for(
         target.service, connection_pool_class=BlockingSentinelConnectionPool, **options

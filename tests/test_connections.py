@@ -341,8 +341,22 @@ def sentinel_settings(settings: Any, group: SentinelGroup, **extra: Any) -> None
 
 
 async def test_sentinel_client_is_the_masters(settings: Any, sentinel_group: SentinelGroup) -> None:
-    sentinel_settings(settings, sentinel_group, REDIS_OPTIONS={"max_connections": 3})
+    sentinel_settings(
+        settings,
+        sentinel_group,
+        REDIS_OPTIONS={"max_connections": 3},
+        REDIS={
+            "sentinels": sentinel_group.addresses,
+            "service": SERVICE,
+            "sentinel_options": {"socket_timeout": 1.5},
+        },
+    )
     client = get_redis()
+    # The Sentinels' own connections: rtdelivery's short defaults and sentinel_options.
+    extras = connections._clients[asyncio.get_running_loop()].extras
+    assert len(extras) == 3
+    kwargs = extras[0].connection_pool.connection_kwargs
+    assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (2, 1.5)
     assert not isinstance(client, RedisCluster)
     pool = client.connection_pool
     assert isinstance(pool, BlockingSentinelConnectionPool)
