@@ -55,20 +55,18 @@ _warned: set[str] = set()
 class Link:
     """One connection's view of its server transport (this base: nothing to see).
 
-    ``send`` is the connection's ``send`` (through :meth:`send`, writes wait for room
-    where the server needs it); :mod:`rtdelivery.shutdown` calls :meth:`go_away`,
+    Write with :attr:`send`; :mod:`rtdelivery.shutdown` calls :meth:`go_away`,
     :meth:`pending` and :meth:`abort`.
     """
 
-    __slots__ = ("__weakref__", "_send", "sub", "task")
+    __slots__ = ("__weakref__", "send", "sub", "task")
 
     def __init__(self, send: Send, sub: Subscriber) -> None:
-        self._send = send
+        #: The ``send`` the connection writes with: the server's own where it waits for
+        #: room by itself (no extra call per frame), else one that waits (Daphne).
+        self.send: Send = send
         self.sub = sub
         self.task = asyncio.current_task()
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self._send(message)
 
     def go_away(self) -> None:
         """The server is shutting down: end the connection with ``going_away``."""
@@ -115,10 +113,12 @@ class _TwistedLink(Link):
     registered on the transport, and it forwards pause/resume to its request producer).
     """
 
-    __slots__ = ("_consumer", "_paused", "_stopped", "_transport", "_waiter")
+    __slots__ = ("_consumer", "_paused", "_send", "_stopped", "_transport", "_waiter")
 
     def __init__(self, send: Send, sub: Subscriber, transport: Any, consumer: Any) -> None:
         super().__init__(send, sub)
+        self._send = send
+        self.send = self._send_when_room
         self._transport = transport
         self._consumer = consumer
         self._paused = False
@@ -143,7 +143,7 @@ class _TwistedLink(Link):
             waiter.set_result(None)
 
     # -- Link --------------------------------------------------------------------------
-    async def send(self, message: dict[str, Any]) -> None:
+    async def _send_when_room(self, message: dict[str, Any]) -> None:
         if message.get("type") == "http.response.body" and not message.get("more_body"):
             # Twisted wants the producer gone before the request finishes.
             self._unregister()
