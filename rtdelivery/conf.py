@@ -83,8 +83,19 @@ DEFAULTS: dict[str, Any] = {
     # WebSocket client frames per second (sustained) and burst before close 1008.
     "WS_RATE": 50.0,
     "WS_BURST": 100,
-    # Origins allowed to open WebSockets; None: the hosts of ALLOWED_HOSTS.
+    # Origins allowed to call cross-origin (CORS on every HTTP endpoint) and to open
+    # WebSockets; None: django-cors-headers' settings if installed, else same-origin
+    # only (WebSockets: the hosts of ALLOWED_HOSTS). rtdelivery.cors.
     "ALLOWED_ORIGINS": None,
+    # Access-Control-Allow-Credentials for ALLOWED_ORIGINS (cookies cross-origin).
+    "CORS_ALLOW_CREDENTIALS": False,
+    # Per client, per process (rtdelivery.transports.limits): open connections (streams,
+    # sockets, held long polls) per user and per IP address, and publishes per second
+    # (sustained, and burst) per user (per IP when anonymous). None: no limit.
+    "MAX_CONNECTIONS_PER_USER": 50,
+    "MAX_CONNECTIONS_PER_IP": 200,
+    "PUBLISH_RATE": 10.0,
+    "PUBLISH_BURST": 20,
     # Bearer tokens that let servers publish on any topic over HTTP (no CSRF, no policy).
     "PUBLISH_TOKENS": [],
     # Presence entries expire this long after their connection stops refreshing them.
@@ -176,6 +187,11 @@ class Settings:
     ws_rate: float
     ws_burst: int
     allowed_origins: tuple[str, ...] | None
+    cors_allow_credentials: bool
+    max_connections_per_user: int | None
+    max_connections_per_ip: int | None
+    publish_rate: float | None
+    publish_burst: int
     publish_tokens: tuple[str, ...]
     presence_ttl: int
     authenticators: tuple[str, ...]
@@ -220,7 +236,12 @@ INT_MINIMUMS: dict[str, int] = {
     "WS_MAX_MESSAGE_BYTES": 1,
     "WS_BURST": 1,
     "PRESENCE_TTL": 1,
+    "MAX_CONNECTIONS_PER_USER": 1,
+    "MAX_CONNECTIONS_PER_IP": 1,
+    "PUBLISH_BURST": 1,
 }
+#: Integer settings that may also be None (no limit).
+NULLABLE_INTS = frozenset({"MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_IP"})
 #: Number (int or float) settings >= 0 and their unit.
 NUMBER_UNITS: dict[str, str] = {
     "TAIL_CHECK_INTERVAL": "seconds",
@@ -231,10 +252,11 @@ NUMBER_UNITS: dict[str, str] = {
     "WS_RATE": "frames per second",
     "TOKEN_TTL": "seconds",
     "SHUTDOWN_TIMEOUT": "seconds",
+    "PUBLISH_RATE": "publishes per second",
 }
 #: Numbers that may also be None, and numbers that must be above zero.
-NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT"})
-POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT", "TOKEN_TTL"})
+NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT", "PUBLISH_RATE"})
+POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT", "TOKEN_TTL", "PUBLISH_RATE"})
 
 E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys
 E_VALUE = "rtdelivery.E002"  # a bad value
@@ -290,8 +312,13 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems: list[str] = []
     for key, low in INT_MINIMUMS.items():
         value = raw[key]
+        if value is None and key in NULLABLE_INTS:
+            continue
         if not _is_int(value) or value < low:
-            problems.append(f"RTDELIVERY[{key!r}] must be an integer >= {low}, got {value!r}.")
+            nullable = " or None" if key in NULLABLE_INTS else ""
+            problems.append(
+                f"RTDELIVERY[{key!r}] must be an integer >= {low}{nullable}, got {value!r}."
+            )
     for key, unit in NUMBER_UNITS.items():
         value = raw[key]
         if value is None and key in NULLABLE_NUMBERS:
@@ -330,6 +357,11 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             "RTDELIVERY['TOPICS'] must be a dict of pattern -> options, "
             f"got {type(raw['TOPICS']).__name__}."
+        )
+    if not isinstance(raw["CORS_ALLOW_CREDENTIALS"], bool):
+        problems.append(
+            "RTDELIVERY['CORS_ALLOW_CREDENTIALS'] must be True or False, "
+            f"got {raw['CORS_ALLOW_CREDENTIALS']!r}."
         )
     origins = raw["ALLOWED_ORIGINS"]
     if origins is not None and (
@@ -704,6 +736,11 @@ def build(raw_user: Any) -> Settings:
         ws_rate=float(raw["WS_RATE"]),
         ws_burst=raw["WS_BURST"],
         allowed_origins=None if origins is None else tuple(origins),
+        cors_allow_credentials=raw["CORS_ALLOW_CREDENTIALS"],
+        max_connections_per_user=raw["MAX_CONNECTIONS_PER_USER"],
+        max_connections_per_ip=raw["MAX_CONNECTIONS_PER_IP"],
+        publish_rate=None if raw["PUBLISH_RATE"] is None else float(raw["PUBLISH_RATE"]),
+        publish_burst=raw["PUBLISH_BURST"],
         publish_tokens=tuple(raw["PUBLISH_TOKENS"]),
         presence_ttl=raw["PRESENCE_TTL"],
         authenticators=tuple(raw["AUTHENTICATORS"]),

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .. import outage
+from ..access import aclose as aclose_access
 from ..connections import aclose_redis
 from ..history import reset_history
 from ..hub import aclose_hub
 from ..presence import aclose_presence, reset_presence
 from ..publishing import close_publisher
+from ..transports import limits
 
 __all__ = ["RTDeliveryTestMixin", "areset", "isolated", "reset"]
 
@@ -41,6 +43,7 @@ def _forget() -> None:
     reset_history()
     reset_presence()
     outage.reset()
+    limits.reset()  # per-client counts and publish buckets
 
 
 async def areset() -> None:
@@ -52,6 +55,7 @@ async def areset() -> None:
     :class:`RTDeliveryTestMixin` or :func:`isolated` does it for you).
     """
     await aclose_presence()
+    await aclose_access()
     await aclose_hub()
     await aclose_redis()
     # Off this loop: stopping the background loop waits for it to finish its tasks.

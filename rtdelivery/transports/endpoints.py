@@ -20,6 +20,7 @@ from ..history import get_history
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
 from ..publishing import apublish
 from ..tokens import is_connection_token
+from . import limits
 from .common import authorize_all
 from .http import BadRequest, Request, Send, events_body, respond
 
@@ -143,6 +144,8 @@ async def publish(request: Request, send: Send) -> None:
     topic = validate_topic(payload.get("topic"))
     if token is None:
         await authorize_client_publish(request.user, topic)
+        # Clients only: a server's publish token is not rate limited.
+        limits.take_publish(await limits.request_user_key(request), limits.request_ip(request))
     event = await apublish(topic, payload["data"], type=payload.get("type", "message"))
     body_out = json.dumps({"topic": event.topic, "seq": event.seq, "id": event.id}).encode()
     await respond(send, 201, body_out)

@@ -41,7 +41,7 @@ async def handle(request: Request, send: Send) -> None:
             await respond(send, 200, events_body(backlog, cursor_text, not read_lost, read_lost))
             return
         cursor = Cursor(read_positions)
-    with limits.hold("longpoll"):
+    with limits.hold("longpoll", *await limits.client_of(request)):
         sub = Subscriber(conf.queue_size)
         # A shutdown closes the inbox: the hold ends at once and the answer carries the
         # cursor (rtdelivery.shutdown).

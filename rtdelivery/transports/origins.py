@@ -7,19 +7,22 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import validate_host
 
-from ..conf import get_settings
+from ..cors import origin_list, origin_listed
 
 
 def origin_allowed(origin: str | None) -> bool:
     """Whether a WebSocket handshake with this ``Origin`` header may proceed.
 
-    With ``RTDELIVERY["ALLOWED_ORIGINS"]`` set, the origin must be listed exactly
-    (scheme://host[:port]) or the list must contain "*". Otherwise its host must pass
-    Django's ``ALLOWED_HOSTS`` (localhost variants when DEBUG and ALLOWED_HOSTS is empty).
-    A missing Origin is refused unless "*" is allowed: browsers always send one.
+    The list is rtdelivery.cors's, the one CORS answers from. With
+    ``RTDELIVERY["ALLOWED_ORIGINS"]`` set, the origin must be listed exactly
+    (scheme://host[:port]) or the list must contain "*". With django-cors-headers'
+    settings instead, an origin they allow may connect, and so may the site's own hosts
+    (as below). Without either, its host must pass Django's ``ALLOWED_HOSTS`` (localhost
+    variants when DEBUG and ALLOWED_HOSTS is empty). A missing Origin is refused unless
+    every origin is allowed: browsers always send one.
     """
-    allowed = get_settings().allowed_origins
-    if allowed is not None and "*" in allowed:
+    listing = origin_list()
+    if listing is not None and listing.allow_all:
         return True
     if not origin:
         return False
@@ -30,9 +33,11 @@ def origin_allowed(origin: str | None) -> bool:
         return False
     if parts.scheme not in ("http", "https") or not hostname:
         return False
-    if allowed is not None:
-        normalized = f"{parts.scheme}://{parts.netloc}".lower()
-        return normalized in {a.rstrip("/").lower() for a in allowed}
+    if listing is not None:
+        if origin_listed(listing, origin):
+            return True
+        if listing.source == "rtdelivery":
+            return False
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
         hosts = [".localhost", "127.0.0.1", "[::1]"]

@@ -31,7 +31,8 @@ from ..core.errors import (
     RTDeliveryError,
     Unavailable,
 )
-from .http import Receive, Request, Scope, Send, respond_error
+from ..cors import is_preflight, response_headers
+from .http import Receive, Request, Scope, Send, respond, respond_error
 
 logger = logging.getLogger("rtdelivery.transports")
 
@@ -43,13 +44,20 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
     """Call ``handler``; answer an ``RTDeliveryError`` (or a crash) with a JSON error if
     nothing was sent yet. Errors after the response started end it quietly."""
     started = False
+    cors = request_cors_headers(request)
 
     async def tracked_send(message: Message) -> None:
         nonlocal started
         if message["type"] == "http.response.start":
             started = True
+            if cors:
+                message = {**message, "headers": [*message.get("headers", ()), *cors]}
         await send(message)
 
+    if cors is not None and is_preflight(request.method, request.headers):
+        # A CORS preflight: answered before authentication (browsers send none with it).
+        await respond(tracked_send, 200, b"")
+        return
     try:
         if request.method != method:
             raise MethodNotAllowed(f"Expected {method}, got {request.method}.")
@@ -77,6 +85,37 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
             )
 
 
+def request_cors_headers(request: Request) -> list[tuple[bytes, bytes]] | None:
+    """rtdelivery.cors's headers for an answer to ``request``."""
+    django_request = request.django
+    if django_request is not None:
+        path = django_request.path_info
+    else:  # as Django's path_info: without the ASGI root_path (CORS_URLS_REGEX)
+        path = request.scope.get("path", "/")
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+    return response_headers(
+        request.header("origin"),
+        request.method,
+        path,
+        request=(lambda: django_request) if django_request is not None else request.as_django,
+    )
+
+
+def _scope_cors_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """CORS headers for a request too malformed to become a :class:`Request`."""
+    origin = dict(scope.get("headers", ())).get(b"origin")
+    return (
+        response_headers(
+            None if origin is None else origin.decode("latin-1"),
+            scope.get("method", "GET"),
+            scope.get("path", "/"),
+        )
+        or []
+    )
+
+
 async def serve_asgi(
     handler: Handler, method: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -84,7 +123,7 @@ async def serve_asgi(
     try:
         request = Request(scope, receive)
     except RTDeliveryError as exc:
-        await respond_error(send, exc)
+        await respond_error(send, exc, _scope_cors_headers(scope))
         return
     await run_handler(handler, method, request, send)
 
@@ -111,7 +150,10 @@ async def serve_django(
     try:
         rt_request = Request.from_django(request)
     except RTDeliveryError as exc:
-        await respond_error(collected, exc)
+        scope = {"method": request.method, "path": request.path, "headers": []}
+        if "HTTP_ORIGIN" in request.META:
+            scope["headers"] = [(b"origin", request.META["HTTP_ORIGIN"].encode("latin-1"))]
+        await respond_error(collected, exc, _scope_cors_headers(scope))
         return _marked(collected.response())
     if wsgi:
         # Identity is read here, on the request's own thread (the ORM's connections are

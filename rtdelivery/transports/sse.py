@@ -131,7 +131,7 @@ async def handle(request: Request, send: Send) -> None:
     topics = request.topics()
     cursor = request.cursor(last_event_id=True)
     await authorize_all(request, topics)
-    with limits.hold("sse"):
+    with limits.hold("sse", *await limits.client_of(request)):
         hub = get_hub()
         sub = Subscriber(conf.queue_size)
         # Writes wait for room under every server (Daphne's own send never does), and a

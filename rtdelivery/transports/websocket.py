@@ -28,7 +28,7 @@ from ..policy import SUBSCRIBE, authorize, authorize_client_publish
 from ..presence import connection_id
 from ..publishing import apublish
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
-from . import flow
+from . import flow, limits
 from .http import Receive, Scope, Send
 from .origins import origin_allowed
 
@@ -41,6 +41,8 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4001
+#: Too many open connections for this user or address (like HTTP 429); docs/protocol.md.
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 
 
 def _frame(payload: dict[str, Any]) -> Notice:
@@ -207,6 +209,11 @@ class Connection:
     async def op_publish(self, frame: dict[str, Any], ref: Any) -> None:
         topic = validate_topic(frame.get("topic"))
         await authorize_client_publish(self.user, topic)
+        try:
+            limits.take_publish(limits.user_key(self.user), limits.scope_ip(self.scope))
+        except limits.PublishRateLimited as exc:
+            self.sub.push_notice(_error(exc.code, exc.message, ref, retry_after=exc.retry_after))
+            return
         event_type = frame.get("type", "message")
         if "data" not in frame:
             raise RTDeliveryError("Expected 'data' in a publish frame.", code="invalid_event")
@@ -342,11 +349,22 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         metrics.incr("ws_origin_refused")
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    conn = Connection(scope, send)
+    user = limits.user_key(scope.get("user"))
+    ip = limits.scope_ip(scope)
     try:
-        await _serve(conn, receive, send)
-    finally:
-        conn.link.release()
+        limits.check_connection(user, ip)
+    except limits.TooManyConnections:
+        # Accepted first, so that the client reads the code and the reason (a refused
+        # handshake is a bare 403 to a browser).
+        await send({"type": "websocket.accept"})
+        await _send_close(send, _Close(CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"))
+        return
+    with limits.connection(user, ip):
+        conn = Connection(scope, send)
+        try:
+            await _serve(conn, receive, send)
+        finally:
+            conn.link.release()
 
 
 async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
