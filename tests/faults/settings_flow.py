@@ -6,6 +6,7 @@ The e2e settings, plus the limits these tests set from the environment: ``QUEUE_
 
 import os
 
+from rtdelivery.conf import DEFAULTS
 from tests.e2e.settings_e2e import *  # noqa: F403
 from tests.e2e.settings_e2e import RTDELIVERY as E2E_RTDELIVERY
 
@@ -17,3 +18,6 @@ RTDELIVERY = {
     "SHUTDOWN_TIMEOUT": None if _shutdown == "none" else float(_shutdown),
     "LONGPOLL_MAX_TIMEOUT": 60.0,
 }
+if "PUBLISH_RATE" in DEFAULTS:
+    # The tests publish thousands of events over one WebSocket: no per-client rate.
+    RTDELIVERY["PUBLISH_RATE"] = None
