@@ -44,6 +44,10 @@ RTDELIVERY = {
     "MAX_HELD_REQUESTS": 50000,
     "WS_RATE": 1000.0,
     "WS_BURST": 1000,
+    # Every load generator connects and publishes from this one machine.
+    "MAX_CONNECTIONS_PER_IP": None,
+    "MAX_CONNECTIONS_PER_USER": None,
+    "PUBLISH_RATE": None,
     "TOPICS": {"bench*": {"subscribe": "anyone", "publish": "anyone", "history_size": 5000}},
 }
 SILENCED_SYSTEM_CHECKS = ["rtdelivery.W001", "rtdelivery.W002"]

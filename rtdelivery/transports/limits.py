@@ -116,6 +116,12 @@ def connection(user: Any, ip: str | None) -> Iterator[None]:
     """Count one open connection for ``user`` (a pk, or None) and ``ip`` while inside;
     refuse with :class:`TooManyConnections` beyond the per-user or per-IP limit."""
     check_connection(user, ip)
+    conf = get_settings()
+    # Counted only under a limit (no memory per address otherwise); released as counted.
+    if user is not None and conf.max_connections_per_user is None:
+        user = None
+    if ip is not None and conf.max_connections_per_ip is None:
+        ip = None
     if user is not None:
         _per_user[user] = _per_user.get(user, 0) + 1
     if ip is not None:

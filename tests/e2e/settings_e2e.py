@@ -85,6 +85,11 @@ RTDELIVERY = {
     "WS_BURST": _env_int("RTD_WS_BURST", 1000),
     "MAX_REQUEST_BYTES": _env_int("RTD_MAX_REQUEST_BYTES", 128 * 1024),
     "WS_MAX_MESSAGE_BYTES": _env_int("RTD_WS_MAX_MESSAGE_BYTES", 128 * 1024),
+    # Every test client is on 127.0.0.1, hundreds at once (test_threads): per-client
+    # limits only where a test sets them (RTD_* = an integer/number, or unset: none).
+    "MAX_CONNECTIONS_PER_IP": _env_int("RTD_MAX_CONNECTIONS_PER_IP", 0) or None,
+    "MAX_CONNECTIONS_PER_USER": _env_int("RTD_MAX_CONNECTIONS_PER_USER", 0) or None,
+    "PUBLISH_RATE": _env_float("RTD_PUBLISH_RATE", 0) or None,
 }
 
 # Level and logger on every line: the outage tests count rtdelivery.outage's lines and
