@@ -150,7 +150,7 @@ async def serve_django(
     try:
         rt_request = Request.from_django(request)
     except RTDeliveryError as exc:
-        scope = {"method": request.method, "path": request.path, "headers": []}
+        scope: Scope = {"method": request.method, "path": request.path, "headers": []}
         if "HTTP_ORIGIN" in request.META:
             scope["headers"] = [(b"origin", request.META["HTTP_ORIGIN"].encode("latin-1"))]
         await respond_error(collected, exc, _scope_cors_headers(scope))

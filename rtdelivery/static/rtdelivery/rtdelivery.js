@@ -29,6 +29,8 @@
   var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
   var WS_GOING_AWAY = 1001;
   var WS_POLICY = 1008;
+  // Too many open connections for this user or address (the WebSocket's HTTP 429).
+  var WS_TOO_MANY_CONNECTIONS = 4029;
   // Backoff attempt floors: "don't hammer" after a policy close or a 429/403.
   var POLICY_ATTEMPT_FLOOR = 5;
   var RATE_ATTEMPT_FLOOR = 3;
@@ -152,6 +154,8 @@
           info.immediate = true; // resume from the cursor at once
         } else if (code === WS_POLICY) {
           info.attemptFloor = POLICY_ATTEMPT_FLOOR; // don't hammer
+        } else if (code === WS_TOO_MANY_CONNECTIONS) {
+          info.attemptFloor = RATE_ATTEMPT_FLOOR; // as a 429: back off
         } else if (code === WS_GOING_AWAY) {
           info.noFallback = true;
         }
