@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Event", "apublish", "publish", "publish_on_commit"]
+__all__ = [
+    "Event",
+    "adisconnect",
+    "apublish",
+    "aunsubscribe",
+    "disconnect",
+    "publish",
+    "publish_on_commit",
+    "unsubscribe",
+]
 
 if TYPE_CHECKING:
+    from .access import adisconnect, aunsubscribe, disconnect, unsubscribe
     from .core.events import Event
     from .publishing import apublish, publish, publish_on_commit
 
@@ -19,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from . import publishing
 
         return getattr(publishing, name)
+    if name in ("adisconnect", "aunsubscribe", "disconnect", "unsubscribe"):
+        from . import access
+
+        return getattr(access, name)
     if name == "Event":
         from .core.events import Event
 

@@ -8,7 +8,12 @@ versions, so change them with care):
 - an event: ``{"type": "rtdelivery.event", "topic", "epoch", "seq", "etype",
   "data" (the event's JSON text, encoded once by the publisher), "time", "id"}``;
 - a presence change: ``{"type": "rtdelivery.presence", "topic", "data": {"topic",
-  "action" ("join" | "leave"), "user": {"id", "name"}, "connection", "time"}}``.
+  "action" ("join" | "leave"), "user": {"id", "name"}, "connection", "time"}}``;
+- a control message (access ended): ``{"type": "rtdelivery.control", "action"
+  ("disconnect" | "unsubscribe"), "user" (the user's pk, as text), "session" (a session
+  key, or None: every connection of the user), "topic" (unsubscribe only), "reason"}``,
+  sent to the group ``"rtdelivery.control"``, which every process that serves
+  connections of a known user joins (:mod:`rtdelivery.access`).
 
 Each process's hub has one layer channel and joins the group ``"rtdelivery." + topic``
 of every topic it has subscribers for; publishers send to that group.
@@ -37,6 +42,10 @@ GROUP_PREFIX = "rtdelivery."
 CHANNEL_PREFIX = "rtdelivery.hub."
 EVENT = "rtdelivery.event"
 PRESENCE = "rtdelivery.presence"
+CONTROL = "rtdelivery.control"
+#: The group every process with connections of a known user joins (no topic's group:
+#: those all start with GROUP_PREFIX).
+CONTROL_GROUP = "rtdelivery-control"
 
 
 def group_name(topic: str) -> str:
@@ -98,7 +107,33 @@ class PresenceChange:
     data: dict[str, Any]
 
 
-def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | None:
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message, decoded: end ``user``'s connections (those of ``session``
+    only, if given), or only their subscription to ``topic``."""
+
+    action: str
+    user: str
+    session: str | None
+    topic: str | None
+    reason: str
+
+
+def control_message(
+    action: str, user: str, reason: str, *, session: str | None = None, topic: str | None = None
+) -> dict[str, Any]:
+    """The layer message that ends ``user``'s connections (or ``topic`` for them)."""
+    return {
+        "type": CONTROL,
+        "action": action,
+        "user": user,
+        "session": session,
+        "topic": topic,
+        "reason": reason,
+    }
+
+
+def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | Control | None:
     """What a received layer message carries; None for any other message (ignored).
 
     ``key`` is the cursor key the event's id was made with (only used if it has none).
@@ -118,6 +153,14 @@ def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | None
         )
     if kind == PRESENCE:
         return PresenceChange(message["topic"], message["data"])
+    if kind == CONTROL:
+        return Control(
+            message["action"],
+            message["user"],
+            message.get("session"),
+            message.get("topic"),
+            message["reason"],
+        )
     return None
 
 
@@ -173,6 +216,31 @@ async def send_presence(
     """Announce a presence change on ``topic`` to every process."""
     try:
         await layer.group_send(group_name(topic), presence_message(topic, action, connection, user))
+    except BACKEND_ERRORS as exc:
+        raise outage.unavailable(exc, "channel layer group_send") from exc
+    outage.record_success()
+
+
+async def join_control(layer: BaseChannelLayer, channel: str) -> None:
+    """Add ``channel`` to the control group (idempotent: also a refresh)."""
+    try:
+        await layer.group_add(CONTROL_GROUP, channel)
+    except BACKEND_ERRORS as exc:
+        raise outage.unavailable(exc, "channel layer group_add") from exc
+
+
+async def leave_control(layer: BaseChannelLayer, channel: str) -> None:
+    """Remove ``channel`` from the control group."""
+    try:
+        await layer.group_discard(CONTROL_GROUP, channel)
+    except BACKEND_ERRORS as exc:
+        raise outage.unavailable(exc, "channel layer group_discard") from exc
+
+
+async def send_control(layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+    """Send a :func:`control_message` to every process."""
+    try:
+        await layer.group_send(CONTROL_GROUP, message)
     except BACKEND_ERRORS as exc:
         raise outage.unavailable(exc, "channel layer group_send") from exc
     outage.record_success()

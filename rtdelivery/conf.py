@@ -108,6 +108,9 @@ DEFAULTS: dict[str, Any] = {
     ],
     # Lifetime of rtdelivery.tokens.connection_token() tokens without a ttl (seconds).
     "TOKEN_TTL": 300,
+    # On Django's user_logged_out: end the connections of that session (True), of every
+    # credential of that user ("user"), or none (False) (rtdelivery.access).
+    "DISCONNECT_ON_LOGOUT": True,
     # On SIGTERM/SIGINT, how long connections get to say goodbye before the server's own
     # shutdown runs (seconds); None leaves the signals to the server (rtdelivery.shutdown).
     "SHUTDOWN_TIMEOUT": 5.0,
@@ -196,6 +199,7 @@ class Settings:
     presence_ttl: int
     authenticators: tuple[str, ...]
     token_ttl: float
+    disconnect_on_logout: bool | str
     shutdown_timeout: float | None
     #: Where history and presence connect (REDIS_URL or REDIS); None when neither is set.
     redis: RedisTarget | None
@@ -371,6 +375,12 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             "RTDELIVERY['ALLOWED_ORIGINS'] must be None or a list of origins like "
             f"'https://example.com' (or '*'), got {origins!r}."
+        )
+    logout = raw["DISCONNECT_ON_LOGOUT"]
+    if not (isinstance(logout, bool) or logout == "user"):
+        problems.append(
+            "RTDELIVERY['DISCONNECT_ON_LOGOUT'] must be True (the session's connections), "
+            f"'user' (all of the user's connections) or False, got {logout!r}."
         )
     tokens_problem = _tokens_problem(raw["PUBLISH_TOKENS"])
     if tokens_problem:
@@ -745,6 +755,7 @@ def build(raw_user: Any) -> Settings:
         presence_ttl=raw["PRESENCE_TTL"],
         authenticators=tuple(raw["AUTHENTICATORS"]),
         token_ttl=float(raw["TOKEN_TTL"]),
+        disconnect_on_logout=raw["DISCONNECT_ON_LOGOUT"],
         shutdown_timeout=None if shutdown is None else float(shutdown),
         redis=redis_target(raw),
         cursor_key=hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest(),

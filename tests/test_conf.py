@@ -88,6 +88,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
         "rtdelivery.authentication.session_authenticator",
     ],
     "TOKEN_TTL": 300,
+    "DISCONNECT_ON_LOGOUT": True,
 }
 
 

@@ -11,6 +11,7 @@ from ..core.events import Event
 from ..core.params import parse_seconds
 from ..hub import Hub, get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from ..tokens import token_claims
 from . import flow, limits
 from .common import authorize_all, read_after, subscribe_topic, wait_disconnect
 from .http import Request, Send, events_body, respond
@@ -31,6 +32,12 @@ async def handle(request: Request, send: Send) -> None:
     cursor = request.cursor()
     timeout = _timeout(request)
     await authorize_all(request, topics)
+    # Held no longer than the connection token that let it in lives (if the policy
+    # needed to know who the client is): the next poll presents a fresh one.
+    identity = getattr(request, "_identity", None)
+    claims = token_claims(getattr(identity, "user", None))
+    if claims is not None:
+        timeout = max(0.0, min(timeout, claims.remaining()))
     if cursor:
         # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
         # exactly like a poll: no group to join and no inbox to fill for a request that

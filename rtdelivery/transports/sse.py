@@ -15,7 +15,7 @@ import json
 import weakref
 from collections.abc import Callable
 
-from .. import metrics
+from .. import access, metrics
 from ..conf import get_settings
 from ..core import sse as framing
 from ..core.cursors import Cursor, Position
@@ -73,6 +73,12 @@ class _Stream:
             return framing.format_event(json.dumps(item.data), event="rt.presence")
         if item.kind == "heartbeat":
             return _HEARTBEAT_FRAME
+        if item.kind == access.TOPIC_ENDED:
+            # rtdelivery.unsubscribe(): the topic is no longer this stream's.
+            ended = item.data if isinstance(item.data, dict) else {}
+            return framing.format_event(
+                json.dumps({**ended, "cursor": self.cursor()}), event="rt.unsubscribed"
+            )
         return ""
 
     def close_frame(self, reason: str) -> str:
@@ -152,7 +158,13 @@ async def handle(request: Request, send: Send) -> None:
         disconnect = asyncio.ensure_future(watch())
         conn_id = connection_id()
         present: list[str] = []  # presence topics joined (left when the stream ends)
+        registration: access.Registration | None = None
         try:
+            # Token expiry and rtdelivery.disconnect() reach it (authenticated users only).
+            session = request.session()
+            registration = await access.register(
+                sub, await request.user(), getattr(session, "session_key", None)
+            )
             for topic in topics:
                 await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)
                 if conf.topic_options(topic).presence:
@@ -177,6 +189,8 @@ async def handle(request: Request, send: Send) -> None:
                 disconnect.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await disconnect
+                if registration is not None:
+                    registration.close()
                 await hub.unsubscribe_all(sub)
                 for topic in present:
                     with contextlib.suppress(Exception):
@@ -210,16 +224,23 @@ async def _pump(
         if gone():
             return
         stream.idle = 0
-        await _write_items(sub, stream, send, items)
+        if await _write_items(sub, stream, send, items):
+            return
 
 
-async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list[Item]) -> None:
+async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list[Item]) -> bool:
     """Write ``items`` in writes of about WRITE_CHUNK bytes: each one waits for room in the
     server's buffer, and a connection that overflowed meanwhile stops at once (its cursor
-    covers what was written; the next get() raises SlowConsumer)."""
+    covers what was written; the next get() raises SlowConsumer). True when an ``end``
+    notice (access ended) ended the stream with ``rt.close``."""
     parts: list[str] = []
     size = delivered = 0
     for item in items:
+        if isinstance(item, Notice) and item.kind == access.END:
+            parts.append(stream.close_frame(str(item.data)))
+            await _write(send, "".join(parts), more=False)
+            metrics.counters["events_delivered.sse"] += delivered
+            return True
         text = stream.frame(item)
         if not text:
             continue
@@ -234,3 +255,4 @@ async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list
     if parts:
         await _write(send, "".join(parts))
     metrics.counters["events_delivered.sse"] += delivered
+    return False

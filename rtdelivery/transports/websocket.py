@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from .. import metrics
+from .. import access, metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.errors import RTDeliveryError, Unavailable
@@ -43,6 +43,10 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4001
 #: Too many open connections for this user or address (like HTTP 429); docs/protocol.md.
 CLOSE_TOO_MANY_CONNECTIONS = 4029
+#: The connection token expired: fetch a fresh one, resume from the error frame's cursor.
+CLOSE_TOKEN_EXPIRED = 4003
+#: Access ended on the server (rtdelivery.disconnect(), logout): don't reconnect as before.
+CLOSE_ACCESS_ENDED = 4004
 
 
 def _frame(payload: dict[str, Any]) -> Notice:
@@ -62,6 +66,7 @@ class Connection:
     __slots__ = (
         "_last",
         "_tokens",
+        "access",
         "close_sent",
         "conf",
         "hub",
@@ -91,6 +96,8 @@ class Connection:
         self.sent: dict[str, Position] = {}
         self.presence_topics: set[str] = set()
         self.close_sent = False
+        #: Its registration (rtdelivery.access), for an authenticated user only.
+        self.access: access.Registration | None = None
         self._tokens = float(conf.ws_burst)
         self._last = time.monotonic()
 
@@ -298,6 +305,10 @@ class Connection:
                     elif item.kind == "close":
                         close: tuple[int, str] = item.data  # type: ignore[assignment]
                         raise _Close(*close)
+                    elif item.kind == access.END:
+                        await self._end(str(item.data))
+                    elif item.kind == access.TOPIC_ENDED:
+                        await self._topic_ended(item.data)  # type: ignore[arg-type]
                 elif isinstance(item, Reset):
                     sent[item.topic] = item.position
                     await self._send_json(
@@ -325,12 +336,36 @@ class Connection:
         self.close_sent = True
         await _send_close(self.send, close)
 
+    async def _end(self, reason: str) -> None:
+        """Access ended (token expiry, rtdelivery.disconnect()): say why, then close."""
+        expired = reason == access.TOKEN_EXPIRED
+        await self._send_json(
+            {
+                "op": "error",
+                "code": reason,
+                "message": "The connection token expired; resume from cursor with a fresh one."
+                if expired
+                else "The server ended this connection's access.",
+                "cursor": Cursor(self.sent).encode(self.conf.cursor_key),
+            }
+        )
+        raise _Close(CLOSE_TOKEN_EXPIRED if expired else CLOSE_ACCESS_ENDED, reason[:100])
+
+    async def _topic_ended(self, data: dict[str, str]) -> None:
+        """rtdelivery.unsubscribe() ended a topic (the hub already let it go)."""
+        topic = data["topic"]
+        self.sent.pop(topic, None)
+        await self._leave_presence(topic)
+        await self._send_json({"op": "unsubscribed", "topic": topic, "reason": data["reason"]})
+
     async def _send_json(self, payload: dict[str, Any]) -> None:
         await self.send(
             {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
         )
 
     async def close(self) -> None:
+        if self.access is not None:
+            self.access.close()
         await self.hub.unsubscribe_all(self.sub)
         for topic in list(self.presence_topics):
             await self._leave_presence(topic)
@@ -370,6 +405,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
     metrics.incr("connections_opened.ws")
+    conn.access = await access.register(conn.sub, conn.user, _session_key(conn.scope))
     # Two coroutines per connection: this one reads, one task writes. (No third task
     # to supervise them: memory per idle connection is a published figure.)
     writer = asyncio.ensure_future(conn.run_writer())
@@ -388,6 +424,16 @@ async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
         await conn.close()
     if close is not None and not conn.close_sent:
         await _send_close(send, close)
+
+
+def _session_key(scope: Scope) -> str | None:
+    """The key of the handshake's session (None without one); not loaded from the store."""
+    session = scope.get("session")
+    try:
+        key = getattr(session, "session_key", None)
+    except Exception:  # a lazy session that cannot be read
+        return None
+    return key if isinstance(key, str) else None
 
 
 #: Stand-ins on servers that refuse the standard codes from an application.
@@ -429,6 +475,8 @@ async def _read(conn: Connection, receive: Receive) -> None:
             return
         if kind != "websocket.receive" or conn.close_sent:
             continue
+        if conn.access is not None and conn.access.ended is not None:
+            continue  # access ended: the close is on its way; act for nobody meanwhile
         text = message.get("text")
         if text is None:
             if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
