@@ -42,6 +42,14 @@ export interface ClientOptions {
   csrfCookieName?: string;
   /** A fetch implementation (default globalThis.fetch). */
   fetch?: typeof fetch;
+  /**
+   * Gives a connection token (rtdelivery.tokens.connection_token(), from a view of your
+   * project). Called before the first connection and again whenever the server says
+   * `token_expired` (mid-stream or as a 401); the client then resumes from its cursors,
+   * losing nothing. The token is sent as `Authorization: Bearer` on HTTP requests and as
+   * `access_token=` on the WebSocket URL.
+   */
+  getToken?: () => string | Promise<string>;
 }
 
 export interface SubscribeOptions {
@@ -79,7 +87,8 @@ export interface StateEvents {
   reset: { topic: string; transport: TransportName };
   presence: PresenceSnapshot;
   disconnected: {
-    transport: TransportName;
+    /** null when getToken() failed before a transport was tried. */
+    transport: TransportName | null;
     code?: number;
     reason?: string;
     /** ms until the next attempt (null: waiting for the browser to come back online). */
@@ -88,6 +97,14 @@ export interface StateEvents {
   };
   error: RTDeliveryError | Error;
   closed: { reason: string };
+  /**
+   * The server ended this user's access ("logged_out", "disconnected", a reason given to
+   * rtdelivery.disconnect(), or "token_expired" without getToken): the client does not
+   * reconnect until connect() is called (e.g. after the user logged in again).
+   */
+  ended: { transport: TransportName; reason: string };
+  /** The server ended the subscription to `topic` (rtdelivery.unsubscribe()); forgotten. */
+  unsubscribed: { topic: string; reason: string };
 }
 
 declare class RTDeliveryError extends Error {

@@ -20,7 +20,7 @@
   var TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
   var STATE_EVENTS = [
     "connecting", "open", "transport", "subscribed", "recovered", "reset", "presence",
-    "disconnected", "error", "closed",
+    "disconnected", "error", "closed", "ended", "unsubscribed",
   ];
   // Close codes of the WebSocket protocol (docs/protocol.md). Daphne lets an application close
   // only with 1000 or 3000-4999, so there rtdelivery closes with stand-ins: 4002 for 1001,
@@ -31,6 +31,12 @@
   var WS_POLICY = 1008;
   // Too many open connections for this user or address (the WebSocket's HTTP 429).
   var WS_TOO_MANY_CONNECTIONS = 4029;
+  // The connection token expired (after an error frame with the cursor): refresh, resume.
+  var WS_TOKEN_EXPIRED = 4003;
+  // The server ended this user's access (rtdelivery.disconnect(), logout): don't reconnect.
+  var WS_ACCESS_ENDED = 4004;
+  // rt.close / error-frame reasons that are not an end of access.
+  var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
   // Backoff attempt floors: "don't hammer" after a policy close or a 429/403.
   var POLICY_ATTEMPT_FLOOR = 5;
   var RATE_ATTEMPT_FLOOR = 3;
@@ -152,6 +158,10 @@
         };
         if (code === WS_TOO_SLOW) {
           info.immediate = true; // resume from the cursor at once
+        } else if (code === WS_TOKEN_EXPIRED) {
+          info.tokenExpired = true; // a fresh token, then resume from the cursor
+        } else if (code === WS_ACCESS_ENDED) {
+          info.ended = event.reason || "disconnected";
         } else if (code === WS_POLICY) {
           info.attemptFloor = POLICY_ATTEMPT_FLOOR; // don't hammer
         } else if (code === WS_TOO_MANY_CONNECTIONS) {
@@ -257,6 +267,11 @@
         if (error.status === 429) info.attemptFloor = RATE_ATTEMPT_FLOOR;
         else if (error.status === 403 || error.status === 401) info.attemptFloor = POLICY_ATTEMPT_FLOOR;
         if (error.code === "invalid_cursor") info.invalidCursor = true;
+        if (error.code === "token_expired") {
+          info.tokenExpired = true; // a fresh token from getToken(), then the same request
+          delete info.attemptFloor;
+          return info;
+        }
         if (error.status !== 429) this.client._emit("error", error);
       }
       return info;
@@ -543,11 +558,17 @@
         return;
       } else if (name === "rt.close") {
         if (data.cursor) topics.forEach(function (topic) { client._setCursor(topic, data.cursor); });
+        var reason = data.reason || "closed";
         this.closing = {
-          reason: data.reason || "closed",
-          immediate: data.reason === "too_slow",
+          reason: reason,
+          immediate: reason === "too_slow",
+          tokenExpired: reason === "token_expired",
+          ended: RESUMABLE_REASONS.indexOf(reason) < 0 ? reason : undefined,
           noFallback: true,
         };
+        return;
+      } else if (name === "rt.unsubscribed") {
+        client._topicEnded(data.topic, data.reason);
         return;
       } else {
         client._event(data);
@@ -610,7 +631,11 @@
           max: backoff.max != null ? backoff.max : 30000,
         },
         fetch: options.fetch || null,
+        getToken: options.getToken || null,
       };
+      if (this.options.getToken !== null && typeof this.options.getToken !== "function") {
+        throw new TypeError("Expected getToken to be a function returning a token (or its promise).");
+      }
       this._candidates = this.options.transports.filter(supported);
       if (this._candidates.length === 0) {
         throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
@@ -638,6 +663,12 @@
       this._provenFailures = 0;
       this._lastOpened = null;
       this._reopenQueued = false;
+      // The connection token from getToken() (null: none yet, or expired); see _connect().
+      this._token = null;
+      this._tokenPromise = null;
+      this._tokenRefreshes = 0;
+      // The server ended this user's access: no reconnect until connect() is called.
+      this._ended = null;
       this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
       this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
       this._bindEnvironment();
@@ -739,9 +770,14 @@
         .catch(function (error) { throw self._asError(error); });
     }
 
-    /** Opens the connection now (subscribe() does it too). */
+    /**
+     * Opens the connection now (subscribe() does it too). After the server ended access
+     * ("ended": logout, rtdelivery.disconnect()), it is the way to start again, e.g. once
+     * the user has logged in again; subscriptions resume from their cursors.
+     */
     connect() {
       if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
+      this._ended = null;
       if (!this._conn && this._timer === null) this._connect();
     }
 
@@ -762,13 +798,17 @@
     _connect() {
       clearTimeout(this._timer);
       this._timer = null;
-      if (this.state === "closed" || this._conn) return;
+      if (this.state === "closed" || this._conn || this._ended) return;
       if (this._offline) {
         this._setState("offline");
         return;
       }
       if (this._topics.size === 0) {
         this._setState("idle");
+        return;
+      }
+      if (this.options.getToken && this._token === null) {
+        this._fetchToken();
         return;
       }
       var name = this._proven || this._candidates[this._index];
@@ -792,6 +832,7 @@
       if (conn !== this._conn) return;
       clearTimeout(this._openTimer);
       this._attempt = 0;
+      this._tokenRefreshes = 0;
       this._provenFailures = 0;
       this._proven = conn.name;
       this._index = Math.max(0, this._candidates.indexOf(conn.name));
@@ -803,6 +844,48 @@
       this._emit("open", { transport: conn.name });
     }
 
+    /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
+    _fetchToken() {
+      if (this._tokenPromise) return;
+      var self = this;
+      this._setState("connecting");
+      this._tokenPromise = Promise.resolve()
+        .then(function () { return self.options.getToken(); })
+        .then(function (token) {
+          if (typeof token !== "string" || !token) {
+            throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
+          }
+          self._tokenPromise = null;
+          self._token = token;
+          self._connect();
+        })
+        .catch(function (error) {
+          self._tokenPromise = null;
+          if (self.state === "closed") return;
+          self._emit("error", self._asError(error));
+          var delay = backoffDelay(self.options.backoff.base, self.options.backoff.max, self._attempt);
+          self._attempt += 1;
+          self._emit("disconnected", { transport: null, reason: "getToken failed", delay: delay });
+          self._scheduleConnect(delay);
+        });
+    }
+
+    /** The server ended this user's access: stop, say why, and wait for connect(). */
+    _endAccess(conn, reason) {
+      this._ended = reason;
+      this._token = null;
+      this._setState("idle");
+      this._emit("disconnected", { transport: conn.name, reason: reason, delay: null });
+      this._emit("ended", { transport: conn.name, reason: reason });
+    }
+
+    /** rtdelivery.unsubscribe() on the server: forget the topic (no resubscribe). */
+    _topicEnded(topic, reason) {
+      if (!this._topics.has(topic)) return;
+      this._emit("unsubscribed", { topic: topic, reason: reason || "unsubscribed" });
+      this.unsubscribe(topic);
+    }
+
     /** A connection ended or failed to open: fall back, or reconnect with backoff. */
     _failed(conn, info) {
       if (conn !== this._conn) return;
@@ -812,6 +895,21 @@
       clearTimeout(this._openTimer);
       this._rejectPending("The connection was lost.", "disconnected");
       if (this.state === "closed") return;
+      if (info.ended) {
+        this._endAccess(conn, info.ended);
+        return;
+      }
+      if (info.tokenExpired) {
+        this._token = null;
+        if (!this.options.getToken) {
+          // Nothing to refresh it with: reconnecting would be refused the same way.
+          this._endAccess(conn, "token_expired");
+          return;
+        }
+        // A fresh token at once (the first time; again and again: with backoff).
+        info.noFallback = true;
+        info.immediate = this._tokenRefreshes++ === 0;
+      }
       if (info.invalidCursor) {
         // A cursor the server can't read (another SECRET_KEY?): restart at the live end.
         var self = this;
@@ -1024,10 +1122,12 @@
         else this._emit("presence", snapshot);
       } else if (op === "error") {
         var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
-        if (frame.code === "too_slow" && frame.cursor) {
-          // The server closes with 4001 next; resume every topic from this cursor.
+        if (frame.cursor && !pending) {
+          // too_slow, token_expired, disconnected...: the server closes next (4001, 4003,
+          // 4004); every topic resumes from this cursor (after a fresh token, or connect()).
           var self = this;
           this._topics.forEach(function (_, topic) { self._setCursor(topic, frame.cursor); });
+          if (frame.code !== "too_slow") return; // said by the close that follows
         }
         if (pending && pending.reject) {
           pending.reject(error);
@@ -1045,7 +1145,11 @@
           this._emit("error", error);
         }
       }
-      // "pong", "unsubscribed": nothing to do.
+      else if (op === "unsubscribed" && frame.reason && !pending) {
+        // Ended by the server (rtdelivery.unsubscribe()), not asked for.
+        this._topicEnded(frame.topic, frame.reason);
+      }
+      // "pong", "unsubscribed" (our own): nothing to do.
     }
 
     _nextRef() {
@@ -1112,13 +1216,19 @@
 
     _fetch(url, init) {
       var fn = this.options.fetch || global.fetch;
+      if (this._token) {
+        // The connection token from getToken(), as a header wherever one can be set.
+        init = Object.assign({}, init);
+        init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
+      }
       return fn.call(global, url, init);
     }
 
     _wsUrl() {
-      if (this.options.wsUrl) return this.options.wsUrl;
-      var url = new URL(this.url + "ws", baseHref());
-      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
+      if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      // A browser WebSocket cannot carry headers: the token goes in the URL (short-lived).
+      if (this._token) url.searchParams.set("access_token", this._token);
       return url.toString();
     }
 
