@@ -106,6 +106,7 @@
       this.ws = null;
       this.pingTimer = null;
       this.pongTimer = null;
+      this.endReason = null;
     }
 
     start() {
@@ -160,8 +161,10 @@
           info.immediate = true; // resume from the cursor at once
         } else if (code === WS_TOKEN_EXPIRED) {
           info.tokenExpired = true; // a fresh token, then resume from the cursor
+          info.reason = "token_expired";
         } else if (code === WS_ACCESS_ENDED) {
-          info.ended = event.reason || "disconnected";
+          // The reason is the preceding error frame's code (Daphne sends no close reason).
+          info.ended = info.reason = self.endReason || event.reason || "disconnected";
         } else if (code === WS_POLICY) {
           info.attemptFloor = POLICY_ATTEMPT_FLOOR; // don't hammer
         } else if (code === WS_TOO_MANY_CONNECTIONS) {
@@ -1127,7 +1130,10 @@
           // 4004); every topic resumes from this cursor (after a fresh token, or connect()).
           var self = this;
           this._topics.forEach(function (_, topic) { self._setCursor(topic, frame.cursor); });
-          if (frame.code !== "too_slow") return; // said by the close that follows
+          if (frame.code !== "too_slow") {
+            conn.endReason = frame.code; // said by the close that follows
+            return;
+          }
         }
         if (pending && pending.reject) {
           pending.reject(error);
