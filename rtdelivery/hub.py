@@ -11,6 +11,20 @@ the pub/sub layer during a reconnect). The hub tracks the last ``seq`` it fanned
 per topic; a skip is filled from history before delivery, duplicates are dropped, and
 a periodic tail check catches drops at the end of a burst.
 
+A resume (subscribe with ``since``) replays history in pages of at most the
+subscriber's ``maxsize`` events, the next one only once the client has taken the
+previous one (:class:`~rtdelivery.subscriber.Subscriber` paces it): the backlog never
+sits in memory whole, and a client that stops reading holds one page.
+
+Redis may restart (or fail over) without any operation failing: redis-py reconnects
+by itself, but the channels-redis layer's group memberships (sorted sets in Redis) are
+gone. The tail check therefore also reads the run_id of the layer's Redis servers
+(``INFO server``, once per interval per process); when it changes the hub re-joins
+every group at once and fills from history what the layer lost. A topic whose events
+the tail check had to fetch is re-joined too (a flush or an eviction also loses
+memberships), so recovery never waits for the group refresh (a third of
+``group_expiry``, 8 hours by default).
+
 The layer's message schema and group names belong to :mod:`rtdelivery.backplane`.
 When Redis is unreachable every call raises
 :class:`~rtdelivery.core.errors.Unavailable`, and the background loops (receive, tail
@@ -23,10 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from channels.layers import BaseChannelLayer
 
@@ -37,7 +53,9 @@ from .core.cursors import Position
 from .core.errors import Unavailable
 from .core.events import Event
 from .history import History, get_history
-from .subscriber import Notice, Subscriber
+from .history.base import BEFORE_FIRST
+from .outage import BACKEND_ERRORS
+from .subscriber import Notice, Replay, Subscriber
 
 logger = logging.getLogger("rtdelivery.hub")
 
@@ -46,11 +64,19 @@ __all__ = ["Hub", "Subscription", "aclose_hub", "get_hub", "get_layer", "running
 #: Backoff bounds (seconds) of the receive loop and of recovery after an outage.
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
+#: How often (seconds) the hub looks for a Redis restart when TAIL_CHECK_INTERVAL is 0.
+RESTART_CHECK_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
 class Subscription:
-    """What :meth:`Hub.subscribe` tells the transport."""
+    """What :meth:`Hub.subscribe` tells the transport.
+
+    ``position`` is where the client stands before the topic's backlog: ``since`` after
+    a resume, the live end without ``since`` or when history could not continue from it
+    (``recovered`` False; after a lost epoch, the new epoch's start, whose retained
+    events follow).
+    """
 
     topic: str
     position: Position
@@ -81,6 +107,10 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
+        self._recovery_nudge = asyncio.Event()  # cuts a recovery's backoff short
+        self._closing = asyncio.Event()  # ends the background loops' pauses
+        self._pagers: set[asyncio.Task[None]] = set()  # resumes paging their backlog
+        self._run_ids: tuple[str, ...] | None = None  # of the layer's Redis servers
         self.closed = False
         self.loop = asyncio.get_running_loop()
 
@@ -96,8 +126,14 @@ class Hub:
             outage.quiet_layer_logs()
             self._tasks.append(asyncio.create_task(self._receive_loop(), name="rtdelivery-hub"))
             conf = get_settings()
-            if conf.tail_check_interval:
-                self._tasks.append(asyncio.create_task(self._tail_loop(conf.tail_check_interval)))
+            watch = bool(self._restart_probes())
+            if conf.tail_check_interval or watch:
+                interval = conf.tail_check_interval or RESTART_CHECK_INTERVAL
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._tail_loop(interval, tail=bool(conf.tail_check_interval))
+                    )
+                )
             refresh = conf.group_refresh_interval
             if refresh is None and getattr(self.layer, "group_expiry", None):
                 refresh = max(1.0, float(self.layer.group_expiry) / 3)
@@ -107,14 +143,17 @@ class Hub:
     async def aclose(self) -> None:
         """Leave every group, close every subscriber and stop the hub's tasks."""
         self.closed = True
+        self._closing.set()
+        self._recovery_nudge.set()
         outage.remove_listener(self)
-        tasks = [*self._tasks, *([self._recovery] if self._recovery else [])]
+        tasks = [*self._tasks, *self._pagers, *([self._recovery] if self._recovery else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._pagers.clear()
         self._recovery = None
         topics, self._topics = self._topics, {}
         for topic, state in topics.items():
@@ -129,6 +168,11 @@ class Hub:
     @property
     def topics(self) -> list[str]:
         return list(self._topics)
+
+    @property
+    def replays(self) -> int:
+        """Resumes still paging their backlog in."""
+        return len(self._pagers)
 
     def local_subscribers(self, topic: str) -> int:
         state = self._topics.get(topic)
@@ -147,9 +191,10 @@ class Hub:
 
         When this returns, every event published afterwards reaches ``sub``. If given,
         ``announce(subscription)`` makes the notice queued ahead of the backlog (so a
-        "subscribed" frame precedes the topic's events). Raises
-        :class:`~rtdelivery.core.errors.Unavailable` (and subscribes nothing) when the
-        layer or the history cannot be reached.
+        "subscribed" frame precedes the topic's events). The backlog is queued in pages
+        as the client takes them (the first one before this returns, the rest by a
+        task of the hub). Raises :class:`~rtdelivery.core.errors.Unavailable` (and
+        subscribes nothing) when the layer or the history cannot be reached.
         """
         await self.start()
         while True:
@@ -162,19 +207,72 @@ class Hub:
                 if not state.joined:
                     await self._join(topic, state)
                 state.subs[sub] = None
-                sub.start_replay(topic)
+                replay = sub.start_replay(topic)
                 break
+        # A page the client has room for (maybe none yet: then only the position).
+        room = sub.take_page_room(replay) if since is not None else 0
         try:
-            result = await self.history.read(topic, since)
+            result = await self.history.read(topic, since, room if since is not None else None)
         except BaseException:
             await self.unsubscribe(sub, topic)
             raise
-        subscription = Subscription(topic, result.position, result.recovered)
+        finally:
+            sub.release_room(room)
+        # Where the client stands before the backlog (after a lost epoch: the start of
+        # the new one, whose events follow).
+        subscription = Subscription(topic, result.start, result.recovered)
         first = announce(subscription) if announce is not None else None
-        sub.finish_replay(topic, result.events, result.position, first)
+        if result.more:
+            sub.queue_page(replay, result.events, first)
+            pager = asyncio.create_task(
+                self._page_in(sub, replay, result.position), name="rtdelivery-hub-replay"
+            )
+            self._pagers.add(pager)
+            pager.add_done_callback(self._pagers.discard)
+        else:
+            sub.finish_replay(replay, result.events, result.position, first)
         if since is not None and not result.recovered:
             metrics.incr("resumes_lost")
         return subscription
+
+    async def _page_in(self, sub: Subscriber, replay: Replay, position: Position) -> None:
+        """Queue the rest of a resume's backlog, one page each time the client has taken
+        the previous one; then the topic is live for ``sub``. Stops when the replay
+        ends otherwise (unsubscribed, overflowed, closed)."""
+        topic = replay.topic
+        delay = MIN_BACKOFF
+        try:
+            while room := await sub.wait_page_room(replay):
+                try:
+                    result = await self.history.read(topic, position, room)
+                except Unavailable:  # logged by outage; the inbox bound still holds
+                    result = None
+                finally:
+                    sub.release_room(room)
+                if result is None:
+                    await self._pause(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    continue
+                delay = MIN_BACKOFF
+                metrics.incr("replay_pages")
+                # Not recovered: trimmed past us, or the epoch changed while the client
+                # was reading. Say so; go on from where history can (the live end, or the
+                # new epoch's start).
+                reset = None if result.recovered else result.start
+                if not result.recovered:
+                    metrics.incr("resumes_lost")
+                if not result.more:
+                    sub.finish_replay(replay, result.events, result.position, reset=reset)
+                    return
+                sub.queue_page(replay, result.events, reset=reset)
+                position = result.position
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not an outage: end the connection (the client resumes from its cursor)
+            # rather than leave the topic silent.
+            logger.exception("Could not replay the history of topic %s", topic)
+            sub.close()
 
     async def _join(self, topic: str, state: _TopicState) -> None:
         assert self.channel is not None
@@ -243,7 +341,7 @@ class Hub:
     async def _receive_loop(self) -> None:
         assert self.channel is not None
         backoff = MIN_BACKOFF
-        while True:
+        while not self.closed:
             try:
                 message = await backplane.receive(self.layer, self.channel)
             except asyncio.CancelledError:
@@ -253,7 +351,7 @@ class Hub:
                     logger.exception("Channel layer receive failed; retrying in %.2fs", backoff)
                 # Memberships may be lost with the layer's data (a Redis restart).
                 self._recover_later()
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = MIN_BACKOFF
@@ -291,10 +389,15 @@ class Hub:
         epoch, seq = event.epoch, event.seq
         position = state.position
         assert position is not None
-        if epoch == position.epoch and seq <= position.seq:
-            metrics.counters["duplicates_dropped"] += 1
-            return
-        if epoch != position.epoch or seq > position.seq + 1:
+        if epoch == position.epoch:
+            if seq <= position.seq:
+                metrics.counters["duplicates_dropped"] += 1
+                return
+            follows = seq == position.seq + 1
+        else:
+            # (0, 0): joined before the topic had any event; (E, 1) continues it.
+            follows = position == BEFORE_FIRST and seq == 1
+        if not follows:
             await self._fill(topic, state, event.position)
             return
         state.position = event.position
@@ -303,38 +406,95 @@ class Hub:
 
     async def _fill(self, topic: str, state: _TopicState, seen: Position) -> None:
         """Deliver what history holds between our position and ``seen`` (and beyond)."""
-        assert state.position is not None
         since = state.position
+        assert since is not None
         if seen.epoch != since.epoch:
             head = (await self.history.heads([topic]))[topic]
             if head is None or head.epoch != seen.epoch:
                 return  # a straggler from a lost epoch: nothing to deliver
-            since = Position(seen.epoch, 0)
+        # From our position; a stale epoch reads the current one from its oldest event.
         result = await self.history.read(topic, since)
         metrics.incr("gaps_filled")
         if not result.recovered:
-            # The missing events are gone from history too: say so, then go on live.
+            # Events between our position and what history holds are gone: say so
+            # (subscribers continue from right before the events that follow), go on.
             logger.warning("Events lost on topic %s after %s", topic, since)
             for sub in state.subs:
-                sub.reset(topic, result.position)
-            state.position = result.position
-            return
+                sub.reset(topic, result.start)
         for event in result.events:
             for sub in state.subs:
                 sub.offer(event)
         state.position = result.position
 
-    async def _tail_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
+    async def _tail_loop(self, interval: float, *, tail: bool = True) -> None:
+        """Look for a Redis restart at once (recording the run_ids the groups are joined
+        on), then every ``interval`` again and (``tail``) check the tail."""
+        first = True
+        while not self.closed:
             try:
-                await self.check_tail()
+                await self.check_restart()
+                if tail and not first:
+                    await self.check_tail()
             except asyncio.CancelledError:
                 raise
             except Unavailable:
                 self._recover_later()  # logged by outage
             except Exception:
                 logger.warning("Tail check failed", exc_info=True)
+            first = False
+            await self._pause(interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between rounds of a background loop; returns early when the hub closes
+        (a cancellation swallowed by a library on the way must not keep it running)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    def _restart_probes(self) -> list[Any]:
+        """Redis clients whose restart loses the layer's group memberships: the hosts of
+        a channels-redis ``RedisChannelLayer`` (where the groups are), else, with Redis
+        history, rtdelivery's own server (a pub/sub layer re-subscribes by itself but
+        loses what was published meanwhile). None for in-memory setups."""
+        layer = self.layer
+        ring = getattr(layer, "ring_size", None)
+        connection = getattr(layer, "connection", None)
+        if isinstance(ring, int) and callable(connection):
+            return [connection(index) for index in range(ring)]
+        from .history.redis import RedisHistory
+
+        if isinstance(self.history, RedisHistory):
+            from .connections import get_redis
+
+            return [get_redis()]
+        return []
+
+    async def check_restart(self) -> bool:
+        """Whether a Redis server behind the layer restarted since the last check (its
+        run_id changed); if so, re-join every group and fill from history now.
+
+        One ``INFO server`` per server; the first call only records the run_ids.
+        """
+        probes = self._restart_probes()
+        if not probes:
+            return False
+        run_ids = []
+        for client in probes:
+            try:
+                info = await client.info("server")
+            except BACKEND_ERRORS as exc:
+                raise outage.unavailable(exc, "redis INFO server") from exc
+            run_ids.append(_run_id(info))
+        outage.record_success()
+        previous, self._run_ids = self._run_ids, tuple(run_ids)
+        if previous is None or previous == self._run_ids:
+            return False
+        logger.info(
+            "Redis restarted (new run_id): re-joining %d topic group(s) and filling from history",
+            sum(1 for s in self._topics.values() if s.joined),
+        )
+        metrics.incr("redis_restarts")
+        self._recover_later(now=True)
+        return True
 
     async def check_tail(self, *, immediate: bool = False) -> None:
         """Fill events that history has but the backplane never brought.
@@ -347,6 +507,7 @@ class Hub:
         if not topics:
             return
         heads = await self.history.heads(topics)
+        unheard: list[str] = []
         async with self._deliver_lock:
             for topic, head in heads.items():
                 state = self._topics.get(topic)
@@ -363,12 +524,20 @@ class Hub:
                 elif immediate or stuck:
                     await self._fill(topic, state, head)
                     state.suspect_head = None
+                    if stuck:
+                        unheard.append(topic)
                 else:
                     state.suspect_head = head
+        # The layer never brought those events: our membership may be gone (a flush,
+        # an eviction, an expiry). Joining again is idempotent, and cheap.
+        for topic in unheard:
+            await self._rejoin_topic(topic)
 
     async def _refresh_loop(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await self._pause(interval)
+            if self.closed:
+                return
             try:
                 await self._rejoin()
             except asyncio.CancelledError:
@@ -380,13 +549,19 @@ class Hub:
 
     async def _rejoin(self) -> None:
         """(Re-)join the group of every joined topic (idempotent: also a refresh)."""
+        for topic in list(self._topics):
+            await self._rejoin_topic(topic)
+
+    async def _rejoin_topic(self, topic: str) -> None:
         assert self.channel is not None
-        for topic, state in list(self._topics.items()):
-            # Under the topic's lock: a refresh must not land after a last
-            # unsubscribe's group_discard and keep us in the group for a day.
-            async with state.lock:
-                if state.joined and not state.removed:
-                    await backplane.join(self.layer, topic, self.channel)
+        state = self._topics.get(topic)
+        if state is None:
+            return
+        # Under the topic's lock: a refresh must not land after a last unsubscribe's
+        # group_discard and keep us in the group for a day.
+        async with state.lock:
+            if state.joined and not state.removed:
+                await backplane.join(self.layer, topic, self.channel)
 
     # -- outages -----------------------------------------------------------------------
     def backend_recovered(self) -> None:
@@ -394,19 +569,24 @@ class Hub:
         if self.closed or self.loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            self.loop.call_soon_threadsafe(self._recover_later)
+            self.loop.call_soon_threadsafe(functools.partial(self._recover_later, now=True))
 
-    def _recover_later(self) -> None:
+    def _recover_later(self, *, now: bool = False) -> None:
         """Start (once) re-joining every group and filling from history, retrying until
-        the backend answers: a Redis restart loses the layer's memberships."""
+        the backend answers: a Redis restart loses the layer's memberships. ``now``:
+        the backend is known to be back, so a recovery waiting to retry goes at once."""
         if self.closed or self.channel is None:
             return
         if self._recovery is None or self._recovery.done():
+            self._recovery_nudge.clear()
             self._recovery = asyncio.create_task(self._recover(), name="rtdelivery-hub-recover")
+        elif now:
+            self._recovery_nudge.set()
 
     async def _recover(self) -> None:
         delay = MIN_BACKOFF
-        while True:
+        while not self.closed:
+            self._recovery_nudge.clear()
             try:
                 await self._rejoin()
                 # Events published while the layer could not bring them: from history.
@@ -417,8 +597,20 @@ class Hub:
             except Exception:  # not an outage: retrying would not help
                 logger.warning("Could not re-join groups after an outage", exc_info=True)
                 return
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recovery_nudge.wait(), delay)
             delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _run_id(info: Any) -> str:
+    """The server's run_id from ``INFO server`` (a cluster client answers per node)."""
+    if isinstance(info, dict):
+        if "run_id" in info:
+            return str(info["run_id"])
+        nested = sorted(_run_id(v) for v in info.values() if isinstance(v, dict))
+        if nested:
+            return ",".join(nested)
+    raise ValueError(f"Expected INFO server to report a run_id, got {str(info)[:200]!r}")
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -183,34 +183,141 @@ def test_overflow_while_replaying_is_bounded_too() -> None:
         sub.get_nowait()
 
 
-def test_a_resume_backlog_larger_than_the_queue_is_queued_whole() -> None:
-    """Resuming after an overflow usually means more backlog than ``maxsize``: it is
-    queued whole (history bounds it), or the client would overflow again forever."""
+def test_a_backlog_page_is_queued_on_top_of_the_live_bound() -> None:
+    """Resuming after an overflow usually means more backlog than ``maxsize``: a page of
+    it is queued on top of the live bound, or the client would overflow again at once."""
     sub = Subscriber(3)
-    sub.start_replay("t")
-    sub.offer(event(6))  # live while the history read is in flight
-    sub.finish_replay("t", [event(s) for s in range(1, 6)], Position(EPOCH, 5))
-    sub.offer(event(7))
-    sub.offer(event(8))  # 3 live events on top of the backlog: still within maxsize
+    replay = sub.start_replay("t")
+    assert sub.take_page_room(replay) == 3  # the hub reads at most this many
+    sub.release_room(3)
+    sub.offer(event(4))  # live while the history read is in flight
+    sub.finish_replay("t", [event(s) for s in (1, 2, 3)], Position(EPOCH, 3))
+    sub.offer(event(5))
+    sub.offer(event(6))  # 3 live events on top of the page: still within maxsize
     assert not sub.overflowed
-    assert seqs(sub.get_nowait()) == [1, 2, 3, 4, 5, 6, 7, 8]
-    for seq in (9, 10, 11):  # the allowance ended with that get: maxsize again
+    assert seqs(sub.get_nowait()) == [1, 2, 3, 4, 5, 6]
+    for seq in (7, 8, 9):  # the allowance ended with that get: maxsize again
         sub.offer(event(seq))
     assert not sub.overflowed
-    sub.offer(event(12))
+    sub.offer(event(10))
     assert sub.overflowed
 
 
-def test_live_events_on_top_of_a_backlog_still_overflow() -> None:
+def test_live_events_on_top_of_a_backlog_page_still_overflow() -> None:
     sub = PeakSubscriber(3)
     sub.start_replay("t")
-    sub.finish_replay("t", [event(s) for s in range(1, 11)], Position(EPOCH, 10))
-    for seq in range(11, 15):
+    sub.finish_replay("t", [event(s) for s in range(1, 4)], Position(EPOCH, 3))
+    for seq in range(4, 8):
         sub.offer(event(seq))
     assert sub.overflowed
-    assert sub.peak == 10 + 3
+    assert sub.peak == 3 + 3
     with pytest.raises(SlowConsumer):
         sub.get_nowait()
+
+
+# -- unit: paging a resume's backlog ------------------------------------------------------
+
+
+def test_the_next_page_waits_until_the_client_took_the_previous_one() -> None:
+    sub = Subscriber(10)
+    replay = sub.start_replay("t")
+    room = sub.take_page_room(replay)
+    assert room == 10
+    sub.release_room(room)
+    sub.queue_page(replay, [event(s) for s in range(1, 11)])
+    assert sub.take_page_room(replay) == 0  # ten waiting: above the low-water mark
+    assert seqs(sub.get_nowait()) == list(range(1, 11))
+    assert sub.take_page_room(replay) == 10
+
+
+def test_page_room_is_shared_by_every_replay_of_the_subscriber() -> None:
+    sub = Subscriber(10)
+    a, b = sub.start_replay("a"), sub.start_replay("b")
+    assert sub.take_page_room(a) == 10  # reserved while a's read is in flight
+    assert sub.take_page_room(b) == 0
+    sub.release_room(10)
+    sub.queue_page(a, [event(1, "a"), event(2, "a"), event(3, "a")])
+    assert sub.take_page_room(b) == 7  # 3 waiting: below maxsize // 2
+    sub.release_room(7)
+
+
+def test_live_events_offered_before_a_page_read_are_left_to_history() -> None:
+    """They were in history before the read began: the read (or a later page) has them."""
+    sub = Subscriber(10)
+    replay = sub.start_replay("t")
+    sub.offer(event(1))
+    sub.offer(event(2))
+    room = sub.take_page_room(replay)  # the read begins: #1 and #2 are in history
+    sub.offer(event(3))  # arrived during the read: maybe not in it
+    sub.release_room(room)
+    sub.finish_replay(replay, [event(1), event(2)], Position(EPOCH, 2))
+    assert seqs(sub.get_nowait()) == [1, 2, 3]
+
+
+def test_live_events_held_during_a_replay_count_against_the_live_bound() -> None:
+    sub = Subscriber(3)
+    sub.start_replay("a")
+    sub.start_replay("b")
+    sub.offer(event(1, "a"))
+    sub.offer(event(1, "b"))
+    sub.offer(event(2, "b"))
+    assert not sub.overflowed
+    sub.offer(event(3, "b"))  # four live items waiting for a client with room for 3
+    assert sub.overflowed
+
+
+async def test_a_replay_waiting_for_room_ends_when_the_topic_or_the_subscriber_does() -> None:
+    sub = Subscriber(4)
+    replay = sub.start_replay("t")
+    sub.queue_page(replay, [event(s) for s in range(1, 5)])
+    waiting = asyncio.create_task(sub.wait_page_room(replay))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    sub.get_nowait()  # the client took the page
+    assert await asyncio.wait_for(waiting, WAIT) == 4
+    sub.release_room(4)
+
+    sub.queue_page(replay, [event(s) for s in range(5, 9)])
+    waiting = asyncio.create_task(sub.wait_page_room(replay))
+    await asyncio.sleep(0)
+    sub.forget("t")  # unsubscribed
+    assert await asyncio.wait_for(waiting, WAIT) == 0
+
+    other = sub.start_replay("u")
+    sub.queue_page(other, [event(s, "u") for s in range(1, 5)])
+    waiting = asyncio.create_task(sub.wait_page_room(other))
+    await asyncio.sleep(0)
+    sub.close()
+    assert await asyncio.wait_for(waiting, WAIT) == 0
+
+
+def test_a_page_that_history_could_not_continue_is_announced_with_a_reset() -> None:
+    sub = Subscriber(10)
+    replay = sub.start_replay("t")
+    sub.queue_page(replay, [event(2), event(3)])
+    new = EPOCH + 2
+    sub.finish_replay(replay, [event(1, epoch=new)], Position(new, 1), reset=Position(new, 0))
+    items = sub.get_nowait()
+    assert seqs(items[:2]) == [2, 3]
+    assert items[2] == Reset("t", Position(new, 0))
+    assert [(e.epoch, e.seq) for e in events(items[3:])] == [(new, 1)]
+    assert sub.positions == {"t": Position(new, 1)}
+
+
+def test_before_the_first_event_continues_with_seq_1_of_any_epoch() -> None:
+    sub = Subscriber(10)
+    sub.start_replay("t")
+    sub.finish_replay("t", [], Position(0, 0))  # the topic had no event yet
+    sub.reset("t", Position(EPOCH, 0))  # the hub found the first epoch: nothing lost
+    sub.offer(event(1))
+    assert seqs(sub.get_nowait()) == [1]
+
+
+def test_a_reset_behind_the_subscriber_is_ignored() -> None:
+    sub = subscribed(at=5)
+    sub.reset("t", Position(EPOCH, 3))  # the subscriber's own replay got further
+    sub.offer(event(6))
+    assert seqs(sub.get_nowait()) == [6]
 
 
 # -- behind the hub, on every layer -----------------------------------------------------------
