@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
@@ -218,3 +219,25 @@ async def test_publish_rate_anonymous_is_per_address(
     assert (await other.receive_json_from(WAIT))["op"] == "ack"
     await comm.disconnect(timeout=WAIT)
     await other.disconnect(timeout=WAIT)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"MAX_CONNECTIONS_PER_IP": 0}, "must be an integer >= 1 or None, got 0"),
+        ({"MAX_CONNECTIONS_PER_USER": 2.5}, "must be an integer >= 1 or None, got 2.5"),
+        ({"PUBLISH_RATE": 0}, "must be a number > 0 (publishes per second) or None, got 0"),
+        ({"PUBLISH_BURST": None}, "must be an integer >= 1, got None"),
+        ({"CORS_ALLOW_CREDENTIALS": "yes"}, "must be True or False, got 'yes'"),
+    ],
+)
+def test_settings_are_validated(extra: dict[str, Any], message: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from rtdelivery.conf import build
+
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        build(extra)
+    if "PUBLISH_BURST" not in extra and "CORS_ALLOW_CREDENTIALS" not in extra:
+        # None turns a limit off.
+        assert build(dict.fromkeys(extra)) is not None
