@@ -112,6 +112,12 @@ async def test_connections_per_address(
     third.scope["client"] = ("10.0.0.1", 40001)
     connected, _ = await third.connect(WAIT)
     assert connected  # accepted only to say why
+    frame = await third.receive_json_from(WAIT)
+    assert (frame["op"], frame["code"], frame["retry_after"]) == (
+        "error",
+        "too_many_connections",
+        5,
+    )
     assert await closed_with(third) == (CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections")
     # Another address is not affected; closing one frees a place.
     other = Stream(application, f"/rt/sse?topic={topic}", "10.0.0.2")
@@ -139,6 +145,7 @@ async def test_connections_per_user(
     second = WebsocketCommunicator(application, "/rt/ws", headers=headers(owner))
     second.scope["client"] = ("10.0.1.3", 40000)
     assert (await second.connect(WAIT))[0]
+    assert (await second.receive_json_from(WAIT))["code"] == "too_many_connections"
     assert (await closed_with(second))[0] == CLOSE_TOO_MANY_CONNECTIONS
     # Another user, and anonymous clients, are not.
     other = Stream(application, f"/rt/sse?topic={topic}", "10.0.1.2", people["other"])

@@ -388,10 +388,17 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     ip = limits.scope_ip(scope)
     try:
         limits.check_connection(user, ip)
-    except limits.TooManyConnections:
-        # Accepted first, so that the client reads the code and the reason (a refused
-        # handshake is a bare 403 to a browser).
+    except limits.TooManyConnections as exc:
+        # Accepted first, so that the client reads the code and why (a refused handshake
+        # is a bare 403 to a browser); an error frame too, since Daphne drops close reasons.
         await send({"type": "websocket.accept"})
+        error = {
+            "op": "error",
+            "code": exc.code,
+            "message": exc.message,
+            "retry_after": exc.retry_after,
+        }
+        await send({"type": "websocket.send", "text": json.dumps(error)})
         await _send_close(send, _Close(CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"))
         return
     with limits.connection(user, ip):
