@@ -141,13 +141,15 @@ async def test_poll_etag_and_304(conf: Any, application: Any) -> None:
 
 
 async def test_poll_unrecoverable_cursor_reports_lost(conf: Any, application: Any) -> None:
+    # A cursor of this epoch (at seq 1), older than what is retained: no backlog, live end.
+    await apublish("short.a", {"n": 0})
     start = (await get(application, "poll", {"topic": "short.a"})).json()["cursor"]
-    await publish_n("short.a", 5)  # only the last 2 are retained
+    await publish_n("short.a", 5)  # seq 2..6; only the last 2 are retained
     body = (await get(application, "poll", {"topic": "short.a", "cursor": start})).json()
     assert body["events"] == []
     assert body["recovered"] is False
     assert body["lost"] == ["short.a"]
-    assert decode(body["cursor"])["short.a"].seq == 5  # moved to the live end
+    assert decode(body["cursor"])["short.a"].seq == 6  # moved to the live end
     resumed = (
         await get(application, "poll", {"topic": "short.a", "cursor": body["cursor"]})
     ).json()
@@ -156,16 +158,39 @@ async def test_poll_unrecoverable_cursor_reports_lost(conf: Any, application: An
 
 
 async def test_poll_stale_epoch_is_lost_and_never_304(conf: Any, application: Any) -> None:
+    await apublish("t.a", {"n": 0})
     first = await get(application, "poll", {"topic": "t.a"})
     cursor = first.json()["cursor"]
     reset_history()  # the history is gone (think: Redis flushed): a new epoch
+    await publish_n("t.a", 2)
     headers = [(b"if-none-match", first.header("etag").encode())]
     response = await get(application, "poll", {"topic": "t.a", "cursor": cursor}, headers=headers)
     assert response.status == 200
     body = response.json()
     assert body["recovered"] is False
     assert body["lost"] == ["t.a"]
+    # The new epoch from its start: nothing published since the loss is skipped.
+    assert [e["seq"] for e in body["events"]] == [1, 2]
     assert decode(body["cursor"])["t.a"].epoch != decode(cursor)["t.a"].epoch
+    assert decode(body["cursor"])["t.a"].seq == 2
+
+
+async def test_poll_before_the_first_event_continues_or_is_lost(
+    conf: Any, application: Any
+) -> None:
+    # A cursor taken before a topic's first event continues with seq 1 (nothing is created
+    # by the read) ...
+    start = (await get(application, "poll", {"topic": "t.b"})).json()["cursor"]
+    await publish_n("t.b", 2)
+    body = (await get(application, "poll", {"topic": "t.b", "cursor": start})).json()
+    assert (body["recovered"], [e["seq"] for e in body["events"]]) == (True, [1, 2])
+    # ... unless seq 1 is no longer retained: announced, with what is retained.
+    start = (await get(application, "poll", {"topic": "short.b"})).json()["cursor"]
+    await publish_n("short.b", 5)
+    body = (await get(application, "poll", {"topic": "short.b", "cursor": start})).json()
+    assert body["recovered"] is False
+    assert body["lost"] == ["short.b"]
+    assert [e["seq"] for e in body["events"]] == [4, 5]
 
 
 async def test_poll_limit(conf: Any, application: Any) -> None:
@@ -310,6 +335,7 @@ async def test_longpoll_bad_timeout(conf: Any, application: Any, value: str) -> 
 
 
 async def test_longpoll_lost_answers_at_once(conf: Any, application: Any) -> None:
+    await apublish("short.a", {"n": 0})
     start = (await get(application, "poll", {"topic": "short.a"})).json()["cursor"]
     await publish_n("short.a", 5)
     response = await get(
@@ -319,7 +345,7 @@ async def test_longpoll_lost_answers_at_once(conf: Any, application: Any) -> Non
     assert body["events"] == []
     assert body["recovered"] is False
     assert body["lost"] == ["short.a"]
-    assert decode(body["cursor"])["short.a"].seq == 5
+    assert decode(body["cursor"])["short.a"].seq == 6
 
 
 async def test_longpoll_respects_poll_limit(conf: Any, application: Any) -> None:
@@ -448,6 +474,7 @@ async def test_sse_cursor_resumes_and_last_event_id_wins(conf: Any, application:
 
 
 async def test_sse_unrecoverable_cursor(conf: Any, application: Any) -> None:
+    await apublish("short.a", {"n": 0})
     start = (await get(application, "poll", {"topic": "short.a"})).json()["cursor"]
     await publish_n("short.a", 5)
     stream = await open_sse(application, {"topic": "short.a", "cursor": start})
@@ -455,9 +482,9 @@ async def test_sse_unrecoverable_cursor(conf: Any, application: Any) -> None:
     assert opening["event"] == "rt.open"
     assert opening["json"]["recovered"] is False
     assert opening["json"]["lost"] == ["short.a"]
-    assert decode(opening["id"])["short.a"].seq == 5
-    await apublish("short.a", {"n": 6})
-    assert (await stream.next_event())["json"]["seq"] == 6  # no backlog, then live
+    assert decode(opening["id"])["short.a"].seq == 6
+    await apublish("short.a", {"n": 7})
+    assert (await stream.next_event())["json"]["seq"] == 7  # no backlog, then live
     await stream.close()
 
 
@@ -584,6 +611,7 @@ async def test_history_cursor_mode(conf: Any, application: Any) -> None:
 
 
 async def test_history_lost_cursor(conf: Any, application: Any) -> None:
+    await apublish("short.a", {"n": 0})
     start = (await get(application, "poll", {"topic": "short.a"})).json()["cursor"]
     await publish_n("short.a", 5)
     body = (await get(application, "history", {"topic": "short.a", "cursor": start})).json()
