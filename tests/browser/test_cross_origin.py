@@ -3,8 +3,8 @@
 The SPA is a page served by a tiny ``http.server`` on its own loopback port; rtdelivery is
 a Daphne server on another (its ``ALLOWED_ORIGINS`` lists the SPA's origin). The page loads
 rtdelivery.js from the rtdelivery server and talks to it cross-origin on each transport,
-pinned: HTTP requests carry ``Authorization: Bearer <token>`` (the client's ``fetch``
-option), so every one of them, the fast path's ``longpoll`` and ``sse`` included, is
+pinned, with the client's ``getToken`` option: HTTP requests carry ``Authorization:
+Bearer <token>``, so every one of them, the fast path's ``longpoll`` and ``sse`` included, is
 preceded by a CORS preflight; the WebSocket carries ``?access_token=`` and passes the
 Origin check from the same list. The topic is private (``user.<pk>``: its owner only), so
 events arrive only because the token made the client that user.
@@ -44,16 +44,11 @@ PAGE = """<!doctype html>
     log: [],
     events: [],
     start(transport, token, topic) {
-      const withToken = (init) => {
-        const headers = new Headers((init && init.headers) || {});
-        headers.set("Authorization", "Bearer " + token);
-        return Object.assign({}, init, { headers: headers });
-      };
       const client = new RTDelivery.Client({
         url: "RT/rt/",
-        wsUrl: "WS/rt/ws?access_token=" + encodeURIComponent(token),
+        wsUrl: "WS/rt/ws",
         transports: [transport],
-        fetch: (url, init) => fetch(url, withToken(init)),
+        getToken: async () => token,
         pollInterval: 200,
         longpollTimeout: 5,
       });
