@@ -124,7 +124,7 @@ class RedisProcess:
             process.wait(timeout=WAIT)
 
 
-def _server_args(port: int, workdir: Path, *extra: str) -> list[str]:
+def server_args(port: int, workdir: Path, *extra: str) -> list[str]:
     return [
         "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--daemonize", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
@@ -144,7 +144,7 @@ class Cluster:
             port, bus = find_free_port(), find_free_port()
             node_dir = workdir / f"cluster-{index}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            args = _server_args(
+            args = server_args(
                 port, node_dir,
                 "--cluster-enabled", "yes", "--cluster-port", str(bus),
                 "--cluster-config-file", str(node_dir / "nodes.conf"),
@@ -212,13 +212,13 @@ class SentinelGroup:
     def __init__(self, workdir: Path) -> None:
         master_port, replica_port = find_free_port(), find_free_port()
         self.master = RedisProcess(
-            "master", master_port, workdir / "master", _server_args(master_port, workdir / "master")
+            "master", master_port, workdir / "master", server_args(master_port, workdir / "master")
         )
         self.replica = RedisProcess(
             "replica",
             replica_port,
             workdir / "replica",
-            _server_args(
+            server_args(
                 replica_port, workdir / "replica", "--replicaof", "127.0.0.1", str(master_port)
             ),
         )

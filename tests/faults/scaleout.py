@@ -333,6 +333,9 @@ class Tally:
     silent: int = 0
     duplicates: int = 0
     missing: list[tuple[str, int, int]] = field(default_factory=list)  # silent (topic, epoch, seq)
+    #: (topic, epoch, seq, i, why) of each duplicate: "again" (the id twice) or "reused"
+    #: (the id was acknowledged for another event).
+    doubles: list[tuple[str, int, int, int, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -353,6 +356,8 @@ def tally(client: BaseClient, acks: Sequence[Ack]) -> Tally:
         event_id, i = event["id"], event["data"]["i"]
         if event_id in seen_ids or acked_i.get(event_id, i) != i:
             result.duplicates += 1
+            why = "again" if event_id in seen_ids else f"reused (acked for i={acked_i[event_id]})"
+            result.doubles.append((event["topic"], id_epoch(event_id), event["seq"], i, why))
         seen_ids.add(event_id)
         received.setdefault(event["topic"], {}).setdefault(id_epoch(event_id), set()).add(
             event["seq"]

@@ -36,7 +36,7 @@ from tests.faults.scaleout import (
     stop_clients,
     tally,
 )
-from tests.redis_topologies import Cluster, RedisProcess, _server_args
+from tests.redis_topologies import Cluster, RedisProcess, server_args
 from tests.redis_topologies import redis_cluster as redis_cluster  # fixture
 
 CASE = "cluster"
@@ -54,7 +54,7 @@ def layer_shards(tmp_path: Path) -> Any:
             port = find_free_port()
             workdir = tmp_path / f"layer-{index}"
             workdir.mkdir()
-            shard = RedisProcess(f"layer shard {index}", port, workdir, _server_args(port, workdir))
+            shard = RedisProcess(f"layer shard {index}", port, workdir, server_args(port, workdir))
             shards.append(shard)
             shard.start()
             shard.wait_ready()

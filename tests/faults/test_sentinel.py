@@ -118,5 +118,5 @@ async def test_sentinel_failover_is_never_a_silent_gap(
     for one, counts in summary:
         where = f"{one.transport} on {one.server.kind}"
         assert counts.silent == 0, f"{where}: silent gaps {counts.missing[:10]}"
-        assert counts.duplicates == 0, f"{where}: duplicates"
+        assert counts.duplicates == 0, f"{where}: duplicates {counts.doubles[:10]}"
         assert counts.delivered > acked_before / 2, f"{where}: {counts.counts()}"
