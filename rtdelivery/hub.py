@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.layers import BaseChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import backplane, metrics, outage
 from .backplane import PresenceChange, get_layer
@@ -470,30 +471,27 @@ class Hub:
 
     async def check_restart(self) -> bool:
         """Whether a Redis server behind the layer restarted since the last check (its
-        run_id changed); if so, re-join every group and fill from history now.
+        run_id changed); if so, re-join every group and fill from history first.
 
         One ``INFO server`` per server; the first call only records the run_ids.
         """
         probes = self._restart_probes()
         if not probes:
             return False
-        run_ids = []
-        for client in probes:
-            try:
-                info = await client.info("server")
-            except BACKEND_ERRORS as exc:
-                raise outage.unavailable(exc, "redis INFO server") from exc
-            run_ids.append(_run_id(info))
+        run_ids = [_run_id(await _server_info(client)) for client in probes]
         outage.record_success()
         previous, self._run_ids = self._run_ids, tuple(run_ids)
         if previous is None or previous == self._run_ids:
             return False
+        metrics.incr("redis_restarts")
+        # Unavailable from here on: the caller's recovery retries until it works.
+        await self._rejoin()
+        await self.check_tail(immediate=True)
         logger.info(
-            "Redis restarted (new run_id): re-joining %d topic group(s) and filling from history",
+            "Redis restarted (its run_id changed): re-joined %d topic group(s), filled "
+            "from history what the layer lost",
             sum(1 for s in self._topics.values() if s.joined),
         )
-        metrics.incr("redis_restarts")
-        self._recover_later(now=True)
         return True
 
     async def check_tail(self, *, immediate: bool = False) -> None:
@@ -600,6 +598,24 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._recovery_nudge.wait(), delay)
             delay = min(delay * 2, MAX_BACKOFF)
+
+
+#: Attempts of one restart check per server: after a restart the pool's idle
+#: connections to the old process fail once each ("Connection closed by server").
+INFO_ATTEMPTS = 3
+
+
+async def _server_info(client: Any) -> Any:
+    """``INFO server`` of one Redis, through connections left over from before a restart."""
+    for attempt in range(1, INFO_ATTEMPTS + 1):
+        try:
+            return await client.info("server")
+        except RedisConnectionError as exc:
+            if attempt == INFO_ATTEMPTS:
+                raise outage.unavailable(exc, "redis INFO server") from exc
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "redis INFO server") from exc
+    raise AssertionError("unreachable")
 
 
 def _run_id(info: Any) -> str:
