@@ -63,8 +63,8 @@ class Subscriber:
 
     A resume's history backlog comes in pages (:meth:`take_page_room`): at most
     ``maxsize`` backlog items wait at once, on top of the live ones, and the next page
-    is read only once the client has taken the previous one (fewer than ``maxsize // 2``
-    left). A client resuming after falling behind therefore gets its whole backlog
+    is read only once the client has taken the previous one (at most ``maxsize // 2``
+    of it left). A client resuming after falling behind therefore gets its whole backlog
     without overflowing again at once, and one that stops reading holds a page, not the
     backlog.
     """
