@@ -42,7 +42,12 @@ async def _publish_prepared(topic: str, type: str, data_json: str) -> Event:  # 
     event = await get_history().append(topic, type, data_json, int(time.time() * 1000))
     metrics.incr("events_published")
     try:
-        await backplane.send_event(backplane.get_layer(), event)
+        try:
+            await backplane.send_event(backplane.get_layer(), event)
+        except Unavailable:
+            # Once more: after a Redis restart the first send fails on a pooled connection
+            # from before it, and the next one reconnects. (A duplicate is dropped by seq.)
+            await backplane.send_event(backplane.get_layer(), event)
     except Exception as exc:
         # The event is stored: subscribers get it from history (gap repair and the
         # hub's tail check). Raising would invite a retry and a duplicate.

@@ -147,11 +147,6 @@ async def test_reading_unpublished_topics_creates_no_keys(
     assert await eventually_none(redis, prefix, marker) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs rtdelivery/subscriber.py Subscriber.offer to continue (0, 0) with seq 1 "
-    "(see /work/shared/notes/history-epoch-zero.md); remove this marker with that change",
-)
 async def test_clients_that_came_before_the_first_event_get_it_without_a_reset(
     fault_servers: tuple[Servers, RedisServer], fault_report: Any
 ) -> None:
