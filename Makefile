@@ -21,7 +21,7 @@ help:
 	@echo "make test       run the test suite (uses REDIS_URL or starts a private redis-server);"
 	@echo "                installs Debian's chromium with apt-get if it is missing, for the browser"
 	@echo "                tests: RTDELIVERY_SKIP_BROWSER=1 make test skips those tests instead"
-	@echo "make test-py313 the suite without the browser tests on Python 3.13 and the newest Django"
+	@echo "make test-py313 the suite without the browser and fault tests on Python 3.13 and the newest Django"
 	@echo "                (test-py312: the same on Python 3.12)"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make format     ruff format and ruff check --fix"
@@ -75,7 +75,7 @@ $(VENV)/py3%/.stamp: requirements.txt setup.cfg pyproject.toml
 
 test-py312 test-py313: test-py3%: $(VENV)/py3%/.stamp
 	$(VENV)/py3$*/bin/python scripts/check-tested-versions.py --newest-django
-	bash scripts/with-redis.sh $(VENV)/py3$*/bin/pytest --ignore=tests/browser -p no:cacheprovider
+	bash scripts/with-redis.sh $(VENV)/py3$*/bin/pytest --ignore=tests/browser -m "not fault" -p no:cacheprovider
 
 bench: venv
 	bash scripts/with-redis.sh $(BIN)/python -m bench --json bench-results.json
