@@ -13,7 +13,10 @@ Ending queues an ``end`` notice behind what the connection already has queued an
 its inbox, so the transport writes what was authorized, then says why with the cursor
 (WebSocket: an error frame and close code 4003/4004; SSE: ``rt.close``). Django's
 ``user_logged_out`` calls :func:`disconnect` for the session's connections
-(``RTDELIVERY["DISCONNECT_ON_LOGOUT"]``).
+(``RTDELIVERY["DISCONNECT_ON_LOGOUT"]``). A session that ends without a logout (flushed,
+expired, deleted from the store, ``clearsessions``) is noticed by a sweep every
+``RTDELIVERY["SESSION_CHECK_INTERVAL"]`` seconds, which runs only while the loop has
+session connections: reason ``session_ended``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ TOKEN_EXPIRED = "token_expired"
 DISCONNECTED = "disconnected"
 LOGGED_OUT = "logged_out"
 UNSUBSCRIBED = "unsubscribed"
+SESSION_ENDED = "session_ended"
 #: Notice kinds queued to a connection's inbox: ``end`` (data: the reason) and
 #: ``unsubscribed`` (data: {"topic", "reason"}).
 END = "end"
@@ -46,10 +50,15 @@ TOPIC_ENDED = "unsubscribed"
 REFRESH_INTERVAL = 10.0
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
+#: Most session keys one sweep checks (the rest are checked by the next sweeps).
+SWEEP_MAX_KEYS = 1000
+#: The session engine whose store is the cookie itself: nothing server-side to check.
+SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
 
 __all__ = [
     "DISCONNECTED",
     "LOGGED_OUT",
+    "SESSION_ENDED",
     "TOKEN_EXPIRED",
     "UNSUBSCRIBED",
     "Registration",
@@ -107,9 +116,14 @@ class _Registry:
         self.task: asyncio.Task[None] | None = None
         self.stopping: set[asyncio.Task[None]] = set()  # listeners leaving the group
         self.joined: asyncio.Event | None = None
+        self.sweeper: asyncio.Task[None] | None = None
+        self.sweep_offset = 0  # where the next bounded sweep starts in the sorted keys
 
     def add(self, reg: Registration) -> None:
         self.users.setdefault(reg.user, set()).add(reg)
+        idle = self.sweeper is None or self.sweeper.done()
+        if reg.session is not None and idle and _sweep_interval() is not None:
+            self.sweeper = asyncio.create_task(self._sweep(), name="rtdelivery-sessions")
 
     def remove(self, reg: Registration) -> None:
         regs = self.users.get(reg.user)
@@ -124,6 +138,51 @@ class _Registry:
             task.cancel()
             self.stopping.add(task)
             task.add_done_callback(self.stopping.discard)
+        if not self.users and self.sweeper is not None:
+            sweeper, self.sweeper = self.sweeper, None
+            sweeper.cancel()
+            self.stopping.add(sweeper)
+            sweeper.add_done_callback(self.stopping.discard)
+
+    def session_keys(self) -> list[str]:
+        """The distinct session keys of the live (not ended) registrations, sorted."""
+        return sorted(
+            {
+                reg.session
+                for regs in self.users.values()
+                for reg in regs
+                if reg.session is not None and reg.ended is None
+            }
+        )
+
+    async def _sweep(self) -> None:
+        """Every SESSION_CHECK_INTERVAL, end the connections whose session is gone (or
+        now belongs to nobody or someone else); stop once no session connection is left."""
+        from channels.db import database_sync_to_async
+
+        while True:
+            interval = _sweep_interval()
+            if interval is None or not self.session_keys():
+                self.sweeper = None
+                return
+            await asyncio.sleep(interval)
+            keys = self.session_keys()
+            if not keys:
+                continue  # the check above ends the task
+            start = self.sweep_offset % len(keys)
+            batch = (keys[start:] + keys[:start])[:SWEEP_MAX_KEYS]
+            self.sweep_offset = start + len(batch)
+            try:
+                # database_sync_to_async: the thread's stale DB connections are closed.
+                owners = await database_sync_to_async(_session_owners)(batch)
+            except Exception:
+                # The store is unreachable: keep the connections, try again next time.
+                logger.warning("Could not check the sessions of open connections", exc_info=True)
+                continue
+            for regs in list(self.users.values()):
+                for reg in list(regs):
+                    if reg.session in owners and owners[reg.session] != reg.user:
+                        reg.end(SESSION_ENDED)
 
     async def listen(self) -> None:
         """Start the listener if needed; return once it joined the control group (or
@@ -201,6 +260,35 @@ _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Registry] = (
 )
 
 
+def _sweep_interval() -> float | None:
+    """SESSION_CHECK_INTERVAL, or None when off (or the signed-cookie engine: the cookie
+    is the store, a flushed session cannot be told from a live one)."""
+    from django.conf import settings
+
+    from .conf import get_settings
+
+    if getattr(settings, "SESSION_ENGINE", None) == SIGNED_COOKIES:
+        return None
+    return get_settings().session_check_interval
+
+
+def _session_owners(keys: list[str]) -> dict[str, str | None]:
+    """Session key -> the ``_auth_user_id`` it holds now (None: gone, expired or logged
+    out). Sync: one thread hop per sweep for all of ``keys``."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    owners: dict[str, str | None] = {}
+    for key in keys:
+        # load() reads without creating and returns {} for a missing or expired session.
+        user = store(key).load().get(SESSION_KEY)
+        owners[key] = None if user is None else str(user)
+    return owners
+
+
 def _registry() -> _Registry:
     loop = asyncio.get_running_loop()
     registry = _registries.get(loop)
@@ -250,8 +338,12 @@ async def aclose() -> None:
             if reg.timer is not None:
                 reg.timer.cancel()
     registry.users.clear()
-    tasks = [*registry.stopping, *([registry.task] if registry.task else [])]
-    registry.task = None
+    tasks = [
+        *registry.stopping,
+        *([registry.task] if registry.task else []),
+        *([registry.sweeper] if registry.sweeper else []),
+    ]
+    registry.task = registry.sweeper = None
     for task in tasks:
         task.cancel()
         with contextlib.suppress(BaseException):

@@ -111,6 +111,9 @@ DEFAULTS: dict[str, Any] = {
     # On Django's user_logged_out: end the connections of that session (True), of every
     # credential of that user ("user"), or none (False) (rtdelivery.access).
     "DISCONNECT_ON_LOGOUT": True,
+    # How often each process checks that the sessions of its open connections still exist
+    # (seconds); gone ones end with session_ended. None: never (rtdelivery.access).
+    "SESSION_CHECK_INTERVAL": 30.0,
     # On SIGTERM/SIGINT, how long connections get to say goodbye before the server's own
     # shutdown runs (seconds); None leaves the signals to the server (rtdelivery.shutdown).
     "SHUTDOWN_TIMEOUT": 5.0,
@@ -200,6 +203,7 @@ class Settings:
     authenticators: tuple[str, ...]
     token_ttl: float
     disconnect_on_logout: bool | str
+    session_check_interval: float | None
     shutdown_timeout: float | None
     #: Where history and presence connect (REDIS_URL or REDIS); None when neither is set.
     redis: RedisTarget | None
@@ -256,11 +260,16 @@ NUMBER_UNITS: dict[str, str] = {
     "WS_RATE": "frames per second",
     "TOKEN_TTL": "seconds",
     "SHUTDOWN_TIMEOUT": "seconds",
+    "SESSION_CHECK_INTERVAL": "seconds",
     "PUBLISH_RATE": "publishes per second",
 }
 #: Numbers that may also be None, and numbers that must be above zero.
-NULLABLE_NUMBERS = frozenset({"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT", "PUBLISH_RATE"})
-POSITIVE_NUMBERS = frozenset({"SSE_HEARTBEAT", "TOKEN_TTL", "PUBLISH_RATE"})
+NULLABLE_NUMBERS = frozenset(
+    {"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT", "PUBLISH_RATE", "SESSION_CHECK_INTERVAL"}
+)
+POSITIVE_NUMBERS = frozenset(
+    {"SSE_HEARTBEAT", "TOKEN_TTL", "PUBLISH_RATE", "SESSION_CHECK_INTERVAL"}
+)
 
 E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys
 E_VALUE = "rtdelivery.E002"  # a bad value
@@ -715,6 +724,7 @@ def build(raw_user: Any) -> Settings:
     raw = {**DEFAULTS, **(raw_user or {})}
     refresh = raw["GROUP_REFRESH_INTERVAL"]
     shutdown = raw["SHUTDOWN_TIMEOUT"]
+    session_check = raw["SESSION_CHECK_INTERVAL"]
     origins = raw["ALLOWED_ORIGINS"]
     secret = getattr(django_settings, "SECRET_KEY", "") or ""
     return Settings(
@@ -756,6 +766,7 @@ def build(raw_user: Any) -> Settings:
         authenticators=tuple(raw["AUTHENTICATORS"]),
         token_ttl=float(raw["TOKEN_TTL"]),
         disconnect_on_logout=raw["DISCONNECT_ON_LOGOUT"],
+        session_check_interval=None if session_check is None else float(session_check),
         shutdown_timeout=None if shutdown is None else float(shutdown),
         redis=redis_target(raw),
         cursor_key=hashlib.sha256(b"rtdelivery.cursor:" + secret.encode()).digest(),

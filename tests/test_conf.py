@@ -89,6 +89,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     ],
     "TOKEN_TTL": 300,
     "DISCONNECT_ON_LOGOUT": True,
+    "SESSION_CHECK_INTERVAL": 30.0,
 }
 
 

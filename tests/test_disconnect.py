@@ -357,3 +357,104 @@ def _key() -> bytes:
     from rtdelivery.conf import get_settings
 
     return get_settings().cursor_key
+
+
+# -- a session that ends without a logout ----------------------------------------------
+
+
+def _delete_session(key: str) -> None:
+    from importlib import import_module
+
+    import_module(django_settings.SESSION_ENGINE).SessionStore(key).delete()
+
+
+async def test_a_deleted_session_ends_its_connections_at_the_next_sweep(
+    rt: Any, application: Any, people: dict[str, Identity]
+) -> None:
+    rt(TOPICS=TOPICS, SESSION_CHECK_INTERVAL=0.2)
+    owner, other = people["owner"], people["other"]
+    ws = await _ws(application, owner)
+    await _subscribe(ws, "public.f")
+    stream = await open_sse(application, {"topic": "public.f"}, owner)
+    assert (await stream.next_event())["event"] == "rt.open"
+    bystander = await _ws(application, other)
+    await _subscribe(bystander, "public.f")
+    token_ws = await _ws(application, token=connection_token(owner.user, ttl=60))
+    await _subscribe(token_ws, "public.f")
+
+    key = owner.cookies[django_settings.SESSION_COOKIE_NAME]
+    await sync_to_async(_delete_session, thread_sensitive=False)(key)
+
+    _, error = await _ws_until(ws, "error")
+    assert error["code"] == "session_ended"
+    assert await ws_closed_with(ws) == 4004
+    _, close = await _sse_until(stream, "rt.close")
+    assert close["json"]["reason"] == "session_ended"
+    assert close["json"]["cursor"]
+    # Another user's session and a token connection of the same user stay.
+    await rtdelivery.apublish("public.f", "still")
+    assert (await ws_recv(bystander))["data"] == "still"
+    assert (await ws_recv(token_ws))["data"] == "still"
+    await ws_close(bystander)
+    await ws_close(token_ws)
+    assert access._registry().sweeper is None  # no session connection left: no sweep
+
+
+async def test_a_session_of_someone_else_now_ends_the_connection(
+    rt: Any, application: Any, people: dict[str, Identity]
+) -> None:
+    from importlib import import_module
+
+    from django.contrib.auth import SESSION_KEY
+
+    rt(TOPICS=TOPICS, SESSION_CHECK_INTERVAL=0.2)
+    owner, other = people["owner"], people["other"]
+    ws = await _ws(application, owner)
+    await _subscribe(ws, "public.g")
+    key = owner.cookies[django_settings.SESSION_COOKIE_NAME]
+
+    def swap() -> None:
+        session = import_module(django_settings.SESSION_ENGINE).SessionStore(key)
+        session[SESSION_KEY] = str(other.user.pk)
+        session.save()
+
+    await sync_to_async(swap, thread_sensitive=False)()
+    _, error = await _ws_until(ws, "error")
+    assert error["code"] == "session_ended"
+
+
+async def test_no_sweep_when_the_interval_is_none(
+    rt: Any, application: Any, people: dict[str, Identity]
+) -> None:
+    rt(TOPICS=TOPICS, SESSION_CHECK_INTERVAL=None)
+    owner = people["owner"]
+    ws = await _ws(application, owner)
+    await _subscribe(ws, "public.n")
+    assert access._registry().sweeper is None
+    key = owner.cookies[django_settings.SESSION_COOKIE_NAME]
+    await sync_to_async(_delete_session, thread_sensitive=False)(key)
+    await rtdelivery.apublish("public.n", "kept")
+    assert (await ws_recv(ws))["data"] == "kept"
+    await ws_close(ws)
+
+
+async def test_no_sweep_with_signed_cookie_sessions(
+    settings: Any, app: Any, people: dict[str, Identity]
+) -> None:
+    owner = people["owner"]
+    ws = await _ws(app, owner)
+    await _subscribe(ws, "public.c")
+    registry = access._registry()
+    assert registry.sweeper is not None  # the default interval, a database session
+    settings.SESSION_ENGINE = access.SIGNED_COOKIES
+    assert access._sweep_interval() is None
+    await ws_close(ws)
+    assert registry.sweeper is None
+
+
+def test_session_check_interval_is_validated() -> None:
+    assert not validate({"SESSION_CHECK_INTERVAL": None})
+    assert not validate({"SESSION_CHECK_INTERVAL": 0.5})
+    for bad in (0, -1, "30"):
+        (problem,) = validate({"SESSION_CHECK_INTERVAL": bad})
+        assert "SESSION_CHECK_INTERVAL" in problem.message
