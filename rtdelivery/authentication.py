@@ -269,6 +269,7 @@ class IdentityMiddleware:
         if scope.get("type") != "websocket":
             return await self.inner(scope, receive, send)
         from .transports.http import Request
+        from .transports.origins import cookies_allowed
 
         scope = dict(scope)
         try:
@@ -277,8 +278,13 @@ class IdentityMiddleware:
         except RTDeliveryError as exc:  # refused credentials, or an unreadable query string
             scope["user"] = RefusedIdentity(exc)
         else:
-            scope["user"] = identity.user
-            session = request.session()
+            user = identity.user
+            if not identity.explicit and not cookies_allowed(request.header("origin")):
+                # Another site's page, let in by the Origin list without credentials: it
+                # is anonymous unless it presents a token itself.
+                user = anonymous()
+            scope["user"] = user
+            session = request.session() if user is identity.user else None
             if session is not None:
                 scope.setdefault("session", session)
         return await self.inner(scope, receive, send)

@@ -385,6 +385,12 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
             "RTDELIVERY['ALLOWED_ORIGINS'] must be None or a list of origins like "
             f"'https://example.com' (or '*'), got {origins!r}."
         )
+    elif origins is not None and "*" in origins and raw["CORS_ALLOW_CREDENTIALS"] is True:
+        problems.append(
+            "RTDELIVERY['ALLOWED_ORIGINS'] contains '*' while CORS_ALLOW_CREDENTIALS is True: "
+            "any site could read what your users may read. Expected a list of the trusted "
+            "origins with credentials, or '*' without them."
+        )
     logout = raw["DISCONNECT_ON_LOGOUT"]
     if not (isinstance(logout, bool) or logout == "user"):
         problems.append(

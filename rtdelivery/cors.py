@@ -166,9 +166,12 @@ def response_headers(
         allowed = _signal_allows(request)
     if not allowed:
         return headers
-    value = "*" if listing.allow_all and not listing.credentials else origin
+    # Every origin is never given credentials, whatever the settings say (conf.validate
+    # refuses the combination; django-cors-headers' CORS_ALLOW_ALL_ORIGINS may carry it).
+    credentials = listing.credentials and not listing.allow_all
+    value = "*" if listing.allow_all else origin
     headers.append((b"access-control-allow-origin", value.encode("latin-1")))
-    if listing.credentials:
+    if credentials:
         headers.append((b"access-control-allow-credentials", b"true"))
     if listing.expose_headers:
         headers.append(

@@ -92,6 +92,15 @@ class _Who:
 _UNRESOLVED = object()
 
 
+def effective_user(user: Any, topic: str) -> Any:
+    """``user`` as ``topic`` sees it: anonymous when a connection token that does not cover
+    the topic identified it (presence must not name a user the policy would not)."""
+    claims = token_claims(user)
+    if claims is not None and not claims.allows(topic):
+        return anonymous()
+    return user
+
+
 async def _allows(rule: Any, who: _Who, topic: str, action: str) -> bool:
     if rule is None or rule == NOBODY:
         return False

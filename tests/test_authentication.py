@@ -329,6 +329,31 @@ async def test_a_refused_websocket_is_anonymous_to_presence(
     await released("public.room")
 
 
+async def test_a_topic_limited_token_is_anonymous_to_presence_elsewhere(
+    configured: Any, application: Any, people: dict[str, Identity]
+) -> None:
+    """A token for other topics names nobody in this topic's presence (the policy treats
+    it as anonymous there, so presence must too)."""
+    token = connection_token(people["owner"].user, topics=["staff.*"])
+    comm = WebsocketCommunicator(
+        application,
+        f"{PREFIX}ws?access_token={token}",
+        headers=[(b"host", b"testserver"), (b"origin", ORIGIN.encode())],
+    )
+    assert (await comm.connect(WAIT))[0]
+    try:
+        await comm.send_json_to({"op": "subscribe", "topic": "public.room", "ref": "a"})
+        assert (await ws_recv(comm))["op"] == "subscribed"
+        await comm.send_json_to({"op": "presence", "topic": "public.room", "ref": "b"})
+        reply = await ws_recv(comm)
+        while reply.get("ref") != "b":
+            reply = await ws_recv(comm)
+        assert (reply["anonymous"], reply["users"]) == (1, [])
+    finally:
+        await ws_close(comm)
+    await released("public.room")
+
+
 # -- publishing ------------------------------------------------------------------------
 
 

@@ -159,13 +159,44 @@ async def test_star_allows_every_origin_without_credentials(
         application, "GET", f"/rt/poll?topic={topic}", headers=[*HOST, (b"origin", EVIL.encode())]
     )
     assert answer.header("access-control-allow-origin") == "*"
+    assert answer.header("access-control-allow-credentials") is None
+
+
+def test_star_with_credentials_is_a_configuration_error(
+    rt: Callable[..., dict[str, Any]],
+) -> None:
+    # Any site could read what a logged-in user may read: refused, not echoed.
+    from django.core.exceptions import ImproperlyConfigured
+
+    from rtdelivery.conf import get_settings
+
     rt(ALLOWED_ORIGINS=["*"], TOPICS=TOPICS, CORS_ALLOW_CREDENTIALS=True)
-    answer = await request(
-        application, "GET", f"/rt/poll?topic={topic}", headers=[*HOST, (b"origin", EVIL.encode())]
-    )
-    # With credentials a browser refuses "*": the origin is echoed (as django-cors-headers).
-    assert answer.header("access-control-allow-origin") == EVIL
-    assert answer.header("access-control-allow-credentials") == "true"
+    with pytest.raises(ImproperlyConfigured, match="contains '\\*' while CORS_ALLOW_CREDENTIALS"):
+        get_settings()
+
+
+async def test_star_websocket_from_another_site_is_anonymous_with_a_cookie(
+    rt: Callable[..., dict[str, Any]], application: Any, transactional_db: None
+) -> None:
+    """Origins let in by "*" (no credentials) cannot ride on the user's session cookie:
+    cross-site WebSocket hijacking. The same cookie from the site itself is the user."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+
+    from tests.transports.conftest import session_cookie
+
+    rt(ALLOWED_ORIGINS=["*"], TOPICS={"user.*": {"subscribe": "owner"}})
+    user = await sync_to_async(get_user_model().objects.create_user)("victim", password="x")
+    cookie = await sync_to_async(session_cookie)(user)
+    for origin, allowed in ((EVIL, False), ("http://testserver", True)):
+        headers = [*HOST, (b"origin", origin.encode()), (b"cookie", f"sessionid={cookie}".encode())]
+        comm = WebsocketCommunicator(application, "/rt/ws", headers=headers)
+        connected, _ = await comm.connect(WAIT)
+        assert connected
+        await comm.send_json_to({"op": "subscribe", "topic": f"user.{user.pk}", "ref": 1})
+        frame = await comm.receive_json_from(WAIT)
+        assert frame["op"] == ("subscribed" if allowed else "error"), (origin, frame)
+        await comm.disconnect()
 
 
 async def test_nothing_configured_means_same_origin_only(

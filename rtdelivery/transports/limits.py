@@ -153,8 +153,8 @@ def hold(transport: str, user: Any = None, ip: str | None = None) -> Iterator[No
         raise TooMany(f"Too many held requests on this server (limit {limit}); retry later.")
     with connection(user, ip):
         _held += 1
-        metrics.incr(f"connections_opened.{transport}")
         try:
+            metrics.incr(f"connections_opened.{transport}")
             yield
         finally:
             _held -= 1

@@ -38,9 +38,42 @@ def origin_allowed(origin: str | None) -> bool:
             return True
         if listing.source == "rtdelivery":
             return False
+    return _own_host(hostname)
+
+
+def _own_host(hostname: str) -> bool:
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
         hosts = [".localhost", "127.0.0.1", "[::1]"]
     # urlsplit drops an IPv6 literal's brackets; ALLOWED_HOSTS writes them ("[::1]").
     host = f"[{hostname}]" if ":" in hostname else hostname
     return validate_host(host, hosts)
+
+
+def cookies_allowed(origin: str | None) -> bool:
+    """Whether a WebSocket from ``origin`` may be identified by what the browser attaches
+    by itself (the session cookie), as opposed to a credential the page's code adds.
+
+    Only the site's own hosts (``ALLOWED_HOSTS``) and origins listed with credentials
+    allowed may: the rule CORS applies to HTTP. An origin let in by ``"*"`` or listed
+    without credentials connects as anonymous unless it presents a token, so another site
+    cannot ride on a logged-in user's cookie (cross-site WebSocket hijacking).
+    """
+    if not origin:
+        return False
+    try:
+        parts = urlsplit(origin.strip())
+        hostname = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not hostname:
+        return False
+    if _own_host(hostname):
+        return True
+    listing = origin_list()
+    return (
+        listing is not None
+        and listing.credentials
+        and not listing.allow_all
+        and origin_listed(listing, origin)
+    )

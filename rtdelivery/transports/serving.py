@@ -44,7 +44,11 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
     """Call ``handler``; answer an ``RTDeliveryError`` (or a crash) with a JSON error if
     nothing was sent yet. Errors after the response started end it quietly."""
     started = False
-    cors = request_cors_headers(request)
+    try:
+        cors = request_cors_headers(request)
+    except Exception:  # e.g. a project's corsheaders signal receiver: the answer stays JSON
+        logger.exception("rtdelivery: deciding the CORS headers failed")
+        cors = []
 
     async def tracked_send(message: Message) -> None:
         nonlocal started

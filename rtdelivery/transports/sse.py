@@ -21,6 +21,7 @@ from ..core import sse as framing
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..hub import get_hub
+from ..policy import effective_user
 from ..presence import connection_id, get_presence
 from ..subscriber import Item, Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import flow, limits
@@ -169,7 +170,8 @@ async def handle(request: Request, send: Send) -> None:
                 await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)
                 if conf.topic_options(topic).presence:
                     present.append(topic)  # first: a join failing half-way is still left
-                    await get_presence().join(topic, conn_id, await request.user())
+                    who = effective_user(await request.user(), topic)
+                    await get_presence().join(topic, conn_id, who)
             stream = _Stream(positions, conf.cursor_key, sub)
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             opening = json.dumps({"cursor": stream.cursor(), "recovered": not lost, "lost": lost})

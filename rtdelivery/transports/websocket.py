@@ -24,7 +24,7 @@ from ..core.errors import WebSocketClose as _Close
 from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
-from ..policy import SUBSCRIBE, authorize, authorize_client_publish
+from ..policy import SUBSCRIBE, authorize, authorize_client_publish, effective_user
 from ..presence import connection_id
 from ..publishing import apublish
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
@@ -183,7 +183,13 @@ class Connection:
             }
             if ref is not None:
                 payload["ref"] = ref
-            return _frame(payload)
+            text = json.dumps(payload, separators=(",", ":"))
+            if since is not None and not subscription.recovered:
+                # The connection's cursor moves past the lost events only once the client
+                # has been told: a too_slow cursor taken before that keeps `since`, so the
+                # next resume is told too (never a silent gap).
+                return Notice("frame", text=text, data=(topic, subscription.position))
+            return Notice("frame", text=text)
 
         if since is not None:
             # Covered by a too_slow cursor even if the inbox overflows during the replay.
@@ -193,13 +199,15 @@ class Connection:
         except BaseException:
             self.sent.pop(topic, None)
             raise
-        self.sent[topic] = since if since and subscription.recovered else subscription.position
+        if since is None:
+            self.sent[topic] = subscription.position
+        # else: `since` until the replay or the `subscribed` frame is written (see announce).
         if self.conf.topic_options(topic).presence:
             from ..presence import get_presence
 
             # Recorded first: a join that fails half-way is still left on close.
             self.presence_topics.add(topic)
-            await get_presence().join(topic, self.id, self.user)
+            await get_presence().join(topic, self.id, effective_user(self.user, topic))
 
     async def op_unsubscribe(self, frame: dict[str, Any], ref: Any) -> None:
         topic = validate_topic(frame.get("topic"))
@@ -298,6 +306,9 @@ class Connection:
                     delivered += 1
                 elif isinstance(item, Notice):
                     if item.kind == "frame":
+                        if item.data is not None:  # a `subscribed` that moves the cursor
+                            moved: tuple[str, Position] = item.data  # type: ignore[assignment]
+                            sent[moved[0]] = moved[1]
                         await send({"type": "websocket.send", "text": item.text})
                     elif item.kind == "presence":
                         data = item.data if isinstance(item.data, dict) else {}
