@@ -20,11 +20,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.request import split_domain_port, validate_host
 from django.http.response import HttpResponseBase
 
 from ..core.errors import (
+    BadRequest,
     ClientGone,
     InternalError,
     MethodNotAllowed,
@@ -126,10 +129,27 @@ async def serve_asgi(
     """The fast path: the handler on the ASGI connection itself."""
     try:
         request = Request(scope, receive)
+        _check_host(request)
     except RTDeliveryError as exc:
         await respond_error(send, exc, _scope_cors_headers(scope))
         return
     await run_handler(handler, method, request, send)
+
+
+def _check_host(request: Request) -> None:
+    """``ALLOWED_HOSTS``, as Django's ``HttpRequest.get_host()`` checks it for the views
+    (the fast path skips Django's handler; without it a DNS-rebinding page could read)."""
+    host = ""
+    if settings.USE_X_FORWARDED_HOST:
+        host = request.header("x-forwarded-host") or ""
+    host = host or request.header("host") or ""
+    domain, _port = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    if not domain or not validate_host(domain, allowed):
+        shown = host if len(host) <= 80 else host[:80] + "…"
+        raise BadRequest(f"Expected a Host in ALLOWED_HOSTS, got {shown!r}.", code="bad_host")
 
 
 # -- Django views ------------------------------------------------------------------

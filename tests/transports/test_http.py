@@ -385,7 +385,12 @@ async def test_longpoll_backlog_larger_than_queue_makes_progress(
 async def test_longpoll_client_disconnect_releases(conf: Any, application: Any) -> None:
     from channels.testing import HttpCommunicator
 
-    comm = HttpCommunicator(application, "GET", url("longpoll", {"topic": "t.a", "timeout": 30}))
+    comm = HttpCommunicator(
+        application,
+        "GET",
+        url("longpoll", {"topic": "t.a", "timeout": 30}),
+        headers=[(b"host", b"testserver")],
+    )
     await comm.send_input({"type": "http.request", "body": b""})
     hub = get_hub()
     await wait_until(lambda: hub.local_subscribers("t.a") == 1, what="subscribed")
@@ -904,3 +909,16 @@ async def test_publish_unicode_content_length_is_not_a_crash(conf: Any, applicat
     # Real servers refuse such a header before the application; in-process it reaches Django.
     assert response.status == 400, response
     assert response.error_code() == "bad_request"
+
+
+@pytest.mark.parametrize("endpoint", ["longpoll", "sse"])
+async def test_fast_path_checks_allowed_hosts(conf: Any, application: Any, endpoint: str) -> None:
+    """The held views skip Django's handler, so the fast path checks ``Host`` itself, as
+    ``HttpRequest.get_host()`` does for the views (no DNS-rebinding reads)."""
+    conf(TOPICS={"t.*": {"subscribe": "anyone"}})
+    path = f"/rt/{endpoint}?topic=t.a&timeout=0"
+    refused = await request(application, "GET", path, headers=[(b"host", b"evil.example")])
+    assert refused.status == 400
+    assert refused.error_code() == "bad_host"
+    missing = await request(application, "GET", path, headers=[])
+    assert missing.error_code() == "bad_host"
