@@ -906,9 +906,11 @@ async def test_publish_unicode_content_length_is_not_a_crash(conf: Any, applicat
     response = await request(
         application, "POST", "/rt/publish", headers=headers, body=b'{"topic": "t.a", "data": 1}'
     )
-    # Real servers refuse such a header before the application; in-process it reaches Django.
-    assert response.status == 400, response
-    assert response.error_code() == "bad_request"
+    # Real servers refuse such a header before the application; in-process it reaches Django,
+    # whose versions differ: 5.2 fails to parse it (a 400 here), 6.x reads the body anyway.
+    assert response.status in (201, 400), response
+    if response.status == 400:
+        assert response.error_code() == "bad_request"
 
 
 @pytest.mark.parametrize("endpoint", ["longpoll", "sse"])
