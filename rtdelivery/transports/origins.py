@@ -24,14 +24,8 @@ def origin_allowed(origin: str | None) -> bool:
     listing = origin_list()
     if listing is not None and listing.allow_all:
         return True
-    if not origin:
-        return False
-    try:
-        parts = urlsplit(origin.strip())
-        hostname = parts.hostname
-    except ValueError:  # e.g. "http://[::1" (unbalanced brackets)
-        return False
-    if parts.scheme not in ("http", "https") or not hostname:
+    hostname = _hostname(origin)
+    if hostname is None:
         return False
     if listing is not None:
         if origin_listed(listing, origin):
@@ -41,13 +35,33 @@ def origin_allowed(origin: str | None) -> bool:
     return _own_host(hostname)
 
 
-def _own_host(hostname: str) -> bool:
+def allowed_hosts() -> list[str]:
+    """``ALLOWED_HOSTS`` as Django's ``HttpRequest.get_host()`` applies it (localhost
+    variants when DEBUG and the setting is empty)."""
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
         hosts = [".localhost", "127.0.0.1", "[::1]"]
+    return hosts
+
+
+def _hostname(origin: str | None) -> str | None:
+    """The host of an ``http(s)://host[:port]`` Origin, or None when it is not one."""
+    if not origin:
+        return None
+    try:
+        parts = urlsplit(origin.strip())
+        hostname = parts.hostname
+    except ValueError:  # e.g. "http://[::1" (unbalanced brackets)
+        return None
+    if parts.scheme not in ("http", "https") or not hostname:
+        return None
+    return hostname
+
+
+def _own_host(hostname: str) -> bool:
     # urlsplit drops an IPv6 literal's brackets; ALLOWED_HOSTS writes them ("[::1]").
     host = f"[{hostname}]" if ":" in hostname else hostname
-    return validate_host(host, hosts)
+    return validate_host(host, allowed_hosts())
 
 
 def cookies_allowed(origin: str | None) -> bool:
@@ -59,14 +73,8 @@ def cookies_allowed(origin: str | None) -> bool:
     without credentials connects as anonymous unless it presents a token, so another site
     cannot ride on a logged-in user's cookie (cross-site WebSocket hijacking).
     """
-    if not origin:
-        return False
-    try:
-        parts = urlsplit(origin.strip())
-        hostname = parts.hostname
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or not hostname:
+    hostname = _hostname(origin)
+    if hostname is None:
         return False
     if _own_host(hostname):
         return True

@@ -36,6 +36,7 @@ from ..core.errors import (
 )
 from ..cors import is_preflight, response_headers
 from .http import Receive, Request, Scope, Send, respond, respond_error
+from .origins import allowed_hosts
 
 logger = logging.getLogger("rtdelivery.transports")
 
@@ -144,10 +145,7 @@ def _check_host(request: Request) -> None:
         host = request.header("x-forwarded-host") or ""
     host = host or request.header("host") or ""
     domain, _port = split_domain_port(host)
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    if not domain or not validate_host(domain, allowed):
+    if not domain or not validate_host(domain, allowed_hosts()):
         shown = host if len(host) <= 80 else host[:80] + "…"
         raise BadRequest(f"Expected a Host in ALLOWED_HOSTS, got {shown!r}.", code="bad_host")
 
