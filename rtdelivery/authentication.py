@@ -253,6 +253,10 @@ class RefusedIdentity:
         return f"<RefusedIdentity {self.error.code}>"
 
 
+#: Scope key set by :class:`IdentityMiddleware`: the user is settled, don't do it twice.
+IDENTIFIED = "rtdelivery.identified"
+
+
 class IdentityMiddleware:
     """ASGI middleware for rtdelivery's WebSocket route: ``scope["user"]`` from the
     authenticators, once, at the handshake (a token from ``access_token=`` for browsers,
@@ -272,6 +276,7 @@ class IdentityMiddleware:
         from .transports.origins import cookies_allowed
 
         scope = dict(scope)
+        scope[IDENTIFIED] = True
         try:
             request = Request(scope, receive)
             identity = await authenticate(request)

@@ -1,9 +1,12 @@
 """rtdelivery's WebSocket endpoint as a Channels consumer.
 
-Route it beside your own consumers (see :mod:`rtdelivery.routing`), inside Channels'
-``AuthMiddlewareStack`` so that ``scope["user"]`` is the session's user::
+Route it beside your own consumers (see :mod:`rtdelivery.routing`)::
 
     URLRouter([path("rt/ws", RealtimeConsumer.as_asgi()), *your_patterns])
+
+It settles the connection's user itself, with ``RTDELIVERY["AUTHENTICATORS"]`` (connection
+tokens, the session cookie, DRF ...) as on every HTTP transport, so it works the same
+inside Channels' ``AuthMiddlewareStack`` or outside it.
 
 It checks the handshake's ``Origin`` itself (``RTDELIVERY["ALLOWED_ORIGINS"]``, else
 ``ALLOWED_HOSTS``), so wrapping it in ``AllowedHostsOriginValidator`` is harmless but
@@ -19,6 +22,7 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from channels.consumer import AsyncConsumer
 
+from .authentication import IDENTIFIED, IdentityMiddleware
 from .transports.websocket import serve_websocket
 
 
@@ -48,6 +52,10 @@ class RealtimeConsumer(AsyncConsumer):
             )
 
         def app(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+            if IDENTIFIED not in scope:
+                # A hand-composed router: Channels' AuthMiddlewareStack (if any) gave the
+                # session user only; the authenticators also know tokens and DRF.
+                return IdentityMiddleware(serve_websocket)(scope, receive, send)
             return serve_websocket(scope, receive, send)
 
         markcoroutinefunction(app)

@@ -34,6 +34,7 @@ from rtdelivery import apublish
 from rtdelivery.asgi import rtdelivery_application
 from rtdelivery.consumers import RealtimeConsumer
 from rtdelivery.testing import areset
+from rtdelivery.tokens import connection_token
 from tests.conftest import delete_prefixed_keys, find_free_port
 from tests.e2e.clients import http_client, http_publish, ws_connect
 from tests.e2e.conftest import ROOT, Server, server_env, stop_server, wait_ready
@@ -256,3 +257,27 @@ async def test_live_handshakes_refused(uvicorn_composed: Server, route: str, ori
     assert refused.value.response.status_code == 403
     # Refused, not crashed: no traceback in the server's log for this handshake.
     assert "Traceback" not in uvicorn_composed.log()[log_before:]
+
+
+async def test_a_connection_token_is_honoured_in_a_hand_composed_router(
+    rt: None, settings: Any
+) -> None:
+    """``AuthMiddlewareStack`` knows only the session; the consumer asks the
+    authenticators itself, so a token works as with the one-line setup."""
+    settings.RTDELIVERY = {
+        **settings.RTDELIVERY,
+        "TOPICS": {"members.*": {"subscribe": "authenticated", "publish": "authenticated"}},
+    }
+    user = await get_user_model().objects.acreate_user("bob", password="x")
+    for token, expected in ((connection_token(user), "subscribed"), (None, "error")):
+        path = "/rt/ws" if token is None else f"/rt/ws?access_token={token}"
+        comm, connected, code = await connect(hand_composed(), path)
+        assert connected, f"{path} refused with {code}"
+        try:
+            await comm.send_json_to({"op": "subscribe", "topic": "members.lounge", "ref": 1})
+            frame = await comm.receive_json_from(WAIT)
+            assert frame["op"] == expected, frame
+            if expected == "error":
+                assert frame["code"] == "forbidden", frame
+        finally:
+            await comm.disconnect(timeout=WAIT)
