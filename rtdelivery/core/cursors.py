@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from .errors import InvalidCursor, InvalidTopic
@@ -203,3 +203,26 @@ def decode_positions(text: object, key: bytes) -> dict[str, Position]:
         if len(positions) > MAX_CURSOR_TOPICS:
             raise InvalidCursor(f"Expected a cursor of at most {MAX_CURSOR_TOPICS} topics.")
     return positions
+
+
+def merge_cursors(texts: Sequence[str], key: bytes) -> Cursor:
+    """Several cursors (``cursor=`` repeated) read as one: each topic at the position the
+    cursor that covers it gives. A topic covered by two cursors is ambiguous, and refused
+    (naming it); in all they cover at most ``MAX_CURSOR_TOPICS`` topics, as one cursor."""
+    if len(texts) == 1:
+        return Cursor.decode(texts[0], key)
+    positions: dict[str, Position] = {}
+    for text in texts:
+        for topic, position in decode_positions(text, key).items():
+            if topic in positions:
+                raise InvalidCursor(
+                    f"Expected each topic in at most one cursor, got {topic!r} in two.",
+                    topic=topic,
+                )
+            positions[topic] = position
+        if len(positions) > MAX_CURSOR_TOPICS:
+            raise InvalidCursor(
+                f"Expected cursors covering at most {MAX_CURSOR_TOPICS} topics in all, "
+                f"got {len(positions)}."
+            )
+    return Cursor(positions)

@@ -8,15 +8,25 @@ class RTDeliveryError(Exception):
 
     code = "error"
     status = 400
+    #: The one topic an error is about (a refusal, an invalid or unknown topic), or None;
+    #: on the wire as ``"topic"`` so a client can drop that topic and go on with the rest.
+    topic: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, topic: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if topic is not None:
+            self.topic = topic
 
     def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        """The error object on the wire: ``code``, ``message`` and, when the error is
+        about one topic, ``topic``."""
+        payload = {"code": self.code, "message": self.message}
+        if self.topic is not None:
+            payload["topic"] = self.topic
+        return payload
 
 
 class InvalidTopic(RTDeliveryError):

@@ -23,7 +23,7 @@ from django.http import HttpRequest, QueryDict
 from django.http.cookie import parse_cookie
 
 from ..conf import get_settings
-from ..core.cursors import Cursor
+from ..core.cursors import Cursor, merge_cursors
 from ..core.errors import (
     BadRequest,
     ClientGone,
@@ -136,13 +136,25 @@ class Request:
         return topics
 
     def cursor(self, *, last_event_id: bool = False) -> Cursor:
-        """The ``cursor`` parameter (or, for SSE, ``Last-Event-ID``, which wins)."""
+        """The ``cursor`` parameters, merged (or, for SSE, ``Last-Event-ID``, which wins).
+
+        ``cursor=`` may be repeated (one per topic, say): at most ``MAX_TOPICS`` of them,
+        each topic in at most one (:func:`~rtdelivery.core.cursors.merge_cursors`).
+        Empty values are no cursor, as a single empty ``cursor=`` always was."""
+        conf = get_settings()
         text = self.header("last-event-id") if last_event_id else None
-        if not text:
-            text = self.param("cursor")
-        if not text:
+        if text:
+            return Cursor.decode(text, conf.cursor_key)
+        values = self.query.get("cursor", [])
+        if len(values) > conf.max_topics:
+            raise BadRequest(
+                f"Expected at most {conf.max_topics} 'cursor' parameters (MAX_TOPICS), "
+                f"got {len(values)}."
+            )
+        texts = [value for value in values if value]
+        if not texts:
             return Cursor()
-        return Cursor.decode(text, get_settings().cursor_key)
+        return merge_cursors(texts, conf.cursor_key)
 
     def session(self) -> Any:
         """The Django session named by the request's session cookie, or None.
