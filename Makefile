@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv chromium demo test test-py312 test-py313 lint format bench clean distclean
+.PHONY: help venv chromium demo test test-py312 test-py313 lint format bench clean distclean client client-lint
 
 # RTDELIVERY_SKIP_BROWSER=1 make test: everything but tests/browser, so no Chromium is needed.
 ifeq ($(RTDELIVERY_SKIP_BROWSER),1)
@@ -23,7 +23,9 @@ help:
 	@echo "                tests: RTDELIVERY_SKIP_BROWSER=1 make test skips those tests instead"
 	@echo "make test-py313 the suite without the browser and fault tests on Python 3.13 and the newest Django"
 	@echo "                (test-py312: the same on Python 3.12)"
-	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make lint       ruff check, ruff format --check, mypy; the browser client's build is current"
+	@echo "                and its .d.ts type-checks (needs node and npm)"
+	@echo "make client     build the browser client (client/src) into rtdelivery/static/rtdelivery/"
 	@echo "make format     ruff format and ruff check --fix"
 	@echo "make bench      benchmark against naive Channels and the raw floor (docs/performance.md)"
 	@echo "make clean      remove build artefacts and caches (distclean: also .venv)"
@@ -80,10 +82,23 @@ test-py312 test-py313: test-py3%: $(VENV)/py3%/.stamp
 bench: venv
 	bash scripts/with-redis.sh $(BIN)/python -m bench --json bench-results.json
 
-lint: venv
+lint: venv client-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy rtdelivery
+
+# The browser client: client/src is the source, rtdelivery/static/rtdelivery/ the committed build
+# (so the wheel needs no node). npm ci runs again only when the lockfile changed.
+client/node_modules/.stamp: client/package.json client/package-lock.json
+	cd client && npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+client: client/node_modules/.stamp
+	cd client && node build.mjs
+
+client-lint: client/node_modules/.stamp
+	cd client && node build.mjs --check
+	cd client && node_modules/.bin/tsc --noEmit -p tsconfig.json
 
 format: venv
 	$(BIN)/ruff format .

@@ -1,5 +1,5 @@
-// Type declarations for rtdelivery.js: the `RTDelivery` global (classic script) and the
-// exports of rtdelivery.mjs (`Client`, default `RTDelivery`).
+// Type declarations of the rtdelivery browser client: the exports of rtdelivery.mjs (the npm
+// package "rtdelivery") and the `RTDelivery` global that the classic script rtdelivery.js sets.
 
 export type TransportName = "ws" | "sse" | "longpoll" | "poll";
 
@@ -107,7 +107,8 @@ export interface StateEvents {
   unsubscribed: { topic: string; reason: string };
 }
 
-declare class RTDeliveryError extends Error {
+export declare class RTDeliveryError extends Error {
+  constructor(message: string, code?: string, status?: number, detail?: unknown);
   /** The server's error code ("forbidden", "invalid_topic", ...) or a client one. */
   code: string;
   /** HTTP status when the error came from an HTTP answer, else 0. */
@@ -150,7 +151,12 @@ export declare class Client {
 }
 
 /** Full jitter: random in [0, min(max, base * 2^attempt)) ms. */
-declare function backoffDelay(base: number, max: number, attempt: number): number;
+export declare function backoffDelay(base: number, max: number, attempt: number): number;
+
+/** The client's version (the Python package's). */
+export declare const VERSION: string;
+/** The transport names in the default fallback order. */
+export declare const TRANSPORTS: TransportName[];
 
 declare const RTDelivery: {
   VERSION: string;
@@ -160,8 +166,7 @@ declare const RTDelivery: {
   backoffDelay: typeof backoffDelay;
 };
 
-// rtdelivery.mjs exports `Client` and the namespace as default; the rest is types only.
-export type { RTDeliveryError };
+// rtdelivery.mjs: the names above, and the namespace as its default export.
 export default RTDelivery;
 
 declare global {

@@ -1,49 +1,44 @@
-/*!
- * rtdelivery.js: the browser client of rtdelivery (https://github.com/…/rtdelivery).
- *
- * One file, no build step, no runtime dependency. Load it as a classic script (it sets
- * `globalThis.RTDelivery`) or import `rtdelivery.mjs`, which re-exports it.
- *
- *   const client = new RTDelivery.Client();  // url from {% rtdelivery_config %}, else "/rt/"
- *   client.subscribe("chat.lobby", (event) => console.log(event.seq, event.data));
- *   await client.publish("chat.lobby", { text: "hi" });
- *
- * Transports, in fallback order: WebSocket ("ws"), Server-Sent Events ("sse"), long polling
- * ("longpoll"), short polling ("poll"). The client keeps a cursor per topic and resumes from it
- * on every (re)connection, on every transport; events are delivered exactly once, in seq order,
- * per topic. See docs/client.md for the whole contract.
- */
-(function (global) {
-  "use strict";
+/*! rtdelivery 0.1.0: the browser client of rtdelivery (BSD-3-Clause).
+ * Built from client/src by client/build.mjs: edit the source, then `make client`. */
+"use strict";
+(() => {
+  // src/backoff.mjs
+  function backoffDelay(base, max, attempt) {
+    var cap = Math.min(max, base * Math.pow(2, Math.min(attempt, 30)));
+    return Math.floor(Math.random() * cap);
+  }
 
+  // src/constants.mjs
   var VERSION = "0.1.0";
   var TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
   var STATE_EVENTS = [
-    "connecting", "open", "transport", "subscribed", "recovered", "reset", "presence",
-    "disconnected", "error", "closed", "ended", "unsubscribed",
+    "connecting",
+    "open",
+    "transport",
+    "subscribed",
+    "recovered",
+    "reset",
+    "presence",
+    "disconnected",
+    "error",
+    "closed",
+    "ended",
+    "unsubscribed"
   ];
-  // Close codes of the WebSocket protocol (docs/protocol.md). Daphne lets an application close
-  // only with 1000 or 3000-4999, so there rtdelivery closes with stand-ins: 4002 for 1001,
-  // 4008 for 1008, 4009 for 1009, 4011 for 1011, 4013 for 1013.
   var WS_TOO_SLOW = 4001;
   var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
   var WS_GOING_AWAY = 1001;
   var WS_POLICY = 1008;
-  // Too many open connections for this user or address (the WebSocket's HTTP 429).
   var WS_TOO_MANY_CONNECTIONS = 4029;
-  // The connection token expired (after an error frame with the cursor): refresh, resume.
   var WS_TOKEN_EXPIRED = 4003;
-  // The server ended this user's access (rtdelivery.disconnect(), logout): don't reconnect.
   var WS_ACCESS_ENDED = 4004;
-  // rt.close / error-frame reasons that are not an end of access.
   var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
-  // Backoff attempt floors: "don't hammer" after a policy close or a 429/403.
   var POLICY_ATTEMPT_FLOOR = 5;
   var RATE_ATTEMPT_FLOOR = 3;
-  var MAX_CATCH_UP_PAGES = 1000;
+  var MAX_CATCH_UP_PAGES = 1e3;
 
-  /** An error from rtdelivery: `code` is the server's error code when it sent one. */
-  class RTDeliveryError extends Error {
+  // src/errors.mjs
+  var RTDeliveryError = class extends Error {
     constructor(message, code, status, detail) {
       super(message);
       this.name = "RTDeliveryError";
@@ -51,14 +46,25 @@
       this.status = status || 0;
       this.detail = detail;
     }
+  };
+  async function httpError(response) {
+    var code = "http_" + response.status;
+    var message = "HTTP " + response.status;
+    try {
+      var body = await response.json();
+      if (body && body.error) {
+        code = body.error.code || code;
+        message = body.error.message || message;
+      }
+    } catch (_) {
+    }
+    return new RTDeliveryError(message, code, response.status);
+  }
+  function isAbort(error) {
+    return error && (error.name === "AbortError" || error.code === "stopped");
   }
 
-  /** Full jitter: a random delay in [0, min(max, base * 2^attempt)) milliseconds. */
-  function backoffDelay(base, max, attempt) {
-    var cap = Math.min(max, base * Math.pow(2, Math.min(attempt, 30)));
-    return Math.floor(Math.random() * cap);
-  }
-
+  // src/env.mjs
   function readCookie(name) {
     if (typeof document === "undefined" || !document.cookie) return null;
     var parts = document.cookie.split(";");
@@ -70,169 +76,29 @@
     }
     return null;
   }
-
   function baseHref() {
-    return typeof location !== "undefined" ? location.href : undefined;
+    return typeof location !== "undefined" ? location.href : void 0;
   }
-
-  /** Reads an rtdelivery JSON error answer into an RTDeliveryError. */
-  async function httpError(response) {
-    var code = "http_" + response.status;
-    var message = "HTTP " + response.status;
+  function pageConfig() {
+    var doc = globalThis.document;
+    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+    if (!element) return {};
     try {
-      var body = await response.json();
-      if (body && body.error) {
-        code = body.error.code || code;
-        message = body.error.message || message;
-      }
-    } catch (_) {
-      // Not JSON (a proxy's page): keep the status.
-    }
-    return new RTDeliveryError(message, code, response.status);
-  }
-
-  function isAbort(error) {
-    return error && (error.name === "AbortError" || error.code === "stopped");
-  }
-
-  // -- WebSocket ----------------------------------------------------------------------
-
-  class WsConnection {
-    constructor(client) {
-      this.client = client;
-      this.name = "ws";
-      this.opened = false;
-      this.stopped = false;
-      this.ws = null;
-      this.pingTimer = null;
-      this.pongTimer = null;
-      this.endReason = null;
-    }
-
-    start() {
-      var self = this;
-      var client = this.client;
-      var ws;
-      try {
-        ws = new WebSocket(client._wsUrl());
-      } catch (error) {
-        Promise.resolve().then(function () {
-          client._failed(self, { beforeOpen: true, reason: String(error) });
-        });
-        return;
-      }
-      this.ws = ws;
-      ws.onopen = function () {
-        if (self.stopped) return;
-        self.opened = true;
-        client._opened(self);
-        client._topics.forEach(function (entry) { self.subscribe(entry); });
-        self.schedulePing();
-      };
-      ws.onmessage = function (message) {
-        if (self.stopped) return;
-        client.stats.bytesReceived += message.data.length || 0;
-        var frame;
-        try {
-          frame = JSON.parse(message.data);
-        } catch (_) {
-          client._emit("error", new RTDeliveryError("Expected a JSON frame.", "invalid_frame"));
-          return;
-        }
-        if (self.pongTimer !== null) {
-          // Any frame proves the connection is alive.
-          clearTimeout(self.pongTimer);
-          self.pongTimer = null;
-        }
-        client._wsFrame(self, frame);
-      };
-      ws.onerror = function () {
-        // A close event always follows; it carries the code.
-      };
-      ws.onclose = function (event) {
-        if (self.stopped) return;
-        var code = STAND_INS[event.code] || event.code;
-        var info = {
-          beforeOpen: !self.opened,
-          code: code,
-          reason: event.reason || "closed",
-        };
-        if (code === WS_TOO_SLOW) {
-          info.immediate = true; // resume from the cursor at once
-        } else if (code === WS_TOKEN_EXPIRED) {
-          info.tokenExpired = true; // a fresh token, then resume from the cursor
-          info.reason = "token_expired";
-        } else if (code === WS_ACCESS_ENDED) {
-          // The reason is the preceding error frame's code (Daphne sends no close reason).
-          info.ended = info.reason = self.endReason || event.reason || "disconnected";
-        } else if (code === WS_POLICY) {
-          info.attemptFloor = POLICY_ATTEMPT_FLOOR; // don't hammer
-        } else if (code === WS_TOO_MANY_CONNECTIONS) {
-          info.attemptFloor = RATE_ATTEMPT_FLOOR; // as a 429: back off
-        } else if (code === WS_GOING_AWAY) {
-          info.noFallback = true;
-        }
-        client._failed(self, info);
-      };
-    }
-
-    subscribe(entry) {
-      if (!this.opened || this.stopped) return;
-      var ref = this.client._nextRef();
-      var frame = { op: "subscribe", topic: entry.topic, ref: ref };
-      entry.resuming = Boolean(entry.cursor);
-      if (entry.cursor) frame.since = entry.cursor;
-      this.client._pending.set(ref, { kind: "subscribe", topic: entry.topic });
-      this.send(frame);
-    }
-
-    unsubscribe(topic) {
-      if (!this.opened || this.stopped) return;
-      this.send({ op: "unsubscribe", topic: topic });
-    }
-
-    send(frame) {
-      if (this.ws && this.ws.readyState === 1) {
-        this.ws.send(JSON.stringify(frame));
-        return true;
-      }
-      return false;
-    }
-
-    schedulePing() {
-      var self = this;
-      var options = this.client.options;
-      if (!options.pingInterval) return;
-      clearTimeout(this.pingTimer);
-      this.pingTimer = setTimeout(function () {
-        if (self.stopped) return;
-        self.send({ op: "ping" });
-        self.pongTimer = setTimeout(function () {
-          self.client._failed(self, { reason: "ping timeout" });
-        }, options.pongTimeout);
-        self.schedulePing();
-      }, options.pingInterval);
-    }
-
-    wake() {}
-
-    stop() {
-      this.stopped = true;
-      clearTimeout(this.pingTimer);
-      clearTimeout(this.pongTimer);
-      var ws = this.ws;
-      if (ws) {
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-        if (ws.readyState === 0 || ws.readyState === 1) {
-          try { ws.close(1000, "client"); } catch (_) { /* already closing */ }
-        }
-      }
+      return JSON.parse(element.textContent) || {};
+    } catch (error) {
+      return {};
     }
   }
+  function supported(name) {
+    if (name === "ws") return typeof WebSocket !== "undefined";
+    if (name === "sse") {
+      return typeof fetch !== "undefined" && typeof TextDecoder !== "undefined" && typeof ReadableStream !== "undefined";
+    }
+    return typeof fetch !== "undefined";
+  }
 
-  // -- HTTP transports: SSE, long polling, short polling ------------------------------
-
-  class HttpConnection {
+  // src/http.mjs
+  var HttpConnection = class {
     constructor(client, name) {
       this.client = client;
       this.name = name;
@@ -243,35 +109,30 @@
       this.waker = null;
       this.etag = null;
     }
-
     start() {
       var self = this;
-      this.run().catch(function (error) {
+      this.run().catch(function(error) {
         if (self.stopped || isAbort(error)) return;
         self.client._failed(self, self.classify(error));
       });
     }
-
     stop() {
       this.stopped = true;
       if (this.controller) this.controller.abort();
       if (this.waker) this.waker();
     }
-
     wake() {
       if (this.waker) this.waker();
     }
-
     classify(error) {
-      var info = { beforeOpen: !this.opened, reason: error.message || String(error), error: error };
+      var info = { beforeOpen: !this.opened, reason: error.message || String(error), error };
       if (error instanceof RTDeliveryError && error.status) {
-        // The server answered: the transport works, the request didn't.
         info.noFallback = error.code !== "not_event_stream";
         if (error.status === 429) info.attemptFloor = RATE_ATTEMPT_FLOOR;
         else if (error.status === 403 || error.status === 401) info.attemptFloor = POLICY_ATTEMPT_FLOOR;
         if (error.code === "invalid_cursor") info.invalidCursor = true;
         if (error.code === "token_expired") {
-          info.tokenExpired = true; // a fresh token from getToken(), then the same request
+          info.tokenExpired = true;
           delete info.attemptFloor;
           return info;
         }
@@ -279,28 +140,33 @@
       }
       return info;
     }
-
     url(path, topics, cursor, extra) {
       var params = new URLSearchParams();
-      topics.forEach(function (topic) { params.append("topic", topic); });
+      topics.forEach(function(topic) {
+        params.append("topic", topic);
+      });
       if (cursor) params.set("cursor", cursor);
       if (extra) {
-        Object.keys(extra).forEach(function (key) { params.set(key, String(extra[key])); });
+        Object.keys(extra).forEach(function(key) {
+          params.set(key, String(extra[key]));
+        });
       }
       return this.client.url + path + "?" + params.toString();
     }
-
     async fetch(url, init, deadline) {
       if (this.stopped) throw new RTDeliveryError("stopped", "stopped");
       var self = this;
       var timer = null;
       var timedOut = false;
       init = Object.assign(
-        { credentials: "same-origin", cache: "no-store", signal: this.controller ? this.controller.signal : undefined },
+        { credentials: "same-origin", cache: "no-store", signal: this.controller ? this.controller.signal : void 0 },
         init || {}
       );
       if (deadline && this.controller) {
-        timer = setTimeout(function () { timedOut = true; self.controller.abort(); }, deadline);
+        timer = setTimeout(function() {
+          timedOut = true;
+          self.controller.abort();
+        }, deadline);
       }
       this.client.stats.requests += 1;
       try {
@@ -312,10 +178,11 @@
         if (timer !== null) clearTimeout(timer);
       }
     }
-
     async getJSON(path, topics, cursor, extra, deadline) {
       var response = await this.fetch(
-        this.url(path, topics, cursor, extra), { headers: { Accept: "application/json" } }, deadline
+        this.url(path, topics, cursor, extra),
+        { headers: { Accept: "application/json" } },
+        deadline
       );
       if (!response.ok) throw await httpError(response);
       var text = await response.text();
@@ -326,45 +193,49 @@
       }
       return answer;
     }
-
     /** Applies one poll/longpoll/history answer; returns its cursor. */
     apply(answer, topics) {
       var client = this.client;
       var lost = answer.lost || (answer.recovered === false ? topics : []);
-      lost.forEach(function (topic) { client._reset(topic, answer.cursor); });
-      (answer.events || []).forEach(function (event) { client._event(event); });
-      topics.forEach(function (topic) { client._setCursor(topic, answer.cursor); });
-      return { cursor: answer.cursor, lost: lost };
+      lost.forEach(function(topic) {
+        client._reset(topic, answer.cursor);
+      });
+      (answer.events || []).forEach(function(event) {
+        client._event(event);
+      });
+      topics.forEach(function(topic) {
+        client._setCursor(topic, answer.cursor);
+      });
+      return { cursor: answer.cursor, lost };
     }
-
     async run() {
       var client = this.client;
       var topics = Array.from(client._topics.keys());
       this.topics = topics;
-      // The merged cursor: one request carries one cursor, so take the one covering the most
-      // topics; every other topic with a cursor of its own catches up from it via `history`.
-      var counts = new Map();
-      topics.forEach(function (topic) {
-        var cursor = client._topics.get(topic).cursor;
-        if (cursor) counts.set(cursor, (counts.get(cursor) || 0) + 1);
+      var counts = /* @__PURE__ */ new Map();
+      topics.forEach(function(topic2) {
+        var cursor2 = client._topics.get(topic2).cursor;
+        if (cursor2) counts.set(cursor2, (counts.get(cursor2) || 0) + 1);
       });
       var base = null;
       var best = 0;
-      counts.forEach(function (count, cursor) {
-        if (count > best) { best = count; base = cursor; }
+      counts.forEach(function(count, cursor2) {
+        if (count > best) {
+          best = count;
+          base = cursor2;
+        }
       });
-      var resuming = topics.filter(function (topic) { return Boolean(client._topics.get(topic).cursor); });
-      var own = new Map();
-      topics.forEach(function (topic) {
-        var cursor = client._topics.get(topic).cursor;
-        if (cursor && cursor !== base) own.set(topic, cursor);
+      var resuming = topics.filter(function(topic2) {
+        return Boolean(client._topics.get(topic2).cursor);
       });
-
+      var own = /* @__PURE__ */ new Map();
+      topics.forEach(function(topic2) {
+        var cursor2 = client._topics.get(topic2).cursor;
+        if (cursor2 && cursor2 !== base) own.set(topic2, cursor2);
+      });
       var cursor = base;
       var lost = [];
       if (this.name !== "sse" || own.size > 0) {
-        // A short poll positions every topic at once (the ones the base cursor doesn't cover at
-        // the live end) and delivers the backlog of the others.
         var answer = await this.getJSON("poll", topics, base);
         if (this.stopped) return;
         var applied = this.apply(answer, topics);
@@ -376,30 +247,30 @@
           if (self.stopped) return;
           if (!caughtUp) lost.push(topic);
         }
-        topics.forEach(function (topic) { client._setCursor(topic, cursor); });
+        topics.forEach(function(topic2) {
+          client._setCursor(topic2, cursor);
+        });
         if (this.name !== "sse") this.announce(topics, resuming, lost);
       }
       if (this.name === "sse") return this.stream(topics, cursor, resuming, lost);
       if (this.name === "longpoll") return this.longpoll(topics, cursor);
       return this.poll(topics, cursor);
     }
-
     announce(topics, resuming, lost) {
       var client = this.client;
       if (!this.opened) {
         this.opened = true;
         client._opened(this);
       }
-      topics.forEach(function (topic) {
+      topics.forEach(function(topic) {
         if (!client._topics.has(topic)) return;
         var recovered = lost.indexOf(topic) < 0;
-        client._emit("subscribed", { topic: topic, transport: client.transport, recovered: recovered });
+        client._emit("subscribed", { topic, transport: client.transport, recovered });
         if (recovered && resuming.indexOf(topic) >= 0) {
-          client._emit("recovered", { topic: topic, transport: client.transport });
+          client._emit("recovered", { topic, transport: client.transport });
         }
       });
     }
-
     /** Reads `topic` after `since` from history until it is caught up. False if lost. */
     async catchUp(topic, since) {
       var client = this.client;
@@ -411,26 +282,28 @@
           client._reset(topic, answer.cursor);
           return false;
         }
-        (answer.events || []).forEach(function (event) { client._event(event); });
+        (answer.events || []).forEach(function(event) {
+          client._event(event);
+        });
         if (!answer.events || answer.events.length === 0) return true;
         cursor = answer.cursor;
       }
       return true;
     }
-
     async longpoll(topics, cursor) {
       var options = this.client.options;
-      // Bounded loop: every answer either carries events or ends a hold of `timeout` seconds.
       while (!this.stopped) {
         var answer = await this.getJSON(
-          "longpoll", topics, cursor, { timeout: options.longpollTimeout },
-          (options.longpollTimeout + 15) * 1000
+          "longpoll",
+          topics,
+          cursor,
+          { timeout: options.longpollTimeout },
+          (options.longpollTimeout + 15) * 1e3
         );
         if (this.stopped) return;
         cursor = this.apply(answer, topics).cursor;
       }
     }
-
     async poll(topics, cursor) {
       var client = this.client;
       while (!this.stopped) {
@@ -438,7 +311,7 @@
         if (this.stopped) return;
         var headers = { Accept: "application/json" };
         if (this.etag) headers["If-None-Match"] = this.etag;
-        var response = await this.fetch(this.url("poll", topics, cursor), { headers: headers });
+        var response = await this.fetch(this.url("poll", topics, cursor), { headers });
         if (this.stopped) return;
         if (response.status === 304) {
           client.stats.emptyResponses += 1;
@@ -455,27 +328,25 @@
         cursor = this.apply(answer, topics).cursor;
       }
     }
-
     /** Waits `ms`, longer while the page is hidden; wake() ends the wait early. */
     pause(ms) {
       var self = this;
-      return new Promise(function (resolve) {
+      return new Promise(function(resolve) {
         var timer = null;
-        var done = function () {
+        var done = function() {
           clearTimeout(timer);
           self.waker = null;
           resolve();
         };
         self.waker = done;
         if (!self.client._hidden) timer = setTimeout(done, ms);
-        // Hidden: no timer; the visibilitychange to "visible" wakes it.
       });
     }
-
     async stream(topics, cursor, resuming, lost) {
       var client = this.client;
       var response = await this.fetch(
-        this.url("sse", topics, cursor), { headers: { Accept: "text/event-stream" } }
+        this.url("sse", topics, cursor),
+        { headers: { Accept: "text/event-stream" } }
       );
       if (!response.ok) throw await httpError(response);
       var type = response.headers.get("Content-Type") || "";
@@ -488,9 +359,13 @@
       var frame = { event: "", data: [] };
       var lastId = null;
       var self = this;
-      this.abortStream = function () { try { reader.cancel(); } catch (_) { /* gone */ } };
-
-      var dispatch = function () {
+      this.abortStream = function() {
+        try {
+          reader.cancel();
+        } catch (_) {
+        }
+      };
+      var dispatch = function() {
         if (frame.data.length === 0) {
           frame = { event: "", data: [] };
           return;
@@ -500,10 +375,9 @@
         frame = { event: "", data: [] };
         self.onFrame(name, text, lastId, topics, resuming, lost);
       };
-
-      var line = function (text) {
+      var line = function(text) {
         if (text === "") return dispatch();
-        if (text.charAt(0) === ":") return; // comment: heartbeat
+        if (text.charAt(0) === ":") return;
         var colon = text.indexOf(":");
         var field = colon < 0 ? text : text.slice(0, colon);
         var value = colon < 0 ? "" : text.slice(colon + 1);
@@ -511,10 +385,7 @@
         if (field === "data") frame.data.push(value);
         else if (field === "event") frame.event = value;
         else if (field === "id" && value.indexOf("\0") < 0) lastId = value;
-        // "retry": the client's own backoff applies instead.
       };
-
-      // Bounded by the stream: each read returns data or ends it.
       while (!this.stopped) {
         var chunk = await reader.read();
         if (chunk.done) break;
@@ -524,7 +395,7 @@
         for (var i = 0; i < buffer.length; i++) {
           var c = buffer.charAt(i);
           if (c === "\n" || c === "\r") {
-            if (c === "\r" && i === buffer.length - 1) break; // maybe half of "\r\n"
+            if (c === "\r" && i === buffer.length - 1) break;
             line(buffer.slice(start, i));
             if (this.stopped || this.closing) break;
             if (c === "\r" && buffer.charAt(i + 1) === "\n") i++;
@@ -535,11 +406,13 @@
         if (this.closing) break;
       }
       if (this.stopped) return;
-      try { reader.cancel(); } catch (_) { /* gone */ }
+      try {
+        reader.cancel();
+      } catch (_) {
+      }
       var info = this.closing || { reason: "stream ended", beforeOpen: !this.opened };
       client._failed(this, info);
     }
-
     onFrame(name, text, lastId, topics, resuming, lost) {
       var client = this.client;
       var data;
@@ -551,8 +424,12 @@
       }
       if (name === "rt.open") {
         var opened = (data.lost || []).concat(lost);
-        opened.forEach(function (topic) { if (lost.indexOf(topic) < 0) client._reset(topic, data.cursor); });
-        topics.forEach(function (topic) { client._setCursor(topic, data.cursor); });
+        opened.forEach(function(topic) {
+          if (lost.indexOf(topic) < 0) client._reset(topic, data.cursor);
+        });
+        topics.forEach(function(topic) {
+          client._setCursor(topic, data.cursor);
+        });
         this.announce(topics, resuming, opened);
       } else if (name === "rt.reset") {
         client._reset(data.topic, data.cursor);
@@ -560,14 +437,16 @@
         client._emit("presence", data);
         return;
       } else if (name === "rt.close") {
-        if (data.cursor) topics.forEach(function (topic) { client._setCursor(topic, data.cursor); });
+        if (data.cursor) topics.forEach(function(topic) {
+          client._setCursor(topic, data.cursor);
+        });
         var reason = data.reason || "closed";
         this.closing = {
-          reason: reason,
+          reason,
           immediate: reason === "too_slow",
           tokenExpired: reason === "token_expired",
-          ended: RESUMABLE_REASONS.indexOf(reason) < 0 ? reason : undefined,
-          noFallback: true,
+          ended: RESUMABLE_REASONS.indexOf(reason) < 0 ? reason : void 0,
+          noFallback: true
         };
         return;
       } else if (name === "rt.unsubscribed") {
@@ -576,25 +455,144 @@
       } else {
         client._event(data);
       }
-      if (lastId) topics.forEach(function (topic) { client._setCursor(topic, lastId); });
+      if (lastId) topics.forEach(function(topic) {
+        client._setCursor(topic, lastId);
+      });
     }
-  }
+  };
 
-  // -- The client -------------------------------------------------------------------------
-
-  /** The configuration rendered by Django's `{% rtdelivery_config %}` tag, or {}. */
-  function pageConfig() {
-    var doc = global.document;
-    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
-    if (!element) return {};
-    try {
-      return JSON.parse(element.textContent) || {};
-    } catch (error) {
-      return {};
+  // src/ws.mjs
+  var WsConnection = class {
+    constructor(client) {
+      this.client = client;
+      this.name = "ws";
+      this.opened = false;
+      this.stopped = false;
+      this.ws = null;
+      this.pingTimer = null;
+      this.pongTimer = null;
+      this.endReason = null;
     }
-  }
+    start() {
+      var self = this;
+      var client = this.client;
+      var ws;
+      try {
+        ws = new WebSocket(client._wsUrl());
+      } catch (error) {
+        Promise.resolve().then(function() {
+          client._failed(self, { beforeOpen: true, reason: String(error) });
+        });
+        return;
+      }
+      this.ws = ws;
+      ws.onopen = function() {
+        if (self.stopped) return;
+        self.opened = true;
+        client._opened(self);
+        client._topics.forEach(function(entry) {
+          self.subscribe(entry);
+        });
+        self.schedulePing();
+      };
+      ws.onmessage = function(message) {
+        if (self.stopped) return;
+        client.stats.bytesReceived += message.data.length || 0;
+        var frame;
+        try {
+          frame = JSON.parse(message.data);
+        } catch (_) {
+          client._emit("error", new RTDeliveryError("Expected a JSON frame.", "invalid_frame"));
+          return;
+        }
+        if (self.pongTimer !== null) {
+          clearTimeout(self.pongTimer);
+          self.pongTimer = null;
+        }
+        client._wsFrame(self, frame);
+      };
+      ws.onerror = function() {
+      };
+      ws.onclose = function(event) {
+        if (self.stopped) return;
+        var code = STAND_INS[event.code] || event.code;
+        var info = {
+          beforeOpen: !self.opened,
+          code,
+          reason: event.reason || "closed"
+        };
+        if (code === WS_TOO_SLOW) {
+          info.immediate = true;
+        } else if (code === WS_TOKEN_EXPIRED) {
+          info.tokenExpired = true;
+          info.reason = "token_expired";
+        } else if (code === WS_ACCESS_ENDED) {
+          info.ended = info.reason = self.endReason || event.reason || "disconnected";
+        } else if (code === WS_POLICY) {
+          info.attemptFloor = POLICY_ATTEMPT_FLOOR;
+        } else if (code === WS_TOO_MANY_CONNECTIONS) {
+          info.attemptFloor = RATE_ATTEMPT_FLOOR;
+        } else if (code === WS_GOING_AWAY) {
+          info.noFallback = true;
+        }
+        client._failed(self, info);
+      };
+    }
+    subscribe(entry) {
+      if (!this.opened || this.stopped) return;
+      var ref = this.client._nextRef();
+      var frame = { op: "subscribe", topic: entry.topic, ref };
+      entry.resuming = Boolean(entry.cursor);
+      if (entry.cursor) frame.since = entry.cursor;
+      this.client._pending.set(ref, { kind: "subscribe", topic: entry.topic });
+      this.send(frame);
+    }
+    unsubscribe(topic) {
+      if (!this.opened || this.stopped) return;
+      this.send({ op: "unsubscribe", topic });
+    }
+    send(frame) {
+      if (this.ws && this.ws.readyState === 1) {
+        this.ws.send(JSON.stringify(frame));
+        return true;
+      }
+      return false;
+    }
+    schedulePing() {
+      var self = this;
+      var options = this.client.options;
+      if (!options.pingInterval) return;
+      clearTimeout(this.pingTimer);
+      this.pingTimer = setTimeout(function() {
+        if (self.stopped) return;
+        self.send({ op: "ping" });
+        self.pongTimer = setTimeout(function() {
+          self.client._failed(self, { reason: "ping timeout" });
+        }, options.pongTimeout);
+        self.schedulePing();
+      }, options.pingInterval);
+    }
+    wake() {
+    }
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.pingTimer);
+      clearTimeout(this.pongTimer);
+      var ws = this.ws;
+      if (ws) {
+        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        if (ws.readyState === 0 || ws.readyState === 1) {
+          try {
+            ws.close(1e3, "client");
+          } catch (_) {
+          }
+        }
+      }
+    }
+  };
 
-  class Client {
+  // src/client.mjs
+  var Client = class {
     /**
      * @param {object} [options]
      * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
@@ -612,7 +610,7 @@
       if (!Array.isArray(transports) || transports.length === 0) {
         throw new TypeError("Expected transports as a non-empty list of " + TRANSPORTS.join(", ") + ".");
       }
-      transports.forEach(function (name) {
+      transports.forEach(function(name) {
         if (TRANSPORTS.indexOf(name) < 0) {
           throw new TypeError("Unknown transport " + JSON.stringify(name) + "; expected one of " + TRANSPORTS.join(", ") + ".");
         }
@@ -621,20 +619,20 @@
       this.options = {
         transports: transports.slice(),
         wsUrl: options.wsUrl || null,
-        pollInterval: options.pollInterval != null ? options.pollInterval : 5000,
+        pollInterval: options.pollInterval != null ? options.pollInterval : 5e3,
         longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
-        openTimeout: options.openTimeout != null ? options.openTimeout : 10000,
-        pingInterval: options.pingInterval != null ? options.pingInterval : 25000,
-        pongTimeout: options.pongTimeout != null ? options.pongTimeout : 10000,
-        requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15000,
+        openTimeout: options.openTimeout != null ? options.openTimeout : 1e4,
+        pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
+        pongTimeout: options.pongTimeout != null ? options.pongTimeout : 1e4,
+        requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
         maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
         csrfCookieName: options.csrfCookieName || "csrftoken",
         backoff: {
           base: backoff.base != null ? backoff.base : 500,
-          max: backoff.max != null ? backoff.max : 30000,
+          max: backoff.max != null ? backoff.max : 3e4
         },
         fetch: options.fetch || null,
-        getToken: options.getToken || null,
+        getToken: options.getToken || null
       };
       if (this.options.getToken !== null && typeof this.options.getToken !== "function") {
         throw new TypeError("Expected getToken to be a function returning a token (or its promise).");
@@ -643,19 +641,20 @@
       if (this._candidates.length === 0) {
         throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
       }
-      /** "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed" */
       this.state = "idle";
-      /** The transport in use (or being tried): "ws" | "sse" | "longpoll" | "poll" | null. */
       this.transport = null;
-      // requests: HTTP requests made; emptyResponses: poll/long-poll answers with no event;
-      // bytesReceived: response bodies, SSE chunks and WebSocket frames (characters).
       this.stats = {
-        connects: 0, requests: 0, emptyResponses: 0, bytesReceived: 0,
-        delivered: 0, duplicates: 0, resets: 0,
+        connects: 0,
+        requests: 0,
+        emptyResponses: 0,
+        bytesReceived: 0,
+        delivered: 0,
+        duplicates: 0,
+        resets: 0
       };
-      this._topics = new Map();
-      this._listeners = new Map();
-      this._pending = new Map();
+      this._topics = /* @__PURE__ */ new Map();
+      this._listeners = /* @__PURE__ */ new Map();
+      this._pending = /* @__PURE__ */ new Map();
       this._refs = 0;
       this._conn = null;
       this._timer = null;
@@ -666,36 +665,32 @@
       this._provenFailures = 0;
       this._lastOpened = null;
       this._reopenQueued = false;
-      // The connection token from getToken() (null: none yet, or expired); see _connect().
       this._token = null;
       this._tokenPromise = null;
       this._tokenRefreshes = 0;
-      // The server ended this user's access: no reconnect until connect() is called.
       this._ended = null;
       this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
       this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
       this._bindEnvironment();
     }
-
     // -- public API ---------------------------------------------------------------
-
     /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
     on(name, fn) {
       if (STATE_EVENTS.indexOf(name) < 0) {
         throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
       }
-      if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
       var set = this._listeners.get(name);
       set.add(fn);
-      return function () { set.delete(fn); };
+      return function() {
+        set.delete(fn);
+      };
     }
-
     /** Removes a listener added with on(). */
     off(name, fn) {
       var set = this._listeners.get(name);
       if (set) set.delete(fn);
     }
-
     /**
      * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
      * (an event's `id`). Returns `{topic, unsubscribe()}`.
@@ -709,8 +704,11 @@
       var added = !entry;
       if (added) {
         entry = {
-          topic: topic, handlers: new Set(), cursor: options.since || null, lastSeq: null,
-          resuming: false,
+          topic,
+          handlers: /* @__PURE__ */ new Set(),
+          cursor: options.since || null,
+          lastSeq: null,
+          resuming: false
         };
         this._topics.set(topic, entry);
       }
@@ -719,60 +717,54 @@
       if (added) this._topicsChanged(topic, true);
       var self = this;
       return {
-        topic: topic,
-        unsubscribe: function () {
+        topic,
+        unsubscribe: function() {
           var current = self._topics.get(topic);
           if (current !== entry) return;
           entry.handlers.delete(handler);
           if (entry.handlers.size === 0) self.unsubscribe(topic);
-        },
+        }
       };
     }
-
     /** Stops every subscription to `topic`. */
     unsubscribe(topic) {
       if (!this._topics.delete(topic)) return;
       this._topicsChanged(topic, false);
     }
-
     /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
     cursor(topic) {
       var entry = this._topics.get(topic);
       return entry ? entry.cursor : null;
     }
-
     /** The topics subscribed to. */
     topics() {
       return Array.from(this._topics.keys());
     }
-
     /** Publishes; resolves to `{topic, seq, id}` (WebSocket ack or HTTP 201). */
     publish(topic, data, options) {
       options = options || {};
       var type = options.type || "message";
       var conn = this._conn;
       if (conn && conn.name === "ws" && conn.opened) {
-        return this._wsRequest(conn, { op: "publish", topic: topic, type: type, data: data }, "publish");
+        return this._wsRequest(conn, { op: "publish", topic, type, data }, "publish");
       }
       return this._httpPublish(topic, type, data);
     }
-
     /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
     presence(topic) {
       var conn = this._conn;
       if (conn && conn.name === "ws" && conn.opened) {
-        return this._wsRequest(conn, { op: "presence", topic: topic }, "presence");
+        return this._wsRequest(conn, { op: "presence", topic }, "presence");
       }
       var self = this;
-      var url = this.url + "presence?" + new URLSearchParams({ topic: topic }).toString();
-      return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
-        .then(async function (response) {
-          if (!response.ok) throw await httpError(response);
-          return response.json();
-        })
-        .catch(function (error) { throw self._asError(error); });
+      var url = this.url + "presence?" + new URLSearchParams({ topic }).toString();
+      return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
+        if (!response.ok) throw await httpError(response);
+        return response.json();
+      }).catch(function(error) {
+        throw self._asError(error);
+      });
     }
-
     /**
      * Opens the connection now (subscribe() does it too). After the server ended access
      * ("ended": logout, rtdelivery.disconnect()), it is the way to start again, e.g. once
@@ -783,7 +775,6 @@
       this._ended = null;
       if (!this._conn && this._timer === null) this._connect();
     }
-
     /** Closes the connection for good; emits "closed". */
     close() {
       if (this.state === "closed") return;
@@ -795,9 +786,7 @@
       this._setState("closed");
       this._emit("closed", { reason: "client" });
     }
-
     // -- connection management ------------------------------------------------------
-
     _connect() {
       clearTimeout(this._timer);
       this._timer = null;
@@ -823,14 +812,13 @@
       this._conn = conn;
       var self = this;
       clearTimeout(this._openTimer);
-      this._openTimer = setTimeout(function () {
+      this._openTimer = setTimeout(function() {
         if (self._conn === conn && !conn.opened) {
           self._failed(conn, { beforeOpen: true, reason: "open timeout" });
         }
       }, this.options.openTimeout);
       conn.start();
     }
-
     _opened(conn) {
       if (conn !== this._conn) return;
       clearTimeout(this._openTimer);
@@ -846,49 +834,44 @@
       }
       this._emit("open", { transport: conn.name });
     }
-
     /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
     _fetchToken() {
       if (this._tokenPromise) return;
       var self = this;
       this._setState("connecting");
-      this._tokenPromise = Promise.resolve()
-        .then(function () { return self.options.getToken(); })
-        .then(function (token) {
-          if (typeof token !== "string" || !token) {
-            throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
-          }
-          self._tokenPromise = null;
-          self._token = token;
-          self._connect();
-        })
-        .catch(function (error) {
-          self._tokenPromise = null;
-          if (self.state === "closed") return;
-          self._emit("error", self._asError(error));
-          var delay = backoffDelay(self.options.backoff.base, self.options.backoff.max, self._attempt);
-          self._attempt += 1;
-          self._emit("disconnected", { transport: null, reason: "getToken failed", delay: delay });
-          self._scheduleConnect(delay);
-        });
+      this._tokenPromise = Promise.resolve().then(function() {
+        return self.options.getToken();
+      }).then(function(token) {
+        if (typeof token !== "string" || !token) {
+          throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
+        }
+        self._tokenPromise = null;
+        self._token = token;
+        self._connect();
+      }).catch(function(error) {
+        self._tokenPromise = null;
+        if (self.state === "closed") return;
+        self._emit("error", self._asError(error));
+        var delay = backoffDelay(self.options.backoff.base, self.options.backoff.max, self._attempt);
+        self._attempt += 1;
+        self._emit("disconnected", { transport: null, reason: "getToken failed", delay });
+        self._scheduleConnect(delay);
+      });
     }
-
     /** The server ended this user's access: stop, say why, and wait for connect(). */
     _endAccess(conn, reason) {
       this._ended = reason;
       this._token = null;
       this._setState("idle");
-      this._emit("disconnected", { transport: conn.name, reason: reason, delay: null });
-      this._emit("ended", { transport: conn.name, reason: reason });
+      this._emit("disconnected", { transport: conn.name, reason, delay: null });
+      this._emit("ended", { transport: conn.name, reason });
     }
-
     /** rtdelivery.unsubscribe() on the server: forget the topic (no resubscribe). */
     _topicEnded(topic, reason) {
       if (!this._topics.has(topic)) return;
-      this._emit("unsubscribed", { topic: topic, reason: reason || "unsubscribed" });
+      this._emit("unsubscribed", { topic, reason: reason || "unsubscribed" });
       this.unsubscribe(topic);
     }
-
     /** A connection ended or failed to open: fall back, or reconnect with backoff. */
     _failed(conn, info) {
       if (conn !== this._conn) return;
@@ -905,18 +888,15 @@
       if (info.tokenExpired) {
         this._token = null;
         if (!this.options.getToken) {
-          // Nothing to refresh it with: reconnecting would be refused the same way.
           this._endAccess(conn, "token_expired");
           return;
         }
-        // A fresh token at once (the first time; again and again: with backoff).
         info.noFallback = true;
         info.immediate = this._tokenRefreshes++ === 0;
       }
       if (info.invalidCursor) {
-        // A cursor the server can't read (another SECRET_KEY?): restart at the live end.
         var self = this;
-        this._topics.forEach(function (entry, topic) {
+        this._topics.forEach(function(entry, topic) {
           entry.cursor = null;
           self._reset(topic, null);
         });
@@ -927,7 +907,6 @@
         if (this._proven === null) {
           fallback = true;
         } else if (++this._provenFailures >= this.options.maxProvenFailures) {
-          // The transport that worked keeps failing: try the whole list again.
           this._proven = null;
           this._provenFailures = 0;
           this._index = 0;
@@ -936,9 +915,9 @@
       }
       var delay = 0;
       if (fallback && this._index + 1 < this._candidates.length) {
-        this._index += 1; // next transport at once
+        this._index += 1;
       } else {
-        if (fallback) this._index = 0; // every transport failed: start over, after a delay
+        if (fallback) this._index = 0;
         if (info.attemptFloor) this._attempt = Math.max(this._attempt, info.attemptFloor);
         if (!info.immediate || fallback) {
           delay = backoffDelay(this.options.backoff.base, this.options.backoff.max, this._attempt);
@@ -946,8 +925,11 @@
         }
       }
       this._emit("disconnected", {
-        transport: conn.name, code: info.code, reason: info.reason, delay: delay,
-        next: this._proven || this._candidates[this._index],
+        transport: conn.name,
+        code: info.code,
+        reason: info.reason,
+        delay,
+        next: this._proven || this._candidates[this._index]
       });
       if (this._offline || this._topics.size === 0) {
         this._setState(this._offline ? "offline" : "idle");
@@ -955,17 +937,15 @@
       }
       this._scheduleConnect(delay);
     }
-
     _scheduleConnect(delay) {
       clearTimeout(this._timer);
       this._setState("reconnecting");
       var self = this;
-      this._timer = setTimeout(function () {
+      this._timer = setTimeout(function() {
         self._timer = null;
         self._connect();
       }, delay);
     }
-
     _stopConnection() {
       clearTimeout(this._openTimer);
       if (this._conn) {
@@ -974,7 +954,6 @@
         conn.stop();
       }
     }
-
     _topicsChanged(topic, added) {
       if (this.state === "closed") return;
       var conn = this._conn;
@@ -992,11 +971,10 @@
         return;
       }
       if (conn) {
-        // One request carries every topic: reopen with the new set (batched per tick).
         if (this._reopenQueued) return;
         this._reopenQueued = true;
         var self = this;
-        Promise.resolve().then(function () {
+        Promise.resolve().then(function() {
           self._reopenQueued = false;
           if (self._conn !== conn) return;
           self._stopConnection();
@@ -1004,19 +982,17 @@
         });
         return;
       }
-      // No connection and no reconnect pending (a pending one will carry the new topic).
       if (this._timer === null && !this._offline) this._connect();
     }
-
     _bindEnvironment() {
       var self = this;
-      this._onOnline = function () {
+      this._onOnline = function() {
         self._offline = false;
         if (self.state === "closed" || self._conn) return;
         self._attempt = 0;
         self._connect();
       };
-      this._onOffline = function () {
+      this._onOffline = function() {
         self._offline = true;
         if (self.state === "closed") return;
         var conn = self._conn;
@@ -1027,7 +1003,7 @@
         if (conn) self._emit("disconnected", { transport: conn.name, reason: "offline", delay: null });
         self._setState("offline");
       };
-      this._onVisibility = function () {
+      this._onVisibility = function() {
         self._hidden = document.visibilityState === "hidden";
         if (self._hidden || self.state === "closed") return;
         if (self._conn) {
@@ -1045,7 +1021,6 @@
         document.addEventListener("visibilitychange", this._onVisibility);
       }
     }
-
     _unbindEnvironment() {
       if (typeof removeEventListener === "function") {
         removeEventListener("online", this._onOnline);
@@ -1055,9 +1030,7 @@
         document.removeEventListener("visibilitychange", this._onVisibility);
       }
     }
-
     // -- delivery -------------------------------------------------------------------
-
     /** Delivers one wire event once: drops anything at or before the topic's last seq. */
     _event(event) {
       if (!event || typeof event.topic !== "string") return;
@@ -1071,11 +1044,15 @@
       if (event.id) entry.cursor = event.id;
       this.stats.delivered += 1;
       var clean = {
-        id: event.id, topic: event.topic, seq: event.seq, type: event.type,
-        data: event.data, time: event.time,
+        id: event.id,
+        topic: event.topic,
+        seq: event.seq,
+        type: event.type,
+        data: event.data,
+        time: event.time
       };
       var self = this;
-      entry.handlers.forEach(function (handler) {
+      entry.handlers.forEach(function(handler) {
         try {
           handler.fn(clean);
         } catch (error) {
@@ -1083,26 +1060,23 @@
         }
       });
     }
-
     _setCursor(topic, cursor) {
       var entry = this._topics.get(topic);
       if (entry && cursor) entry.cursor = cursor;
     }
-
     _reset(topic, cursor) {
       var entry = this._topics.get(topic);
       if (!entry) return;
       entry.lastSeq = null;
       if (cursor) entry.cursor = cursor;
       this.stats.resets += 1;
-      this._emit("reset", { topic: topic, transport: this.transport });
+      this._emit("reset", { topic, transport: this.transport });
     }
-
     _wsFrame(conn, frame) {
       if (conn !== this._conn) return;
       var op = frame.op;
-      var pending = frame.ref != null ? this._pending.get(frame.ref) : undefined;
-      if (pending !== undefined) this._pending.delete(frame.ref);
+      var pending = frame.ref != null ? this._pending.get(frame.ref) : void 0;
+      if (pending !== void 0) this._pending.delete(frame.ref);
       if (op === "event") {
         this._event(frame);
       } else if (op === "subscribed") {
@@ -1126,12 +1100,12 @@
       } else if (op === "error") {
         var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
         if (frame.cursor && !pending) {
-          // too_slow, token_expired, disconnected...: the server closes next (4001, 4003,
-          // 4004); every topic resumes from this cursor (after a fresh token, or connect()).
           var self = this;
-          this._topics.forEach(function (_, topic) { self._setCursor(topic, frame.cursor); });
+          this._topics.forEach(function(_, topic) {
+            self._setCursor(topic, frame.cursor);
+          });
           if (frame.code !== "too_slow") {
-            conn.endReason = frame.code; // said by the close that follows
+            conn.endReason = frame.code;
             return;
           }
         }
@@ -1140,9 +1114,6 @@
         } else {
           if (pending && pending.kind === "subscribe") {
             error.topic = pending.topic;
-            // Refused (policy, bad name): forget it rather than retry it on every reconnect.
-            // "unavailable" is not a refusal: the server closes (1013) and the topic is
-            // resubscribed from its cursor on the next connection.
             var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
             if (this._topics.has(pending.topic) && !keep) {
               this._topics.delete(pending.topic);
@@ -1150,33 +1121,34 @@
           }
           this._emit("error", error);
         }
-      }
-      else if (op === "unsubscribed" && frame.reason && !pending) {
-        // Ended by the server (rtdelivery.unsubscribe()), not asked for.
+      } else if (op === "unsubscribed" && frame.reason && !pending) {
         this._topicEnded(frame.topic, frame.reason);
       }
-      // "pong", "unsubscribed" (our own): nothing to do.
     }
-
     _nextRef() {
       this._refs += 1;
       return this._refs;
     }
-
     _wsRequest(conn, frame, kind) {
       var self = this;
-      return new Promise(function (resolve, reject) {
+      return new Promise(function(resolve, reject) {
         var ref = self._nextRef();
         frame.ref = ref;
-        var timer = setTimeout(function () {
+        var timer = setTimeout(function() {
           if (self._pending.delete(ref)) {
             reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
           }
         }, self.options.requestTimeout);
         self._pending.set(ref, {
-          kind: kind,
-          resolve: function (value) { clearTimeout(timer); resolve(value); },
-          reject: function (error) { clearTimeout(timer); reject(error); },
+          kind,
+          resolve: function(value) {
+            clearTimeout(timer);
+            resolve(value);
+          },
+          reject: function(error) {
+            clearTimeout(timer);
+            reject(error);
+          }
         });
         if (!conn.send(frame)) {
           self._pending.delete(ref);
@@ -1185,15 +1157,13 @@
         }
       });
     }
-
     _rejectPending(message, code) {
       var pending = Array.from(this._pending.values());
       this._pending.clear();
-      pending.forEach(function (request) {
+      pending.forEach(function(request) {
         if (request.reject) request.reject(new RTDeliveryError(message, code));
       });
     }
-
     async _httpPublish(topic, type, data) {
       var headers = { "Content-Type": "application/json", Accept: "application/json" };
       var token = readCookie(this.options.csrfCookieName);
@@ -1204,8 +1174,8 @@
           method: "POST",
           credentials: "same-origin",
           cache: "no-store",
-          headers: headers,
-          body: JSON.stringify({ topic: topic, type: type, data: data }),
+          headers,
+          body: JSON.stringify({ topic, type, data })
         });
       } catch (error) {
         throw this._asError(error);
@@ -1214,38 +1184,31 @@
       var body = await response.json();
       return { topic: body.topic, seq: body.seq, id: body.id };
     }
-
     _asError(error) {
       if (error instanceof RTDeliveryError) return error;
       return new RTDeliveryError(error && error.message ? error.message : String(error), "network");
     }
-
     _fetch(url, init) {
-      var fn = this.options.fetch || global.fetch;
+      var fn = this.options.fetch || globalThis.fetch;
       if (this._token) {
-        // The connection token from getToken(), as a header wherever one can be set.
         init = Object.assign({}, init);
         init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
       }
-      return fn.call(global, url, init);
+      return fn.call(globalThis, url, init);
     }
-
     _wsUrl() {
       var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
       if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-      // A browser WebSocket cannot carry headers: the token goes in the URL (short-lived).
       if (this._token) url.searchParams.set("access_token", this._token);
       return url.toString();
     }
-
     _setState(state) {
       this.state = state;
     }
-
     _emit(name, data) {
       var set = this._listeners.get(name);
       if (!set) return;
-      Array.from(set).forEach(function (fn) {
+      Array.from(set).forEach(function(fn) {
         try {
           fn(data);
         } catch (error) {
@@ -1253,23 +1216,12 @@
         }
       });
     }
-  }
-
-  function supported(name) {
-    if (name === "ws") return typeof WebSocket !== "undefined";
-    if (name === "sse") {
-      return typeof fetch !== "undefined" && typeof TextDecoder !== "undefined" &&
-        typeof ReadableStream !== "undefined";
-    }
-    return typeof fetch !== "undefined";
-  }
-
-  var RTDelivery = {
-    VERSION: VERSION,
-    TRANSPORTS: TRANSPORTS.slice(),
-    Client: Client,
-    RTDeliveryError: RTDeliveryError,
-    backoffDelay: backoffDelay,
   };
-  global.RTDelivery = RTDelivery;
-})(typeof globalThis !== "undefined" ? globalThis : this);
+
+  // src/index.mjs
+  var TRANSPORTS2 = TRANSPORTS.slice();
+  var index_default = { VERSION, TRANSPORTS: TRANSPORTS2, Client, RTDeliveryError, backoffDelay };
+
+  // src/global.mjs
+  globalThis.RTDelivery = index_default;
+})();

@@ -1,3 +1,1230 @@
-import "./rtdelivery.js";
-export const Client = globalThis.RTDelivery.Client;
-export default globalThis.RTDelivery;
+/*! rtdelivery 0.1.0: the browser client of rtdelivery (BSD-3-Clause).
+ * Built from client/src by client/build.mjs: edit the source, then `make client`. */
+
+// src/backoff.mjs
+function backoffDelay(base, max, attempt) {
+  var cap = Math.min(max, base * Math.pow(2, Math.min(attempt, 30)));
+  return Math.floor(Math.random() * cap);
+}
+
+// src/constants.mjs
+var VERSION = "0.1.0";
+var TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
+var STATE_EVENTS = [
+  "connecting",
+  "open",
+  "transport",
+  "subscribed",
+  "recovered",
+  "reset",
+  "presence",
+  "disconnected",
+  "error",
+  "closed",
+  "ended",
+  "unsubscribed"
+];
+var WS_TOO_SLOW = 4001;
+var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
+var WS_GOING_AWAY = 1001;
+var WS_POLICY = 1008;
+var WS_TOO_MANY_CONNECTIONS = 4029;
+var WS_TOKEN_EXPIRED = 4003;
+var WS_ACCESS_ENDED = 4004;
+var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
+var POLICY_ATTEMPT_FLOOR = 5;
+var RATE_ATTEMPT_FLOOR = 3;
+var MAX_CATCH_UP_PAGES = 1e3;
+
+// src/errors.mjs
+var RTDeliveryError = class extends Error {
+  constructor(message, code, status, detail) {
+    super(message);
+    this.name = "RTDeliveryError";
+    this.code = code || "error";
+    this.status = status || 0;
+    this.detail = detail;
+  }
+};
+async function httpError(response) {
+  var code = "http_" + response.status;
+  var message = "HTTP " + response.status;
+  try {
+    var body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch (_) {
+  }
+  return new RTDeliveryError(message, code, response.status);
+}
+function isAbort(error) {
+  return error && (error.name === "AbortError" || error.code === "stopped");
+}
+
+// src/env.mjs
+function readCookie(name) {
+  if (typeof document === "undefined" || !document.cookie) return null;
+  var parts = document.cookie.split(";");
+  for (var i = 0; i < parts.length; i++) {
+    var part = parts[i].trim();
+    if (part.slice(0, name.length + 1) === name + "=") {
+      return decodeURIComponent(part.slice(name.length + 1));
+    }
+  }
+  return null;
+}
+function baseHref() {
+  return typeof location !== "undefined" ? location.href : void 0;
+}
+function pageConfig() {
+  var doc = globalThis.document;
+  var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+  if (!element) return {};
+  try {
+    return JSON.parse(element.textContent) || {};
+  } catch (error) {
+    return {};
+  }
+}
+function supported(name) {
+  if (name === "ws") return typeof WebSocket !== "undefined";
+  if (name === "sse") {
+    return typeof fetch !== "undefined" && typeof TextDecoder !== "undefined" && typeof ReadableStream !== "undefined";
+  }
+  return typeof fetch !== "undefined";
+}
+
+// src/http.mjs
+var HttpConnection = class {
+  constructor(client, name) {
+    this.client = client;
+    this.name = name;
+    this.opened = false;
+    this.stopped = false;
+    this.controller = typeof AbortController !== "undefined" ? new AbortController() : null;
+    this.topics = [];
+    this.waker = null;
+    this.etag = null;
+  }
+  start() {
+    var self = this;
+    this.run().catch(function(error) {
+      if (self.stopped || isAbort(error)) return;
+      self.client._failed(self, self.classify(error));
+    });
+  }
+  stop() {
+    this.stopped = true;
+    if (this.controller) this.controller.abort();
+    if (this.waker) this.waker();
+  }
+  wake() {
+    if (this.waker) this.waker();
+  }
+  classify(error) {
+    var info = { beforeOpen: !this.opened, reason: error.message || String(error), error };
+    if (error instanceof RTDeliveryError && error.status) {
+      info.noFallback = error.code !== "not_event_stream";
+      if (error.status === 429) info.attemptFloor = RATE_ATTEMPT_FLOOR;
+      else if (error.status === 403 || error.status === 401) info.attemptFloor = POLICY_ATTEMPT_FLOOR;
+      if (error.code === "invalid_cursor") info.invalidCursor = true;
+      if (error.code === "token_expired") {
+        info.tokenExpired = true;
+        delete info.attemptFloor;
+        return info;
+      }
+      if (error.status !== 429) this.client._emit("error", error);
+    }
+    return info;
+  }
+  url(path, topics, cursor, extra) {
+    var params = new URLSearchParams();
+    topics.forEach(function(topic) {
+      params.append("topic", topic);
+    });
+    if (cursor) params.set("cursor", cursor);
+    if (extra) {
+      Object.keys(extra).forEach(function(key) {
+        params.set(key, String(extra[key]));
+      });
+    }
+    return this.client.url + path + "?" + params.toString();
+  }
+  async fetch(url, init, deadline) {
+    if (this.stopped) throw new RTDeliveryError("stopped", "stopped");
+    var self = this;
+    var timer = null;
+    var timedOut = false;
+    init = Object.assign(
+      { credentials: "same-origin", cache: "no-store", signal: this.controller ? this.controller.signal : void 0 },
+      init || {}
+    );
+    if (deadline && this.controller) {
+      timer = setTimeout(function() {
+        timedOut = true;
+        self.controller.abort();
+      }, deadline);
+    }
+    this.client.stats.requests += 1;
+    try {
+      return await this.client._fetch(url, init);
+    } catch (error) {
+      if (timedOut) throw new RTDeliveryError("The request timed out.", "timeout");
+      throw error;
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+    }
+  }
+  async getJSON(path, topics, cursor, extra, deadline) {
+    var response = await this.fetch(
+      this.url(path, topics, cursor, extra),
+      { headers: { Accept: "application/json" } },
+      deadline
+    );
+    if (!response.ok) throw await httpError(response);
+    var text = await response.text();
+    var answer = JSON.parse(text);
+    this.client.stats.bytesReceived += text.length;
+    if (path !== "history" && Array.isArray(answer.events) && answer.events.length === 0) {
+      this.client.stats.emptyResponses += 1;
+    }
+    return answer;
+  }
+  /** Applies one poll/longpoll/history answer; returns its cursor. */
+  apply(answer, topics) {
+    var client = this.client;
+    var lost = answer.lost || (answer.recovered === false ? topics : []);
+    lost.forEach(function(topic) {
+      client._reset(topic, answer.cursor);
+    });
+    (answer.events || []).forEach(function(event) {
+      client._event(event);
+    });
+    topics.forEach(function(topic) {
+      client._setCursor(topic, answer.cursor);
+    });
+    return { cursor: answer.cursor, lost };
+  }
+  async run() {
+    var client = this.client;
+    var topics = Array.from(client._topics.keys());
+    this.topics = topics;
+    var counts = /* @__PURE__ */ new Map();
+    topics.forEach(function(topic2) {
+      var cursor2 = client._topics.get(topic2).cursor;
+      if (cursor2) counts.set(cursor2, (counts.get(cursor2) || 0) + 1);
+    });
+    var base = null;
+    var best = 0;
+    counts.forEach(function(count, cursor2) {
+      if (count > best) {
+        best = count;
+        base = cursor2;
+      }
+    });
+    var resuming = topics.filter(function(topic2) {
+      return Boolean(client._topics.get(topic2).cursor);
+    });
+    var own = /* @__PURE__ */ new Map();
+    topics.forEach(function(topic2) {
+      var cursor2 = client._topics.get(topic2).cursor;
+      if (cursor2 && cursor2 !== base) own.set(topic2, cursor2);
+    });
+    var cursor = base;
+    var lost = [];
+    if (this.name !== "sse" || own.size > 0) {
+      var answer = await this.getJSON("poll", topics, base);
+      if (this.stopped) return;
+      var applied = this.apply(answer, topics);
+      cursor = applied.cursor;
+      lost = applied.lost;
+      var self = this;
+      for (var [topic, since] of own) {
+        var caughtUp = await this.catchUp(topic, since);
+        if (self.stopped) return;
+        if (!caughtUp) lost.push(topic);
+      }
+      topics.forEach(function(topic2) {
+        client._setCursor(topic2, cursor);
+      });
+      if (this.name !== "sse") this.announce(topics, resuming, lost);
+    }
+    if (this.name === "sse") return this.stream(topics, cursor, resuming, lost);
+    if (this.name === "longpoll") return this.longpoll(topics, cursor);
+    return this.poll(topics, cursor);
+  }
+  announce(topics, resuming, lost) {
+    var client = this.client;
+    if (!this.opened) {
+      this.opened = true;
+      client._opened(this);
+    }
+    topics.forEach(function(topic) {
+      if (!client._topics.has(topic)) return;
+      var recovered = lost.indexOf(topic) < 0;
+      client._emit("subscribed", { topic, transport: client.transport, recovered });
+      if (recovered && resuming.indexOf(topic) >= 0) {
+        client._emit("recovered", { topic, transport: client.transport });
+      }
+    });
+  }
+  /** Reads `topic` after `since` from history until it is caught up. False if lost. */
+  async catchUp(topic, since) {
+    var client = this.client;
+    var cursor = since;
+    for (var page = 0; page < MAX_CATCH_UP_PAGES; page++) {
+      var answer = await this.getJSON("history", [topic], cursor);
+      if (this.stopped) return true;
+      if (answer.recovered === false) {
+        client._reset(topic, answer.cursor);
+        return false;
+      }
+      (answer.events || []).forEach(function(event) {
+        client._event(event);
+      });
+      if (!answer.events || answer.events.length === 0) return true;
+      cursor = answer.cursor;
+    }
+    return true;
+  }
+  async longpoll(topics, cursor) {
+    var options = this.client.options;
+    while (!this.stopped) {
+      var answer = await this.getJSON(
+        "longpoll",
+        topics,
+        cursor,
+        { timeout: options.longpollTimeout },
+        (options.longpollTimeout + 15) * 1e3
+      );
+      if (this.stopped) return;
+      cursor = this.apply(answer, topics).cursor;
+    }
+  }
+  async poll(topics, cursor) {
+    var client = this.client;
+    while (!this.stopped) {
+      await this.pause(client.options.pollInterval);
+      if (this.stopped) return;
+      var headers = { Accept: "application/json" };
+      if (this.etag) headers["If-None-Match"] = this.etag;
+      var response = await this.fetch(this.url("poll", topics, cursor), { headers });
+      if (this.stopped) return;
+      if (response.status === 304) {
+        client.stats.emptyResponses += 1;
+        continue;
+      }
+      if (!response.ok) throw await httpError(response);
+      this.etag = response.headers.get("ETag");
+      var text = await response.text();
+      var answer = JSON.parse(text);
+      client.stats.bytesReceived += text.length;
+      if (Array.isArray(answer.events) && answer.events.length === 0) {
+        client.stats.emptyResponses += 1;
+      }
+      cursor = this.apply(answer, topics).cursor;
+    }
+  }
+  /** Waits `ms`, longer while the page is hidden; wake() ends the wait early. */
+  pause(ms) {
+    var self = this;
+    return new Promise(function(resolve) {
+      var timer = null;
+      var done = function() {
+        clearTimeout(timer);
+        self.waker = null;
+        resolve();
+      };
+      self.waker = done;
+      if (!self.client._hidden) timer = setTimeout(done, ms);
+    });
+  }
+  async stream(topics, cursor, resuming, lost) {
+    var client = this.client;
+    var response = await this.fetch(
+      this.url("sse", topics, cursor),
+      { headers: { Accept: "text/event-stream" } }
+    );
+    if (!response.ok) throw await httpError(response);
+    var type = response.headers.get("Content-Type") || "";
+    if (type.indexOf("text/event-stream") !== 0 || !response.body) {
+      throw new RTDeliveryError("Expected an event stream, got " + (type || "no body") + ".", "not_event_stream");
+    }
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var frame = { event: "", data: [] };
+    var lastId = null;
+    var self = this;
+    this.abortStream = function() {
+      try {
+        reader.cancel();
+      } catch (_) {
+      }
+    };
+    var dispatch = function() {
+      if (frame.data.length === 0) {
+        frame = { event: "", data: [] };
+        return;
+      }
+      var name = frame.event || "message";
+      var text = frame.data.join("\n");
+      frame = { event: "", data: [] };
+      self.onFrame(name, text, lastId, topics, resuming, lost);
+    };
+    var line = function(text) {
+      if (text === "") return dispatch();
+      if (text.charAt(0) === ":") return;
+      var colon = text.indexOf(":");
+      var field = colon < 0 ? text : text.slice(0, colon);
+      var value = colon < 0 ? "" : text.slice(colon + 1);
+      if (value.charAt(0) === " ") value = value.slice(1);
+      if (field === "data") frame.data.push(value);
+      else if (field === "event") frame.event = value;
+      else if (field === "id" && value.indexOf("\0") < 0) lastId = value;
+    };
+    while (!this.stopped) {
+      var chunk = await reader.read();
+      if (chunk.done) break;
+      this.client.stats.bytesReceived += chunk.value.byteLength;
+      buffer += decoder.decode(chunk.value, { stream: true });
+      var start = 0;
+      for (var i = 0; i < buffer.length; i++) {
+        var c = buffer.charAt(i);
+        if (c === "\n" || c === "\r") {
+          if (c === "\r" && i === buffer.length - 1) break;
+          line(buffer.slice(start, i));
+          if (this.stopped || this.closing) break;
+          if (c === "\r" && buffer.charAt(i + 1) === "\n") i++;
+          start = i + 1;
+        }
+      }
+      buffer = buffer.slice(start);
+      if (this.closing) break;
+    }
+    if (this.stopped) return;
+    try {
+      reader.cancel();
+    } catch (_) {
+    }
+    var info = this.closing || { reason: "stream ended", beforeOpen: !this.opened };
+    client._failed(this, info);
+  }
+  onFrame(name, text, lastId, topics, resuming, lost) {
+    var client = this.client;
+    var data;
+    try {
+      data = JSON.parse(text);
+    } catch (_) {
+      client._emit("error", new RTDeliveryError("Expected JSON data in an SSE frame.", "invalid_frame"));
+      return;
+    }
+    if (name === "rt.open") {
+      var opened = (data.lost || []).concat(lost);
+      opened.forEach(function(topic) {
+        if (lost.indexOf(topic) < 0) client._reset(topic, data.cursor);
+      });
+      topics.forEach(function(topic) {
+        client._setCursor(topic, data.cursor);
+      });
+      this.announce(topics, resuming, opened);
+    } else if (name === "rt.reset") {
+      client._reset(data.topic, data.cursor);
+    } else if (name === "rt.presence") {
+      client._emit("presence", data);
+      return;
+    } else if (name === "rt.close") {
+      if (data.cursor) topics.forEach(function(topic) {
+        client._setCursor(topic, data.cursor);
+      });
+      var reason = data.reason || "closed";
+      this.closing = {
+        reason,
+        immediate: reason === "too_slow",
+        tokenExpired: reason === "token_expired",
+        ended: RESUMABLE_REASONS.indexOf(reason) < 0 ? reason : void 0,
+        noFallback: true
+      };
+      return;
+    } else if (name === "rt.unsubscribed") {
+      client._topicEnded(data.topic, data.reason);
+      return;
+    } else {
+      client._event(data);
+    }
+    if (lastId) topics.forEach(function(topic) {
+      client._setCursor(topic, lastId);
+    });
+  }
+};
+
+// src/ws.mjs
+var WsConnection = class {
+  constructor(client) {
+    this.client = client;
+    this.name = "ws";
+    this.opened = false;
+    this.stopped = false;
+    this.ws = null;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.endReason = null;
+  }
+  start() {
+    var self = this;
+    var client = this.client;
+    var ws;
+    try {
+      ws = new WebSocket(client._wsUrl());
+    } catch (error) {
+      Promise.resolve().then(function() {
+        client._failed(self, { beforeOpen: true, reason: String(error) });
+      });
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = function() {
+      if (self.stopped) return;
+      self.opened = true;
+      client._opened(self);
+      client._topics.forEach(function(entry) {
+        self.subscribe(entry);
+      });
+      self.schedulePing();
+    };
+    ws.onmessage = function(message) {
+      if (self.stopped) return;
+      client.stats.bytesReceived += message.data.length || 0;
+      var frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch (_) {
+        client._emit("error", new RTDeliveryError("Expected a JSON frame.", "invalid_frame"));
+        return;
+      }
+      if (self.pongTimer !== null) {
+        clearTimeout(self.pongTimer);
+        self.pongTimer = null;
+      }
+      client._wsFrame(self, frame);
+    };
+    ws.onerror = function() {
+    };
+    ws.onclose = function(event) {
+      if (self.stopped) return;
+      var code = STAND_INS[event.code] || event.code;
+      var info = {
+        beforeOpen: !self.opened,
+        code,
+        reason: event.reason || "closed"
+      };
+      if (code === WS_TOO_SLOW) {
+        info.immediate = true;
+      } else if (code === WS_TOKEN_EXPIRED) {
+        info.tokenExpired = true;
+        info.reason = "token_expired";
+      } else if (code === WS_ACCESS_ENDED) {
+        info.ended = info.reason = self.endReason || event.reason || "disconnected";
+      } else if (code === WS_POLICY) {
+        info.attemptFloor = POLICY_ATTEMPT_FLOOR;
+      } else if (code === WS_TOO_MANY_CONNECTIONS) {
+        info.attemptFloor = RATE_ATTEMPT_FLOOR;
+      } else if (code === WS_GOING_AWAY) {
+        info.noFallback = true;
+      }
+      client._failed(self, info);
+    };
+  }
+  subscribe(entry) {
+    if (!this.opened || this.stopped) return;
+    var ref = this.client._nextRef();
+    var frame = { op: "subscribe", topic: entry.topic, ref };
+    entry.resuming = Boolean(entry.cursor);
+    if (entry.cursor) frame.since = entry.cursor;
+    this.client._pending.set(ref, { kind: "subscribe", topic: entry.topic });
+    this.send(frame);
+  }
+  unsubscribe(topic) {
+    if (!this.opened || this.stopped) return;
+    this.send({ op: "unsubscribe", topic });
+  }
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+  schedulePing() {
+    var self = this;
+    var options = this.client.options;
+    if (!options.pingInterval) return;
+    clearTimeout(this.pingTimer);
+    this.pingTimer = setTimeout(function() {
+      if (self.stopped) return;
+      self.send({ op: "ping" });
+      self.pongTimer = setTimeout(function() {
+        self.client._failed(self, { reason: "ping timeout" });
+      }, options.pongTimeout);
+      self.schedulePing();
+    }, options.pingInterval);
+  }
+  wake() {
+  }
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    var ws = this.ws;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      if (ws.readyState === 0 || ws.readyState === 1) {
+        try {
+          ws.close(1e3, "client");
+        } catch (_) {
+        }
+      }
+    }
+  }
+};
+
+// src/client.mjs
+var Client = class {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
+   *   page's `{% rtdelivery_config %}` element says (the URLconf's prefix), else "/rt/"
+   * @param {string[]} [options.transports] candidates in order; one entry pins it
+   * @param {number} [options.pollInterval=5000] short polling interval (ms)
+   * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
+   */
+  constructor(options) {
+    options = options || {};
+    var url = options.url || pageConfig().url || "/rt/";
+    this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
+    var transports = options.transports || TRANSPORTS;
+    if (typeof transports === "string") transports = [transports];
+    if (!Array.isArray(transports) || transports.length === 0) {
+      throw new TypeError("Expected transports as a non-empty list of " + TRANSPORTS.join(", ") + ".");
+    }
+    transports.forEach(function(name) {
+      if (TRANSPORTS.indexOf(name) < 0) {
+        throw new TypeError("Unknown transport " + JSON.stringify(name) + "; expected one of " + TRANSPORTS.join(", ") + ".");
+      }
+    });
+    var backoff = options.backoff || {};
+    this.options = {
+      transports: transports.slice(),
+      wsUrl: options.wsUrl || null,
+      pollInterval: options.pollInterval != null ? options.pollInterval : 5e3,
+      longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
+      openTimeout: options.openTimeout != null ? options.openTimeout : 1e4,
+      pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
+      pongTimeout: options.pongTimeout != null ? options.pongTimeout : 1e4,
+      requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
+      maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
+      csrfCookieName: options.csrfCookieName || "csrftoken",
+      backoff: {
+        base: backoff.base != null ? backoff.base : 500,
+        max: backoff.max != null ? backoff.max : 3e4
+      },
+      fetch: options.fetch || null,
+      getToken: options.getToken || null
+    };
+    if (this.options.getToken !== null && typeof this.options.getToken !== "function") {
+      throw new TypeError("Expected getToken to be a function returning a token (or its promise).");
+    }
+    this._candidates = this.options.transports.filter(supported);
+    if (this._candidates.length === 0) {
+      throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
+    }
+    this.state = "idle";
+    this.transport = null;
+    this.stats = {
+      connects: 0,
+      requests: 0,
+      emptyResponses: 0,
+      bytesReceived: 0,
+      delivered: 0,
+      duplicates: 0,
+      resets: 0
+    };
+    this._topics = /* @__PURE__ */ new Map();
+    this._listeners = /* @__PURE__ */ new Map();
+    this._pending = /* @__PURE__ */ new Map();
+    this._refs = 0;
+    this._conn = null;
+    this._timer = null;
+    this._openTimer = null;
+    this._attempt = 0;
+    this._index = 0;
+    this._proven = null;
+    this._provenFailures = 0;
+    this._lastOpened = null;
+    this._reopenQueued = false;
+    this._token = null;
+    this._tokenPromise = null;
+    this._tokenRefreshes = 0;
+    this._ended = null;
+    this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
+    this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
+    this._bindEnvironment();
+  }
+  // -- public API ---------------------------------------------------------------
+  /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
+  on(name, fn) {
+    if (STATE_EVENTS.indexOf(name) < 0) {
+      throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
+    }
+    if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
+    var set = this._listeners.get(name);
+    set.add(fn);
+    return function() {
+      set.delete(fn);
+    };
+  }
+  /** Removes a listener added with on(). */
+  off(name, fn) {
+    var set = this._listeners.get(name);
+    if (set) set.delete(fn);
+  }
+  /**
+   * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
+   * (an event's `id`). Returns `{topic, unsubscribe()}`.
+   */
+  subscribe(topic, onEvent, options) {
+    if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
+    if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
+    if (typeof onEvent !== "function") throw new TypeError("Expected a function for events.");
+    options = options || {};
+    var entry = this._topics.get(topic);
+    var added = !entry;
+    if (added) {
+      entry = {
+        topic,
+        handlers: /* @__PURE__ */ new Set(),
+        cursor: options.since || null,
+        lastSeq: null,
+        resuming: false
+      };
+      this._topics.set(topic, entry);
+    }
+    var handler = { fn: onEvent };
+    entry.handlers.add(handler);
+    if (added) this._topicsChanged(topic, true);
+    var self = this;
+    return {
+      topic,
+      unsubscribe: function() {
+        var current = self._topics.get(topic);
+        if (current !== entry) return;
+        entry.handlers.delete(handler);
+        if (entry.handlers.size === 0) self.unsubscribe(topic);
+      }
+    };
+  }
+  /** Stops every subscription to `topic`. */
+  unsubscribe(topic) {
+    if (!this._topics.delete(topic)) return;
+    this._topicsChanged(topic, false);
+  }
+  /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
+  cursor(topic) {
+    var entry = this._topics.get(topic);
+    return entry ? entry.cursor : null;
+  }
+  /** The topics subscribed to. */
+  topics() {
+    return Array.from(this._topics.keys());
+  }
+  /** Publishes; resolves to `{topic, seq, id}` (WebSocket ack or HTTP 201). */
+  publish(topic, data, options) {
+    options = options || {};
+    var type = options.type || "message";
+    var conn = this._conn;
+    if (conn && conn.name === "ws" && conn.opened) {
+      return this._wsRequest(conn, { op: "publish", topic, type, data }, "publish");
+    }
+    return this._httpPublish(topic, type, data);
+  }
+  /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
+  presence(topic) {
+    var conn = this._conn;
+    if (conn && conn.name === "ws" && conn.opened) {
+      return this._wsRequest(conn, { op: "presence", topic }, "presence");
+    }
+    var self = this;
+    var url = this.url + "presence?" + new URLSearchParams({ topic }).toString();
+    return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
+      if (!response.ok) throw await httpError(response);
+      return response.json();
+    }).catch(function(error) {
+      throw self._asError(error);
+    });
+  }
+  /**
+   * Opens the connection now (subscribe() does it too). After the server ended access
+   * ("ended": logout, rtdelivery.disconnect()), it is the way to start again, e.g. once
+   * the user has logged in again; subscriptions resume from their cursors.
+   */
+  connect() {
+    if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
+    this._ended = null;
+    if (!this._conn && this._timer === null) this._connect();
+  }
+  /** Closes the connection for good; emits "closed". */
+  close() {
+    if (this.state === "closed") return;
+    this._stopConnection();
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._unbindEnvironment();
+    this._rejectPending("The client is closed.", "closed");
+    this._setState("closed");
+    this._emit("closed", { reason: "client" });
+  }
+  // -- connection management ------------------------------------------------------
+  _connect() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (this.state === "closed" || this._conn || this._ended) return;
+    if (this._offline) {
+      this._setState("offline");
+      return;
+    }
+    if (this._topics.size === 0) {
+      this._setState("idle");
+      return;
+    }
+    if (this.options.getToken && this._token === null) {
+      this._fetchToken();
+      return;
+    }
+    var name = this._proven || this._candidates[this._index];
+    this.transport = name;
+    this.stats.connects += 1;
+    this._setState("connecting");
+    this._emit("connecting", { transport: name, attempt: this._attempt });
+    var conn = name === "ws" ? new WsConnection(this) : new HttpConnection(this, name);
+    this._conn = conn;
+    var self = this;
+    clearTimeout(this._openTimer);
+    this._openTimer = setTimeout(function() {
+      if (self._conn === conn && !conn.opened) {
+        self._failed(conn, { beforeOpen: true, reason: "open timeout" });
+      }
+    }, this.options.openTimeout);
+    conn.start();
+  }
+  _opened(conn) {
+    if (conn !== this._conn) return;
+    clearTimeout(this._openTimer);
+    this._attempt = 0;
+    this._tokenRefreshes = 0;
+    this._provenFailures = 0;
+    this._proven = conn.name;
+    this._index = Math.max(0, this._candidates.indexOf(conn.name));
+    this._setState("open");
+    if (this._lastOpened !== conn.name) {
+      this._lastOpened = conn.name;
+      this._emit("transport", conn.name);
+    }
+    this._emit("open", { transport: conn.name });
+  }
+  /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
+  _fetchToken() {
+    if (this._tokenPromise) return;
+    var self = this;
+    this._setState("connecting");
+    this._tokenPromise = Promise.resolve().then(function() {
+      return self.options.getToken();
+    }).then(function(token) {
+      if (typeof token !== "string" || !token) {
+        throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
+      }
+      self._tokenPromise = null;
+      self._token = token;
+      self._connect();
+    }).catch(function(error) {
+      self._tokenPromise = null;
+      if (self.state === "closed") return;
+      self._emit("error", self._asError(error));
+      var delay = backoffDelay(self.options.backoff.base, self.options.backoff.max, self._attempt);
+      self._attempt += 1;
+      self._emit("disconnected", { transport: null, reason: "getToken failed", delay });
+      self._scheduleConnect(delay);
+    });
+  }
+  /** The server ended this user's access: stop, say why, and wait for connect(). */
+  _endAccess(conn, reason) {
+    this._ended = reason;
+    this._token = null;
+    this._setState("idle");
+    this._emit("disconnected", { transport: conn.name, reason, delay: null });
+    this._emit("ended", { transport: conn.name, reason });
+  }
+  /** rtdelivery.unsubscribe() on the server: forget the topic (no resubscribe). */
+  _topicEnded(topic, reason) {
+    if (!this._topics.has(topic)) return;
+    this._emit("unsubscribed", { topic, reason: reason || "unsubscribed" });
+    this.unsubscribe(topic);
+  }
+  /** A connection ended or failed to open: fall back, or reconnect with backoff. */
+  _failed(conn, info) {
+    if (conn !== this._conn) return;
+    info = info || {};
+    this._conn = null;
+    conn.stop();
+    clearTimeout(this._openTimer);
+    this._rejectPending("The connection was lost.", "disconnected");
+    if (this.state === "closed") return;
+    if (info.ended) {
+      this._endAccess(conn, info.ended);
+      return;
+    }
+    if (info.tokenExpired) {
+      this._token = null;
+      if (!this.options.getToken) {
+        this._endAccess(conn, "token_expired");
+        return;
+      }
+      info.noFallback = true;
+      info.immediate = this._tokenRefreshes++ === 0;
+    }
+    if (info.invalidCursor) {
+      var self = this;
+      this._topics.forEach(function(entry, topic) {
+        entry.cursor = null;
+        self._reset(topic, null);
+      });
+      info.immediate = true;
+    }
+    var fallback = false;
+    if (info.beforeOpen && !info.noFallback) {
+      if (this._proven === null) {
+        fallback = true;
+      } else if (++this._provenFailures >= this.options.maxProvenFailures) {
+        this._proven = null;
+        this._provenFailures = 0;
+        this._index = 0;
+        this._attempt = Math.max(this._attempt, 1);
+      }
+    }
+    var delay = 0;
+    if (fallback && this._index + 1 < this._candidates.length) {
+      this._index += 1;
+    } else {
+      if (fallback) this._index = 0;
+      if (info.attemptFloor) this._attempt = Math.max(this._attempt, info.attemptFloor);
+      if (!info.immediate || fallback) {
+        delay = backoffDelay(this.options.backoff.base, this.options.backoff.max, this._attempt);
+        this._attempt += 1;
+      }
+    }
+    this._emit("disconnected", {
+      transport: conn.name,
+      code: info.code,
+      reason: info.reason,
+      delay,
+      next: this._proven || this._candidates[this._index]
+    });
+    if (this._offline || this._topics.size === 0) {
+      this._setState(this._offline ? "offline" : "idle");
+      return;
+    }
+    this._scheduleConnect(delay);
+  }
+  _scheduleConnect(delay) {
+    clearTimeout(this._timer);
+    this._setState("reconnecting");
+    var self = this;
+    this._timer = setTimeout(function() {
+      self._timer = null;
+      self._connect();
+    }, delay);
+  }
+  _stopConnection() {
+    clearTimeout(this._openTimer);
+    if (this._conn) {
+      var conn = this._conn;
+      this._conn = null;
+      conn.stop();
+    }
+  }
+  _topicsChanged(topic, added) {
+    if (this.state === "closed") return;
+    var conn = this._conn;
+    if (this._topics.size === 0) {
+      this._stopConnection();
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._rejectPending("No topics left.", "disconnected");
+      this._setState(this._offline ? "offline" : "idle");
+      return;
+    }
+    if (conn && conn.name === "ws") {
+      if (added) conn.subscribe(this._topics.get(topic));
+      else conn.unsubscribe(topic);
+      return;
+    }
+    if (conn) {
+      if (this._reopenQueued) return;
+      this._reopenQueued = true;
+      var self = this;
+      Promise.resolve().then(function() {
+        self._reopenQueued = false;
+        if (self._conn !== conn) return;
+        self._stopConnection();
+        self._connect();
+      });
+      return;
+    }
+    if (this._timer === null && !this._offline) this._connect();
+  }
+  _bindEnvironment() {
+    var self = this;
+    this._onOnline = function() {
+      self._offline = false;
+      if (self.state === "closed" || self._conn) return;
+      self._attempt = 0;
+      self._connect();
+    };
+    this._onOffline = function() {
+      self._offline = true;
+      if (self.state === "closed") return;
+      var conn = self._conn;
+      self._stopConnection();
+      clearTimeout(self._timer);
+      self._timer = null;
+      self._rejectPending("The browser went offline.", "offline");
+      if (conn) self._emit("disconnected", { transport: conn.name, reason: "offline", delay: null });
+      self._setState("offline");
+    };
+    this._onVisibility = function() {
+      self._hidden = document.visibilityState === "hidden";
+      if (self._hidden || self.state === "closed") return;
+      if (self._conn) {
+        self._conn.wake();
+      } else if (self._timer !== null) {
+        self._attempt = 0;
+        self._connect();
+      }
+    };
+    if (typeof addEventListener === "function") {
+      addEventListener("online", this._onOnline);
+      addEventListener("offline", this._onOffline);
+    }
+    if (typeof document !== "undefined" && document.addEventListener) {
+      document.addEventListener("visibilitychange", this._onVisibility);
+    }
+  }
+  _unbindEnvironment() {
+    if (typeof removeEventListener === "function") {
+      removeEventListener("online", this._onOnline);
+      removeEventListener("offline", this._onOffline);
+    }
+    if (typeof document !== "undefined" && document.removeEventListener) {
+      document.removeEventListener("visibilitychange", this._onVisibility);
+    }
+  }
+  // -- delivery -------------------------------------------------------------------
+  /** Delivers one wire event once: drops anything at or before the topic's last seq. */
+  _event(event) {
+    if (!event || typeof event.topic !== "string") return;
+    var entry = this._topics.get(event.topic);
+    if (!entry) return;
+    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
+      this.stats.duplicates += 1;
+      return;
+    }
+    entry.lastSeq = event.seq;
+    if (event.id) entry.cursor = event.id;
+    this.stats.delivered += 1;
+    var clean = {
+      id: event.id,
+      topic: event.topic,
+      seq: event.seq,
+      type: event.type,
+      data: event.data,
+      time: event.time
+    };
+    var self = this;
+    entry.handlers.forEach(function(handler) {
+      try {
+        handler.fn(clean);
+      } catch (error) {
+        self._emit("error", error);
+      }
+    });
+  }
+  _setCursor(topic, cursor) {
+    var entry = this._topics.get(topic);
+    if (entry && cursor) entry.cursor = cursor;
+  }
+  _reset(topic, cursor) {
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    entry.lastSeq = null;
+    if (cursor) entry.cursor = cursor;
+    this.stats.resets += 1;
+    this._emit("reset", { topic, transport: this.transport });
+  }
+  _wsFrame(conn, frame) {
+    if (conn !== this._conn) return;
+    var op = frame.op;
+    var pending = frame.ref != null ? this._pending.get(frame.ref) : void 0;
+    if (pending !== void 0) this._pending.delete(frame.ref);
+    if (op === "event") {
+      this._event(frame);
+    } else if (op === "subscribed") {
+      var entry = this._topics.get(frame.topic);
+      if (!entry) return;
+      if (frame.recovered === false) this._reset(frame.topic, frame.cursor);
+      else if (frame.cursor) entry.cursor = frame.cursor;
+      this._emit("subscribed", { topic: frame.topic, transport: "ws", recovered: frame.recovered !== false });
+      if (frame.recovered !== false && entry.resuming) {
+        this._emit("recovered", { topic: frame.topic, transport: "ws" });
+      }
+      entry.resuming = false;
+    } else if (op === "ack") {
+      if (pending && pending.resolve) pending.resolve({ topic: frame.topic, seq: frame.seq, id: frame.id });
+    } else if (op === "presence") {
+      var snapshot = Object.assign({}, frame);
+      delete snapshot.op;
+      delete snapshot.ref;
+      if (pending && pending.resolve) pending.resolve(snapshot);
+      else this._emit("presence", snapshot);
+    } else if (op === "error") {
+      var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
+      if (frame.cursor && !pending) {
+        var self = this;
+        this._topics.forEach(function(_, topic) {
+          self._setCursor(topic, frame.cursor);
+        });
+        if (frame.code !== "too_slow") {
+          conn.endReason = frame.code;
+          return;
+        }
+      }
+      if (pending && pending.reject) {
+        pending.reject(error);
+      } else {
+        if (pending && pending.kind === "subscribe") {
+          error.topic = pending.topic;
+          var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
+          if (this._topics.has(pending.topic) && !keep) {
+            this._topics.delete(pending.topic);
+          }
+        }
+        this._emit("error", error);
+      }
+    } else if (op === "unsubscribed" && frame.reason && !pending) {
+      this._topicEnded(frame.topic, frame.reason);
+    }
+  }
+  _nextRef() {
+    this._refs += 1;
+    return this._refs;
+  }
+  _wsRequest(conn, frame, kind) {
+    var self = this;
+    return new Promise(function(resolve, reject) {
+      var ref = self._nextRef();
+      frame.ref = ref;
+      var timer = setTimeout(function() {
+        if (self._pending.delete(ref)) {
+          reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
+        }
+      }, self.options.requestTimeout);
+      self._pending.set(ref, {
+        kind,
+        resolve: function(value) {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        reject: function(error) {
+          clearTimeout(timer);
+          reject(error);
+        }
+      });
+      if (!conn.send(frame)) {
+        self._pending.delete(ref);
+        clearTimeout(timer);
+        reject(new RTDeliveryError("The WebSocket is not open.", "disconnected"));
+      }
+    });
+  }
+  _rejectPending(message, code) {
+    var pending = Array.from(this._pending.values());
+    this._pending.clear();
+    pending.forEach(function(request) {
+      if (request.reject) request.reject(new RTDeliveryError(message, code));
+    });
+  }
+  async _httpPublish(topic, type, data) {
+    var headers = { "Content-Type": "application/json", Accept: "application/json" };
+    var token = readCookie(this.options.csrfCookieName);
+    if (token) headers["X-CSRFToken"] = token;
+    var response;
+    try {
+      response = await this._fetch(this.url + "publish", {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers,
+        body: JSON.stringify({ topic, type, data })
+      });
+    } catch (error) {
+      throw this._asError(error);
+    }
+    if (!response.ok) throw await httpError(response);
+    var body = await response.json();
+    return { topic: body.topic, seq: body.seq, id: body.id };
+  }
+  _asError(error) {
+    if (error instanceof RTDeliveryError) return error;
+    return new RTDeliveryError(error && error.message ? error.message : String(error), "network");
+  }
+  _fetch(url, init) {
+    var fn = this.options.fetch || globalThis.fetch;
+    if (this._token) {
+      init = Object.assign({}, init);
+      init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
+    }
+    return fn.call(globalThis, url, init);
+  }
+  _wsUrl() {
+    var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
+    if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this._token) url.searchParams.set("access_token", this._token);
+    return url.toString();
+  }
+  _setState(state) {
+    this.state = state;
+  }
+  _emit(name, data) {
+    var set = this._listeners.get(name);
+    if (!set) return;
+    Array.from(set).forEach(function(fn) {
+      try {
+        fn(data);
+      } catch (error) {
+        if (name !== "error" && typeof console !== "undefined") console.error(error);
+      }
+    });
+  }
+};
+
+// src/index.mjs
+var TRANSPORTS2 = TRANSPORTS.slice();
+var index_default = { VERSION, TRANSPORTS: TRANSPORTS2, Client, RTDeliveryError, backoffDelay };
+export {
+  Client,
+  RTDeliveryError,
+  TRANSPORTS2 as TRANSPORTS,
+  VERSION,
+  backoffDelay,
+  index_default as default
+};
