@@ -52,12 +52,17 @@ def _route_for(urlconf: str, path_info: str) -> tuple[Any, ...] | None:
     except Resolver404:
         return None
     route: tuple[Any, ...] | None = getattr(match.func, ROUTE_ATTRIBUTE, None)
+    if route is not None and route[0] == "held" and (match.args or match.kwargs):
+        # What the URLconf captured or passed (include(..., {"channels": [...]})), for
+        # handlers that read it from scope["url_route"] as Channels' consumers do.
+        route = (*route, {"args": match.args, "kwargs": match.kwargs})
     return route
 
 
 def route_for(scope: Scope) -> tuple[Any, ...] | None:
     """rtdelivery's route for this path in the project's URLconf: ``("held", method,
-    handler)``, ``("websocket",)`` or None (not one of rtdelivery's served routes)."""
+    handler[, url_route])``, ``("websocket",)`` or None (not one of rtdelivery's served
+    routes). ``url_route`` (``{"args", "kwargs"}``) is there when the URL gives any."""
     return _route_for(settings.ROOT_URLCONF, _path_info(scope))
 
 
@@ -118,6 +123,8 @@ class RealtimeApplication:
             if route is not None and route[0] == "held":
                 # The server's own send, before any wrapper: its write buffer bounds a
                 # stream's memory under Daphne (rtdelivery.transports.flow).
+                if len(route) > 3:
+                    scope = {**scope, "url_route": route[3]}
                 token = server_send.set(send)
                 try:
                     await serve_asgi(route[2], route[1], scope, receive, send)

@@ -1,0 +1,1 @@
+"""rtdelivery.contrib.eventstream against the real django-eventstream package."""
