@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_MAX_AGE": 24 * 3600,
     # A topic's seq/epoch record is forgotten after this long without any publish.
     "TOPIC_IDLE_TTL": 7 * 24 * 3600,
+    # How long a publish's idempotency key is remembered per topic (seconds).
+    "IDEMPOTENCY_TTL": 24 * 3600,
     # Channels layer alias used as the backplane.
     "CHANNEL_LAYER": "default",
     # Topic pattern -> options (policy, history limits, presence, client publish).
@@ -174,6 +176,7 @@ class Settings:
     history_size: int
     history_max_age: int
     topic_idle_ttl: int
+    idempotency_ttl: int
     channel_layer: str
     topics: Mapping[str, Mapping[str, Any]]
     max_event_bytes: int
@@ -233,6 +236,7 @@ INT_MINIMUMS: dict[str, int] = {
     "HISTORY_SIZE": 0,
     "HISTORY_MAX_AGE": 1,
     "TOPIC_IDLE_TTL": 1,
+    "IDEMPOTENCY_TTL": 1,
     "MAX_EVENT_BYTES": 1,
     "QUEUE_SIZE": 1,
     "SSE_RETRY": 0,
@@ -742,6 +746,7 @@ def build(raw_user: Any) -> Settings:
         history_size=raw["HISTORY_SIZE"],
         history_max_age=raw["HISTORY_MAX_AGE"],
         topic_idle_ttl=raw["TOPIC_IDLE_TTL"],
+        idempotency_ttl=raw["IDEMPOTENCY_TTL"],
         channel_layer=raw["CHANNEL_LAYER"],
         topics=raw["TOPICS"],
         max_event_bytes=raw["MAX_EVENT_BYTES"],

@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 
 from . import backplane, metrics, outage
 from .conf import get_settings
 from .connections import aclose_redis
-from .core.errors import Unavailable
+from .core.errors import BadRequest, Unavailable
 from .core.events import Event, encode_data, validate_type
 from .core.topics import validate_topic
 from .history import get_history
@@ -31,15 +32,52 @@ logger = logging.getLogger("rtdelivery.publish")
 PUBLISH_TIMEOUT = 30.0
 
 
-def _prepare(topic: str, data: Any, type: str) -> tuple[str, str, str]:  # noqa: A002
+#: An idempotency key: what a UUID, a ULID or "order-42:created" are made of.
+MAX_KEY_LENGTH = 128
+_KEY_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
+
+
+def validate_key(key: object) -> str:
+    """Return the idempotency ``key`` if valid: 1-128 of letters, digits and ``_.:-``."""
+    if not isinstance(key, str):
+        raise BadRequest(
+            f"Expected 'key' (the idempotency key) as a string, got {type(key).__name__}.",
+            code="invalid_key",
+        )
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not _KEY_RE.fullmatch(key):
+        raise BadRequest(
+            f"Expected 'key' (the idempotency key) of 1 to {MAX_KEY_LENGTH} letters, digits "
+            f"or '_.:-', got {key[:MAX_KEY_LENGTH]!r}"
+            + (f" ({len(key)} characters)." if len(key) > MAX_KEY_LENGTH else "."),
+            code="invalid_key",
+        )
+    return key
+
+
+class _Prepared(NamedTuple):
+    """A publish, validated: nothing about it can fail but Redis."""
+
+    topic: str
+    type: str
+    data_json: str
+    key: str | None
+
+
+def _prepare(topic: str, data: Any, type: str, key: str | None) -> _Prepared:  # noqa: A002
     """Validate everything before anything is stored."""
     validate_topic(topic)
     validate_type(type)
-    return topic, type, encode_data(data, get_settings().max_event_bytes)
+    if key is not None:
+        validate_key(key)
+    return _Prepared(topic, type, encode_data(data, get_settings().max_event_bytes), key)
 
 
-async def _publish_prepared(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
-    event = await get_history().append(topic, type, data_json, int(time.time() * 1000))
+async def _publish_prepared(p: _Prepared) -> Event:
+    topic = p.topic
+    event = await get_history().append(topic, p.type, p.data_json, int(time.time() * 1000), p.key)
+    if event.duplicate:
+        # Stored (and broadcast) by the first publish with this key: nothing to send.
+        return event
     metrics.incr("events_published")
     try:
         try:
@@ -59,14 +97,24 @@ async def _publish_prepared(topic: str, type: str, data_json: str) -> Event:  # 
     return event
 
 
-async def apublish(topic: str, data: Any, type: str = "message") -> Event:  # noqa: A002
+async def apublish(
+    topic: str,
+    data: Any,
+    type: str = "message",  # noqa: A002
+    *,
+    key: str | None = None,
+) -> Event:
     """Publish ``data`` on ``topic`` from async code; returns the stored :class:`Event`.
 
-    Raises :class:`~rtdelivery.core.errors.InvalidTopic`, ``InvalidEvent`` or
-    ``EventTooLarge`` before anything is stored, ``Unavailable`` if Redis cannot be
-    reached.
+    ``key``: an idempotency key (1-128 of letters, digits and ``_.:-``; a random UUID is
+    best). A publish repeating a topic's key within ``IDEMPOTENCY_TTL`` seconds stores
+    and sends nothing and returns the first publish's event with ``duplicate`` True.
+
+    Raises :class:`~rtdelivery.core.errors.InvalidTopic`, ``InvalidEvent``,
+    ``EventTooLarge`` or ``BadRequest`` (``invalid_key``) before anything is stored,
+    ``Unavailable`` if Redis cannot be reached.
     """
-    return await _publish_prepared(*_prepare(topic, data, type))
+    return await _publish_prepared(_prepare(topic, data, type, key))
 
 
 class _PublisherThread:
@@ -153,7 +201,7 @@ def in_event_loop() -> bool:
     return True
 
 
-def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
+def _run_sync(prepared: _Prepared) -> Event:
     if in_event_loop():
         raise RuntimeError(
             "rtdelivery.publish() was called from async code (a running event loop); "
@@ -163,7 +211,7 @@ def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
     # Prefer the server's own loop: its layer and Redis connections are already open,
     # and the in-memory layer is only safe to use from the loop of its subscribers.
     loop = loops[0] if loops else _publisher.loop()
-    future = asyncio.run_coroutine_threadsafe(_publish_prepared(topic, type, data_json), loop)
+    future = asyncio.run_coroutine_threadsafe(_publish_prepared(prepared), loop)
     try:
         return future.result(timeout=PUBLISH_TIMEOUT)
     except TimeoutError as exc:  # Redis neither answers nor fails (its timeouts are shorter)
@@ -171,13 +219,19 @@ def _run_sync(topic: str, type: str, data_json: str) -> Event:  # noqa: A002
         raise outage.unavailable(exc, "publish") from exc
 
 
-def publish(topic: str, data: Any, type: str = "message") -> Event:  # noqa: A002
+def publish(
+    topic: str,
+    data: Any,
+    type: str = "message",  # noqa: A002
+    *,
+    key: str | None = None,
+) -> Event:
     """Publish ``data`` on ``topic`` from sync code (views, commands, workers).
 
-    Blocks until the event is stored and broadcast and returns it. Raises like
-    :func:`apublish`.
+    Blocks until the event is stored and broadcast and returns it. ``key`` and errors
+    as for :func:`apublish`.
     """
-    return _run_sync(*_prepare(topic, data, type))
+    return _run_sync(_prepare(topic, data, type, key))
 
 
 def publish_on_commit(
@@ -185,22 +239,24 @@ def publish_on_commit(
     data: Any,
     type: str = "message",  # noqa: A002
     *,
+    key: str | None = None,
     using: str | None = None,
 ) -> None:
     """Publish once the current transaction commits; nothing if it rolls back.
 
     The event is validated now, so bad data fails inside the request, not after commit.
     Outside a transaction (autocommit) it publishes at once. If Redis is unavailable then,
-    the event is lost: that is logged (one line, no traceback), not raised.
+    the event is lost: that is logged (one line, no traceback), not raised. ``key`` as
+    for :func:`apublish`.
     """
-    prepared = _prepare(topic, data, type)
-    transaction.on_commit(functools.partial(_after_commit, *prepared), using=using, robust=True)
+    prepared = _prepare(topic, data, type, key)
+    transaction.on_commit(functools.partial(_after_commit, prepared), using=using, robust=True)
 
 
-def _after_commit(topic: str, type: str, data_json: str) -> None:  # noqa: A002
+def _after_commit(prepared: _Prepared) -> None:
     try:
-        _run_sync(topic, type, data_json)
+        _run_sync(prepared)
     except Unavailable:
         # The transaction is committed, nobody can be told: say which event was lost.
         # (Other errors reach Django's robust on_commit handler, which logs them.)
-        logger.warning("Event on %s not published after commit: Redis unavailable", topic)
+        logger.warning("Event on %s not published after commit: Redis unavailable", prepared.topic)

@@ -56,6 +56,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "HISTORY_SIZE": 1000,
     "HISTORY_MAX_AGE": 86400,
     "TOPIC_IDLE_TTL": 604800,
+    "IDEMPOTENCY_TTL": 86400,
     "CHANNEL_LAYER": "default",
     "TOPICS": {},
     "MAX_EVENT_BYTES": 65536,

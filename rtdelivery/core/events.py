@@ -64,6 +64,7 @@ class Event:
         "_sse_tail",
         "_ws",
         "data_json",
+        "duplicate",
         "epoch",
         "id",
         "position",
@@ -85,6 +86,7 @@ class Event:
         key: bytes,
         id: str | None = None,  # noqa: A002
         raw: str | None = None,
+        duplicate: bool = False,
     ) -> None:
         self.topic = topic
         self.seq = seq
@@ -94,6 +96,8 @@ class Event:
         self.time = time
         self.id = id if id is not None else event_id(topic, epoch, seq, key)
         self._raw = raw
+        #: A publish that repeated an idempotency key: this is the first publish's event.
+        self.duplicate = duplicate
         self._ws: str | None = None
         self._sse: str | None = None
         self._sse_tail: str | None = None

@@ -58,6 +58,21 @@ class ReadResult:
         return self.position
 
 
+def duplicate_of(first: Event, data_json: str) -> Event:
+    """The answer to a publish that repeated ``first``'s idempotency key."""
+    return Event(
+        first.topic,
+        first.seq,
+        first.epoch,
+        first.type,
+        data_json,
+        first.time,
+        key=b"",
+        id=first.id,
+        duplicate=True,
+    )
+
+
 class History(ABC):
     """A bounded per-topic log with contiguous ``seq`` numbers and an ``epoch``.
 
@@ -69,8 +84,21 @@ class History(ABC):
         self.key = conf.cursor_key
 
     @abstractmethod
-    async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
-        """Store one event, assigning the next ``seq`` atomically."""
+    async def append(
+        self,
+        topic: str,
+        type: str,  # noqa: A002
+        data_json: str,
+        time: int,
+        key: str | None = None,
+    ) -> Event:
+        """Store one event, assigning the next ``seq`` atomically.
+
+        With an idempotency ``key`` already used on ``topic`` within ``IDEMPOTENCY_TTL``
+        seconds nothing is stored: the answer is the first publish's event (its topic,
+        epoch, seq, id, time and type; ``data_json`` is this call's) with ``duplicate``
+        set. Checking and storing are one atomic step.
+        """
 
     @abstractmethod
     async def read(

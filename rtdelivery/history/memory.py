@@ -10,7 +10,10 @@ from collections.abc import Iterable
 from ..conf import Settings
 from ..core.cursors import Position
 from ..core.events import Event
-from .base import BEFORE_FIRST, History, ReadResult, new_epoch
+from .base import BEFORE_FIRST, History, ReadResult, duplicate_of, new_epoch
+
+#: The clock idempotency keys expire by (a name of its own, for tests).
+_clock = _time.monotonic
 
 
 class _TopicLog:
@@ -60,6 +63,8 @@ class MemoryHistory(History):
     def __init__(self, conf: Settings) -> None:
         super().__init__(conf)
         self._topics: dict[str, _TopicLog] = {}
+        #: (topic, idempotency key) -> (expiry on the monotonic clock, first event).
+        self._keys: dict[tuple[str, str], tuple[float, Event]] = {}
         self._lock = threading.Lock()
 
     def _log(self, topic: str) -> _TopicLog:
@@ -75,15 +80,41 @@ class MemoryHistory(History):
             log.trim(int(_time.time() * 1000))
         return log
 
-    async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
+    async def append(
+        self,
+        topic: str,
+        type: str,  # noqa: A002
+        data_json: str,
+        time: int,
+        key: str | None = None,
+    ) -> Event:
         with self._lock:
+            if key is not None:
+                first = self._keyed(topic, key)
+                if first is not None:
+                    return duplicate_of(first, data_json)
             log = self._log(topic)
             log.seq += 1
             event = Event(topic, log.seq, log.epoch, type, data_json, time, key=self.key)
             if log.events.maxlen:
                 log.events.append(event)
             log.trim(time)
+            if key is not None:
+                self._keys[topic, key] = (_clock() + self.conf.idempotency_ttl, event)
             return event
+
+    def _keyed(self, topic: str, key: str) -> Event | None:
+        """The event first published with ``key`` on ``topic``, if still remembered.
+        Under the lock; forgets expired keys (oldest first: one TTL, insertion order)."""
+        now = _clock()
+        keys = self._keys
+        while keys:
+            oldest = next(iter(keys))
+            if keys[oldest][0] > now:
+                break
+            del keys[oldest]
+        found = keys.get((topic, key))
+        return found[1] if found else None
 
     async def read(
         self, topic: str, since: Position | None, limit: int | None = None

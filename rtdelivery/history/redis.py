@@ -39,6 +39,9 @@ from ..core.events import Event
 from ..outage import BACKEND_ERRORS
 from .base import BEFORE_FIRST, History, ReadResult, new_epoch
 
+#: How long (seconds) an append's publish id is remembered, for a retry of it.
+PUBLISH_ID_TTL = 300
+
 #: How many topics a process remembers the highest position of (evidence of rollback).
 SEEN_TOPICS = 10_000
 
@@ -89,11 +92,24 @@ local function trim_old(log, min_time)
 end
 """
 
-# KEYS: meta, log, publish-id mark. ARGV: new epoch, record without seq, max size,
-# min time, meta ttl, log ttl, seen epoch, seen seq. Returns {epoch, seq}.
+# KEYS: meta, log, mark (the idempotency key's, else the publish id's). ARGV: new epoch,
+# record without seq ("<time>|<type>|<data>"), max size, min time, meta ttl, log ttl,
+# seen epoch, seen seq, publish id, mark ttl. Returns {epoch, seq}, or for a repeated
+# idempotency key {epoch, seq, time, type} of the first publish (nothing is written).
+#
+# The mark "<epoch>|<seq>|<publish id>|<time>|<type>" makes the append idempotent twice
+# over: a retried append (its reply was lost) finds its own publish id and answers the
+# seq it already got instead of storing the event twice; another publish with the same
+# idempotency key finds another publish id and gets the first one's answer.
 _APPEND = (
     _PRELUDE
     + """
+local mark = redis.call('GET', KEYS[3])
+local e, s, pid, t, ty
+if mark then
+  e, s, pid, t, ty = string.match(mark, '^(%d+)|(%d+)|(%w+)|(%d+)|(.*)$')
+  if e and pid ~= ARGV[9] then return {e, tonumber(s), t, ty} end
+end
 local epoch = load(KEYS[1], KEYS[2], ARGV[1], ARGV[7], ARGV[8], '', 0)
 if not epoch then
   epoch = ARGV[1]
@@ -101,15 +117,11 @@ if not epoch then
   redis.call('DEL', KEYS[2])  -- a leftover list (its record expired): its seqs would clash
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
--- Idempotent: a retried append (its reply was lost) finds its own publish id and
--- answers the seq it already got instead of storing the event twice.
-local done = redis.call('GET', KEYS[3])
-if done then
-  local e, s = string.match(done, '^(%d+):(%d+)$')
-  if e == epoch then return {epoch, tonumber(s)} end
-end
+if e == epoch then return {epoch, tonumber(s)} end  -- our own retry
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('SET', KEYS[3], epoch .. ':' .. seq, 'EX', 300)
+t, ty = string.match(ARGV[2], '^(%d+)|([^|]*)|')
+redis.call('SET', KEYS[3], epoch .. '|' .. seq .. '|' .. ARGV[9] .. '|' .. t .. '|' .. ty,
+           'EX', ARGV[10])
 local size = tonumber(ARGV[3])
 if size > 0 then
   redis.call('RPUSH', KEYS[2], seq .. '|' .. ARGV[2])
@@ -240,14 +252,26 @@ class RedisHistory(History):
         outage.record_success()
         return list(reply)
 
-    async def append(self, topic: str, type: str, data_json: str, time: int) -> Event:  # noqa: A002
+    async def append(
+        self,
+        topic: str,
+        type: str,  # noqa: A002
+        data_json: str,
+        time: int,
+        key: str | None = None,
+    ) -> Event:
         options = self.conf.topic_options(topic)
         # A publish id per append makes the script idempotent, so the client may retry it
         # after a connection error without storing the event twice.
         publish_id = secrets.token_hex(8)
-        epoch_s, seq = await self._eval(
+        base = f"{self.prefix}{{{topic}}}"
+        if key is None:
+            mark, mark_ttl = f"{base}:p:{publish_id}", PUBLISH_ID_TTL
+        else:
+            mark, mark_ttl = f"{base}:k:{key}", self.conf.idempotency_ttl
+        reply = await self._eval(
             _APPEND,
-            (*self.keys(topic), f"{self.prefix}{{{topic}}}:p:{publish_id}"),
+            (base + ":m", base + ":l", mark),
             new_epoch(),
             f"{time}|{type}|{data_json}",
             options.history_size,
@@ -255,8 +279,16 @@ class RedisHistory(History):
             max(self.conf.topic_idle_ttl, options.history_max_age),
             options.history_max_age + 60,
             *self._seen_args(topic),
+            publish_id,
+            mark_ttl,
         )
-        event = Event(topic, int(seq), int(_text(epoch_s)), type, data_json, time, key=self.key)
+        epoch, seq = int(_text(reply[0])), int(reply[1])
+        if len(reply) > 2:  # a repeated idempotency key: the first publish's answer
+            first_time, first_type = int(_text(reply[2])), _text(reply[3])
+            return Event(
+                topic, seq, epoch, first_type, data_json, first_time, key=self.key, duplicate=True
+            )
+        event = Event(topic, seq, epoch, type, data_json, time, key=self.key)
         self.seen.note(topic, event.position)
         return event
 

@@ -18,7 +18,7 @@ from ..core.params import parse_int
 from ..core.topics import validate_topic
 from ..history import get_history
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
-from ..publishing import apublish
+from ..publishing import apublish, validate_key
 from ..tokens import is_connection_token
 from . import limits
 from .common import authorize_all
@@ -136,19 +136,22 @@ async def publish(request: Request, send: Send) -> None:
         raise BadRequest(
             f"Expected a JSON object body, got {type(payload).__name__}.", code="invalid_json"
         )
-    unknown = sorted(set(payload) - {"topic", "type", "data"})
+    unknown = sorted(set(payload) - {"topic", "type", "data", "key"})
     if unknown:
-        raise InvalidEvent(f"Expected only topic, type and data; got also {unknown}.")
+        raise InvalidEvent(f"Expected only topic, type, data and key; got also {unknown}.")
     if "data" not in payload:
         raise InvalidEvent("Expected 'data' in the body.")
     topic = validate_topic(payload.get("topic"))
+    key = validate_key(payload["key"]) if "key" in payload else None
     if token is None:
         await authorize_client_publish(request.user, topic)
         # Clients only: a server's publish token is not rate limited.
         limits.take_publish(await limits.request_user_key(request), limits.request_ip(request))
-    event = await apublish(topic, payload["data"], type=payload.get("type", "message"))
-    body_out = json.dumps({"topic": event.topic, "seq": event.seq, "id": event.id}).encode()
-    await respond(send, 201, body_out)
+    event = await apublish(topic, payload["data"], type=payload.get("type", "message"), key=key)
+    answer: dict[str, Any] = {"topic": event.topic, "seq": event.seq, "id": event.id}
+    if event.duplicate:  # the first publish with this key: 200, nothing new was created
+        answer["duplicate"] = True
+    await respond(send, 200 if event.duplicate else 201, json.dumps(answer).encode())
 
 
 async def presence(request: Request, send: Send) -> None:

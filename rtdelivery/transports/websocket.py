@@ -26,7 +26,7 @@ from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish, effective_user
 from ..presence import connection_id
-from ..publishing import apublish
+from ..publishing import apublish, validate_key
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import flow, limits
 from .http import Receive, Scope, Send
@@ -232,8 +232,11 @@ class Connection:
         event_type = frame.get("type", "message")
         if "data" not in frame:
             raise RTDeliveryError("Expected 'data' in a publish frame.", code="invalid_event")
-        event = await apublish(topic, frame["data"], type=event_type)
+        key = validate_key(frame["key"]) if "key" in frame else None
+        event = await apublish(topic, frame["data"], type=event_type, key=key)
         payload: dict[str, Any] = {"op": "ack", "topic": topic, "seq": event.seq, "id": event.id}
+        if event.duplicate:
+            payload["duplicate"] = True
         if ref is not None:
             payload["ref"] = ref
         self.sub.push_notice(_frame(payload))

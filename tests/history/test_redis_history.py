@@ -211,7 +211,10 @@ async def test_key_layout_and_ttls(
         assert keys - marks == {meta.encode(), log.encode()}
         assert len(marks) == 1
         (mark,) = marks
-        assert client.get(mark) == f"{event.epoch}:1".encode()
+        # "<epoch>|<seq>|<publish id>|<time>|<type>"
+        epoch_s, seq_s, publish_id, time_s, type_s = client.get(mark).decode().split("|")
+        assert (epoch_s, seq_s, time_s, type_s) == (str(event.epoch), "1", str(at), "message")
+        assert mark.endswith(f":p:{publish_id}".encode())
         assert 300 - WAIT <= client.ttl(mark) <= 300
         assert key_slot(mark) == key_slot(meta.encode())
         run_id = client.info("server")["run_id"]
@@ -233,7 +236,7 @@ async def test_a_retried_append_is_stored_once(redis_settings: dict[str, Any]) -
     history = redis_history()
     first = await history.append(TOPIC, "message", "1", now_ms())
     keys = (*history.keys(TOPIC), f"{history.prefix}{{{TOPIC}}}:p:fixed-id")
-    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660, "", 0)
+    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660, "", 0, "fixedid", 300)
     a = await history._eval(redis_module._APPEND, keys, *args)
     b = await history._eval(redis_module._APPEND, keys, *args)
     assert int(a[1]) == int(b[1]) == first.seq + 1
