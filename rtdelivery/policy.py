@@ -151,8 +151,9 @@ async def authorize(user: Any, topic: str, action: str) -> None:
                 f"Not allowed to {action} on topic {topic!r}: the connection token is "
                 "limited to other topics.",
                 code="token_topics",
+                topic=topic,
             )
-        raise Forbidden(denial_message(topic, action))
+        raise Forbidden(denial_message(topic, action), topic=topic)
 
 
 def denial_message(topic: str, action: str) -> str:
@@ -186,5 +187,5 @@ def denial_message(topic: str, action: str) -> str:
 async def authorize_client_publish(user: Any, topic: str) -> None:
     """Publishing from a browser/client: the topic must allow client publishes too."""
     if not get_settings().topic_options(topic).client_publish:
-        raise Forbidden(f"Clients may not publish on topic {topic!r}.")
+        raise Forbidden(f"Clients may not publish on topic {topic!r}.", topic=topic)
     await authorize(user, topic, PUBLISH)

@@ -54,7 +54,7 @@ def connection_id() -> str:
 def presence_enabled(topic: str) -> None:
     """Raise :class:`PresenceDisabled` unless ``topic`` has presence turned on."""
     if not get_settings().topic_options(topic).presence:
-        raise PresenceDisabled(f"Presence is not enabled for topic {topic!r}.")
+        raise PresenceDisabled(f"Presence is not enabled for topic {topic!r}.", topic=topic)
 
 
 def describe(user: Any) -> dict[str, Any]:

@@ -154,18 +154,26 @@ class Connection:
                 # reconnects with backoff and resumes every topic from its cursor.
                 self.sub.push_notice(Notice("close", data=(CLOSE_TRY_AGAIN, "unavailable")))
         except RTDeliveryError as exc:
-            self.sub.push_notice(_error(exc.code, exc.message, ref))
+            # An error about one topic names it ("topic"), so a client can tell which.
+            extra = {} if exc.topic is None else {"topic": exc.topic}
+            self.sub.push_notice(_error(exc.code, exc.message, ref, **extra))
 
     async def op_subscribe(self, frame: dict[str, Any], ref: Any) -> None:
         topic = validate_topic(frame.get("topic"))
         if topic in self.sub.topics:
-            raise RTDeliveryError(f"Already subscribed to {topic!r}.", code="already_subscribed")
+            raise RTDeliveryError(
+                f"Already subscribed to {topic!r}.", code="already_subscribed", topic=topic
+            )
         if len(self.sub.topics) >= self.conf.max_topics:
             raise _Close(CLOSE_POLICY, "too many topics")
         since_text = frame.get("since")
         since: Position | None = None
         if since_text is not None:
-            since = Cursor.decode(since_text, self.conf.cursor_key).get(topic)
+            try:
+                since = Cursor.decode(since_text, self.conf.cursor_key).get(topic)
+            except RTDeliveryError as exc:
+                exc.topic = topic  # the subscription it refuses
+                raise
             if since is None and since_text:
                 # A cursor for other topics: this one starts at the live end.
                 since = None
@@ -212,7 +220,9 @@ class Connection:
     async def op_unsubscribe(self, frame: dict[str, Any], ref: Any) -> None:
         topic = validate_topic(frame.get("topic"))
         if topic not in self.sub.topics:
-            raise RTDeliveryError(f"Not subscribed to {topic!r}.", code="not_subscribed")
+            raise RTDeliveryError(
+                f"Not subscribed to {topic!r}.", code="not_subscribed", topic=topic
+            )
         await self.hub.unsubscribe(self.sub, topic)
         self.sent.pop(topic, None)
         await self._leave_presence(topic)

@@ -118,7 +118,7 @@ def test_invalid_topic_is_a_400_with_a_stable_code() -> None:
     assert isinstance(exc, RTDeliveryError)
     assert exc.code == "invalid_topic"
     assert exc.status == 400
-    assert exc.as_dict() == {"code": "invalid_topic", "message": exc.message}
+    assert exc.as_dict() == {"code": "invalid_topic", "message": exc.message, "topic": "a b"}
     assert str(exc) == exc.message
 
 
