@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from demo_site.demo import harness, views
+from demo_site.demo import dashboard_views, harness, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,7 +13,9 @@ urlpatterns = [
     path("chat/<slug:slug>/", views.room, name="room"),
     path("chat/<slug:slug>/send", views.send_message, name="send-message"),
     path("feed/", views.feed, name="feed"),
-    path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboard/", dashboard_views.dashboard, name="dashboard"),
+    path("dashboard/rate", dashboard_views.rate, name="dashboard-rate"),
+    path("dashboard/probe", dashboard_views.probe, name="dashboard-probe"),
     path("signup/", views.signup, name="signup"),
     path("guest/", views.guest_login, name="guest-login"),
     path(
