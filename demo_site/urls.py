@@ -4,9 +4,12 @@ from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from demo_site.demo import dashboard_views, harness, views
+from rtdelivery.ops.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Prometheus scrapes: a staff session or RTDELIVERY["METRICS_TOKENS"] (docs/operations.md).
+    path("metrics", metrics_view, name="metrics"),
     path("rt/", include("rtdelivery.urls")),
     path("", views.index, name="index"),
     path("chat/", views.chat, name="chat"),

@@ -23,6 +23,8 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .ops import OPS_TOPIC
+
 #: Per-topic options that may appear in ``RTDELIVERY["TOPICS"][pattern]``.
 TOPIC_OPTION_KEYS = frozenset(
     {
@@ -100,6 +102,11 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_BURST": 20,
     # Bearer tokens that let servers publish on any topic over HTTP (no CSRF, no policy).
     "PUBLISH_TOKENS": [],
+    # Bearer tokens that may scrape the Prometheus metrics view (staff sessions may too).
+    "METRICS_TOKENS": [],
+    # How often each serving process reports its snapshot to the ops page (seconds);
+    # None: never (rtdelivery.ops).
+    "OPS_INTERVAL": 5.0,
     # Presence entries expire this long after their connection stops refreshing them.
     "PRESENCE_TTL": 60,
     # -- who a client is -------------------------------------------------------------
@@ -202,6 +209,8 @@ class Settings:
     publish_rate: float | None
     publish_burst: int
     publish_tokens: tuple[str, ...]
+    metrics_tokens: tuple[str, ...]
+    ops_interval: float | None
     presence_ttl: int
     authenticators: tuple[str, ...]
     token_ttl: float
@@ -266,13 +275,20 @@ NUMBER_UNITS: dict[str, str] = {
     "SHUTDOWN_TIMEOUT": "seconds",
     "SESSION_CHECK_INTERVAL": "seconds",
     "PUBLISH_RATE": "publishes per second",
+    "OPS_INTERVAL": "seconds",
 }
 #: Numbers that may also be None, and numbers that must be above zero.
 NULLABLE_NUMBERS = frozenset(
-    {"GROUP_REFRESH_INTERVAL", "SHUTDOWN_TIMEOUT", "PUBLISH_RATE", "SESSION_CHECK_INTERVAL"}
+    {
+        "GROUP_REFRESH_INTERVAL",
+        "SHUTDOWN_TIMEOUT",
+        "PUBLISH_RATE",
+        "SESSION_CHECK_INTERVAL",
+        "OPS_INTERVAL",
+    }
 )
 POSITIVE_NUMBERS = frozenset(
-    {"SSE_HEARTBEAT", "TOKEN_TTL", "PUBLISH_RATE", "SESSION_CHECK_INTERVAL"}
+    {"SSE_HEARTBEAT", "TOKEN_TTL", "PUBLISH_RATE", "SESSION_CHECK_INTERVAL", "OPS_INTERVAL"}
 )
 
 E_SHAPE = "rtdelivery.E001"  # RTDELIVERY not a dict, unknown keys
@@ -401,9 +417,10 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
             "RTDELIVERY['DISCONNECT_ON_LOGOUT'] must be True (the session's connections), "
             f"'user' (all of the user's connections) or False, got {logout!r}."
         )
-    tokens_problem = _tokens_problem(raw["PUBLISH_TOKENS"])
-    if tokens_problem:
-        problems.append(tokens_problem)
+    for tokens_key in ("PUBLISH_TOKENS", "METRICS_TOKENS"):
+        tokens_problem = _tokens_problem(raw[tokens_key], tokens_key)
+        if tokens_problem:
+            problems.append(tokens_problem)
     from .authentication import validate_authenticators
 
     authenticators_problem = validate_authenticators(raw["AUTHENTICATORS"])
@@ -412,11 +429,9 @@ def _value_problems(raw: Mapping[str, Any]) -> list[Problem]:
     return [Problem(E_VALUE, message) for message in problems]
 
 
-def _tokens_problem(tokens: Any) -> str | None:
-    """What is wrong with PUBLISH_TOKENS, never echoing a secret."""
-    expected = (
-        "RTDELIVERY['PUBLISH_TOKENS'] must be a list of secret strings of at least 16 characters"
-    )
+def _tokens_problem(tokens: Any, key: str = "PUBLISH_TOKENS") -> str | None:
+    """What is wrong with PUBLISH_TOKENS (or METRICS_TOKENS), never echoing a secret."""
+    expected = f"RTDELIVERY[{key!r}] must be a list of secret strings of at least 16 characters"
     if not isinstance(tokens, list | tuple | set | frozenset):
         return f"{expected}, got {type(tokens).__name__}."
     for index, token in enumerate(tokens):
@@ -773,6 +788,8 @@ def build(raw_user: Any) -> Settings:
         publish_rate=None if raw["PUBLISH_RATE"] is None else float(raw["PUBLISH_RATE"]),
         publish_burst=raw["PUBLISH_BURST"],
         publish_tokens=tuple(raw["PUBLISH_TOKENS"]),
+        metrics_tokens=tuple(raw["METRICS_TOKENS"]),
+        ops_interval=None if raw["OPS_INTERVAL"] is None else float(raw["OPS_INTERVAL"]),
         presence_ttl=raw["PRESENCE_TTL"],
         authenticators=tuple(raw["AUTHENTICATORS"]),
         token_ttl=float(raw["TOKEN_TTL"]),
@@ -792,6 +809,9 @@ def get_settings() -> Settings:
 
 @functools.lru_cache(maxsize=4096)
 def _topic_options(conf: Settings, topic: str) -> TopicOptions:
+    if topic == OPS_TOPIC and OPS_TOPIC not in conf.topics:
+        # The live ops page's topic: staff only, whatever wildcard pattern would match.
+        return TopicOptions(OPS_TOPIC, 10, 300, subscribe="staff", publish="nobody")
     for pattern, options in conf.topics.items():
         if fnmatch.fnmatchcase(topic, pattern):
             return TopicOptions(

@@ -55,6 +55,7 @@ from .core.errors import Unavailable
 from .core.events import Event
 from .history import History, get_history
 from .history.base import BEFORE_FIRST
+from .ops import reporter as ops_reporter
 from .outage import BACKEND_ERRORS
 from .subscriber import Notice, Replay, Subscriber
 
@@ -140,6 +141,8 @@ class Hub:
                 refresh = max(1.0, float(self.layer.group_expiry) / 3)
             if refresh:
                 self._tasks.append(asyncio.create_task(self._refresh_loop(refresh)))
+            if (reporter := ops_reporter.start()) is not None:  # once per process
+                self._tasks.append(reporter)
 
     async def aclose(self) -> None:
         """Leave every group, close every subscriber and stop the hub's tasks."""
@@ -158,6 +161,7 @@ class Hub:
         self._recovery = None
         topics, self._topics = self._topics, {}
         for topic, state in topics.items():
+            metrics.subscriptions.dec(len(state.subs))
             for sub in state.subs:
                 sub.close()
             if state.joined and self.channel:
@@ -207,6 +211,8 @@ class Hub:
                     continue  # lost a race with the last unsubscribe; join afresh
                 if not state.joined:
                     await self._join(topic, state)
+                if sub not in state.subs:
+                    metrics.subscriptions.inc()
                 state.subs[sub] = None
                 replay = sub.start_replay(topic)
                 break
@@ -233,7 +239,7 @@ class Hub:
         else:
             sub.finish_replay(replay, result.events, result.position, first)
         if since is not None and not result.recovered:
-            metrics.incr("resumes_lost")
+            metrics.NOT_RECOVERED_RESUME.inc()
         return subscription
 
     async def _page_in(self, sub: Subscriber, replay: Replay, position: Position) -> None:
@@ -255,13 +261,13 @@ class Hub:
                     delay = min(delay * 2, MAX_BACKOFF)
                     continue
                 delay = MIN_BACKOFF
-                metrics.incr("replay_pages")
+                metrics.replay_pages.inc()
                 # Not recovered: trimmed past us, or the epoch changed while the client
                 # was reading. Say so; go on from where history can (the live end, or the
                 # new epoch's start).
                 reset = None if result.recovered else result.start
                 if not result.recovered:
-                    metrics.incr("resumes_lost")
+                    metrics.NOT_RECOVERED_RESUME.inc()
                 if not result.more:
                     sub.finish_replay(replay, result.events, result.position, reset=reset)
                     return
@@ -313,7 +319,9 @@ class Hub:
         state = self._topics.get(topic)
         if state is None:
             return
-        state.subs.pop(sub, None)
+        if sub in state.subs:
+            del state.subs[sub]
+            metrics.subscriptions.dec()
         if state.subs:
             return
         async with state.lock:
@@ -392,7 +400,7 @@ class Hub:
         assert position is not None
         if epoch == position.epoch:
             if seq <= position.seq:
-                metrics.counters["duplicates_dropped"] += 1
+                metrics.duplicates_dropped.inc()
                 return
             follows = seq == position.seq + 1
         else:
@@ -402,6 +410,8 @@ class Hub:
             await self._fill(topic, state, event.position)
             return
         state.position = event.position
+        if state.subs:  # once per event and process, not per subscriber
+            metrics.observe_latency(event.time)
         for sub in state.subs:
             sub.offer(event)
 
@@ -415,7 +425,7 @@ class Hub:
                 return  # a straggler from a lost epoch: nothing to deliver
         # From our position; a stale epoch reads the current one from its oldest event.
         result = await self.history.read(topic, since)
-        metrics.incr("gaps_filled")
+        metrics.gap(topic, len(result.events), result.recovered)
         if not result.recovered:
             # Events between our position and what history holds are gone: say so
             # (subscribers continue from right before the events that follow), go on.
@@ -483,7 +493,7 @@ class Hub:
         previous, self._run_ids = self._run_ids, tuple(run_ids)
         if previous is None or previous == self._run_ids:
             return False
-        metrics.incr("redis_restarts")
+        metrics.redis_restarts.inc()
         # Unavailable from here on: the caller's recovery retries until it works.
         await self._rejoin()
         await self.check_tail(immediate=True)

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from . import metrics
 from .core.errors import Unavailable
 
 logger = logging.getLogger("rtdelivery.outage")
@@ -70,6 +71,7 @@ def record_failure(exc: BaseException, what: str) -> None:
         if starting:
             state.down_since, state.failures, state.logged = now, 0, False
         state.failures += 1
+        metrics.redis_failure(what, starting)
         if now - state.last_warning < LOG_INTERVAL:
             state.unlogged += starting
             return
@@ -113,6 +115,7 @@ def record_success() -> None:
             state.logged,
         )
         state.down_since, state.failures, state.logged = None, 0, False
+    metrics.redis_recovered()
     if logged:
         logger.info(
             "Realtime backend (Redis) available again after %.1fs (%d failed operations).",

@@ -78,7 +78,7 @@ async def _publish_prepared(p: _Prepared) -> Event:
     if event.duplicate:
         # Stored (and broadcast) by the first publish with this key: nothing to send.
         return event
-    metrics.incr("events_published")
+    metrics.events_published.inc()
     try:
         try:
             await backplane.send_event(backplane.get_layer(), event)
@@ -93,7 +93,7 @@ async def _publish_prepared(p: _Prepared) -> Event:
             logger.debug("Event %s#%s stored but not broadcast", topic, event.seq)
         else:
             logger.exception("Event %s#%s stored but not broadcast", topic, event.seq)
-        metrics.incr("broadcast_failures")
+        metrics.broadcast_failures.inc()
     return event
 
 

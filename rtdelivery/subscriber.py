@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from . import metrics
 from .core.cursors import Position
 from .core.errors import SlowConsumer, SubscriberClosed
 from .core.events import Event
@@ -130,7 +129,6 @@ class Subscriber:
         self._backlog = 0
         for replay in self._replaying.values():
             replay.pending.clear()
-        metrics.incr("slow_consumers")
         self._wake()
         self._wake_room()
 
@@ -171,7 +169,6 @@ class Subscriber:
             self._push(Reset(event.topic, Position(event.epoch, event.seq - 1)))
         self.positions[event.topic] = event.position
         self._push(event)
-        metrics.counters["events_queued"] += 1
 
     def reset(self, topic: str, position: Position) -> None:
         """Tell the transport ``topic`` lost events; continue from ``position``."""

@@ -82,6 +82,8 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "PUBLISH_RATE": 10.0,
     "PUBLISH_BURST": 20,
     "PUBLISH_TOKENS": [],
+    "METRICS_TOKENS": [],
+    "OPS_INTERVAL": 5.0,
     "PRESENCE_TTL": 60,
     "SHUTDOWN_TIMEOUT": 5.0,
     "AUTHENTICATORS": [

@@ -115,5 +115,11 @@ class History(ABC):
     async def heads(self, topics: Iterable[str]) -> dict[str, Position | None]:
         """Each topic's live end, or None for a topic with no record (never published)."""
 
+    @abstractmethod
+    async def trim(self, topic: str, keep: int) -> int:
+        """Drop all but the newest ``keep`` retained events of ``topic`` (an operator's
+        action, e.g. from the live ops page); returns how many were dropped. Readers
+        behind the new oldest event get ``recovered: false`` as after any trim."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections held for the running loop."""

@@ -7,6 +7,7 @@ import time as _time
 from collections import deque
 from collections.abc import Iterable
 
+from .. import metrics
 from ..conf import Settings
 from ..core.cursors import Position
 from ..core.events import Event
@@ -119,6 +120,7 @@ class MemoryHistory(History):
     async def read(
         self, topic: str, since: Position | None, limit: int | None = None
     ) -> ReadResult:
+        metrics.HISTORY_READ.inc()
         with self._lock:
             log = self._existing(topic)
             if log is None:
@@ -146,6 +148,7 @@ class MemoryHistory(History):
         return ReadResult(events, position, recovered, more=more, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:
+        metrics.HISTORY_LATEST.inc()
         with self._lock:
             log = self._existing(topic)
             if log is None:
@@ -154,9 +157,20 @@ class MemoryHistory(History):
             return ReadResult(events, Position(log.epoch, log.seq), True, first_seq=log.first_seq)
 
     async def heads(self, topics: Iterable[str]) -> dict[str, Position | None]:
+        metrics.HISTORY_HEADS.inc()
         with self._lock:
             result: dict[str, Position | None] = {}
             for topic in topics:
                 log = self._topics.get(topic)
                 result[topic] = Position(log.epoch, log.seq) if log else None
             return result
+
+    async def trim(self, topic: str, keep: int) -> int:
+        with self._lock:
+            log = self._topics.get(topic)
+            if log is None:
+                return 0
+            dropped = max(0, len(log.events) - max(0, keep))
+            for _ in range(dropped):
+                log.events.popleft()
+            return dropped

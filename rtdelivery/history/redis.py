@@ -31,7 +31,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from .. import outage
+from .. import metrics, outage
 from ..conf import Settings
 from ..connections import get_redis
 from ..core.cursors import Position
@@ -319,6 +319,7 @@ class RedisHistory(History):
     async def read(
         self, topic: str, since: Position | None, limit: int | None = None
     ) -> ReadResult:
+        metrics.HISTORY_READ.inc()
         found = await self._read(topic, "head" if since is None else "after", since, limit)
         if found is None:
             # No record: nothing to continue from; the reader waits before seq 1.
@@ -337,6 +338,7 @@ class RedisHistory(History):
         return ReadResult(events, position, how == "ok", more=more, first_seq=first)
 
     async def latest(self, topic: str, n: int) -> ReadResult:
+        metrics.HISTORY_LATEST.inc()
         found = await self._read(topic, "latest", None, n)
         if found is None:
             return ReadResult([], BEFORE_FIRST, True)
@@ -348,6 +350,7 @@ class RedisHistory(History):
         topics = list(topics)
         if not topics:
             return {}
+        metrics.HISTORY_HEADS.inc()
         client = get_redis()
         sha = _SHAS[_READ]
         try:
@@ -379,3 +382,18 @@ class RedisHistory(History):
             else:
                 result[topic] = None
         return result
+
+    async def trim(self, topic: str, keep: int) -> int:
+        _, log = self.keys(topic)
+        keep = max(0, keep)
+        try:
+            async with get_redis().pipeline(transaction=True) as pipe:
+                # The list holds the retained records oldest first; the script derives
+                # the oldest retained seq from its length, so a left trim is all it takes.
+                pipe.llen(log)
+                pipe.ltrim(log, -keep, -1) if keep else pipe.delete(log)
+                length, _ = await pipe.execute()
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "history trim") from exc
+        outage.record_success()
+        return max(0, int(length) - keep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .. import metrics
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..history import get_history
@@ -34,6 +35,7 @@ async def read_after(
         positions[topic] = result.position
         if not result.recovered:
             lost.append(topic)
+            metrics.NOT_RECOVERED_RESUME.inc()
     return events, positions, lost
 
 

@@ -97,14 +97,12 @@ def check_connection(user: Any, ip: str | None) -> None:
     conf = get_settings()
     per_user = conf.max_connections_per_user
     if user is not None and per_user is not None and _per_user.get(user, 0) >= per_user:
-        metrics.incr("connections_refused.user")
         raise TooManyConnections(
             f"Expected at most {per_user} open connections per user on this server; "
             "close one or retry later."
         )
     per_ip = conf.max_connections_per_ip
     if ip is not None and per_ip is not None and _per_ip.get(ip, 0) >= per_ip:
-        metrics.incr("connections_refused.ip")
         raise TooManyConnections(
             f"Expected at most {per_ip} open connections per client address on this "
             "server; close one or retry later."
@@ -153,11 +151,12 @@ def hold(transport: str, user: Any = None, ip: str | None = None) -> Iterator[No
         raise TooMany(f"Too many held requests on this server (limit {limit}); retry later.")
     with connection(user, ip):
         _held += 1
+        metrics.held_opened(transport)
         try:
-            metrics.incr(f"connections_opened.{transport}")
             yield
         finally:
             _held -= 1
+            metrics.held_closed(transport)
 
 
 async def client_of(request: Request) -> tuple[Any, str | None]:
@@ -183,7 +182,6 @@ def take_publish(user: Any, ip: str | None) -> None:
     tokens = min(burst, tokens + (now - last) * rate)
     if tokens < 1.0:
         _buckets[key] = (tokens, now)
-        metrics.incr("publishes_refused")
         retry_after = max(1, math.ceil((1.0 - tokens) / rate))
         raise PublishRateLimited(
             f"Expected at most {rate:g} publishes per second (burst {int(burst)}) per "

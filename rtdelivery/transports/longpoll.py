@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
@@ -44,6 +45,7 @@ async def handle(request: Request, send: Send) -> None:
         # will not be held.
         backlog, read_positions, read_lost = await read_after(topics, cursor, conf.poll_limit)
         if backlog or read_lost:
+            metrics.delivered["longpoll"].n += len(backlog)
             cursor_text = Cursor(read_positions).encode(conf.cursor_key)
             await respond(send, 200, events_body(backlog, cursor_text, not read_lost, read_lost))
             return
@@ -111,6 +113,7 @@ async def _hold(
         with contextlib.suppress(asyncio.CancelledError):
             await disconnect
         await hub.unsubscribe_all(sub)
+    metrics.delivered["longpoll"].n += len(events)
     cursor_text = Cursor(positions).encode(conf.cursor_key)
     return events_body(events, cursor_text, not lost, lost)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor
 from .common import authorize_all, read_after
@@ -23,6 +24,7 @@ async def handle(request: Request, send: Send) -> None:
     cursor = request.cursor()
     await authorize_all(request, topics)
     events, positions, lost = await read_after(topics, cursor, conf.poll_limit)
+    metrics.delivered["poll"].n += len(events)
     cursor_text = Cursor(positions).encode(conf.cursor_key)
     etag = etag_for(cursor_text)
     headers: list[Any] = [(b"etag", etag), (b"cache-control", b"private, no-cache")]

@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.http.response import HttpResponseBase
 
+from .. import metrics
 from ..core.errors import (
     BadRequest,
     ClientGone,
@@ -73,6 +74,7 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
     except ClientGone:
         return
     except RTDeliveryError as exc:
+        metrics.refused(metrics.endpoint_of(handler), exc.status, exc.code)
         if started:
             return
         headers: list[tuple[bytes, bytes]] = []

@@ -216,7 +216,7 @@ async def _pump(
         try:
             items = await sub.get()
         except SlowConsumer:
-            metrics.incr("slow_disconnects.sse")
+            metrics.slow_consumer_ended("sse", "", None, stream.positions)
             await _write(send, stream.close_frame("too_slow"), more=False)
             return
         except SubscriberClosed:
@@ -241,7 +241,7 @@ async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list
         if isinstance(item, Notice) and item.kind == access.END:
             parts.append(stream.close_frame(str(item.data)))
             await _write(send, "".join(parts), more=False)
-            metrics.counters["events_delivered.sse"] += delivered
+            metrics.delivered["sse"].n += delivered
             return True
         text = stream.frame(item)
         if not text:
@@ -256,5 +256,5 @@ async def _write_items(sub: Subscriber, stream: _Stream, send: Send, items: list
                 break
     if parts:
         await _write(send, "".join(parts))
-    metrics.counters["events_delivered.sse"] += delivered
+    metrics.delivered["sse"].n += delivered
     return False

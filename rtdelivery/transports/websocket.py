@@ -118,7 +118,7 @@ class Connection:
         if len(text.encode("utf-8")) > self.conf.ws_max_message_bytes:
             raise _Close(CLOSE_TOO_BIG, "frame too big")
         if not self._take_token():
-            metrics.incr("ws_floods")
+            metrics.refused("ws", 429, "too_many_frames")
             raise _Close(CLOSE_POLICY, "too many frames")
         try:
             frame = json.loads(text)
@@ -154,6 +154,7 @@ class Connection:
                 # reconnects with backoff and resumes every topic from its cursor.
                 self.sub.push_notice(Notice("close", data=(CLOSE_TRY_AGAIN, "unavailable")))
         except RTDeliveryError as exc:
+            metrics.refused("ws", exc.status, exc.code)
             # An error about one topic names it ("topic"), so a client can tell which.
             extra = {} if exc.topic is None else {"topic": exc.topic}
             self.sub.push_notice(_error(exc.code, exc.message, ref, **extra))
@@ -237,6 +238,7 @@ class Connection:
         try:
             limits.take_publish(limits.user_key(self.user), limits.scope_ip(self.scope))
         except limits.PublishRateLimited as exc:
+            metrics.refused("ws", exc.status, exc.code)
             self.sub.push_notice(_error(exc.code, exc.message, ref, retry_after=exc.retry_after))
             return
         event_type = frame.get("type", "message")
@@ -295,7 +297,7 @@ class Connection:
             try:
                 items = await sub.get()
             except SlowConsumer:
-                metrics.incr("slow_disconnects.ws")
+                metrics.slow_consumer_ended("ws", self.id, self.user, sent)
                 await self._send_json(
                     {
                         "op": "error",
@@ -345,7 +347,7 @@ class Connection:
                             ),
                         }
                     )
-            metrics.counters["events_delivered.ws"] += delivered
+            metrics.delivered["ws"].n += delivered
 
     async def run_writer(self) -> None:
         """Run :meth:`writer`; when it ends the connection, close the socket. The server
@@ -405,7 +407,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     headers = dict(scope.get("headers", ()))
     origin = headers.get(b"origin")
     if not origin_allowed(origin.decode("latin-1") if origin else None):
-        metrics.incr("ws_origin_refused")
+        metrics.refused("ws", 403, "origin")
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
     user = limits.user_key(scope.get("user"))
@@ -413,6 +415,7 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         limits.check_connection(user, ip)
     except limits.TooManyConnections as exc:
+        metrics.refused("ws", exc.status, exc.code)
         # Accepted first, so that the client reads the code and why (a refused handshake
         # is a bare 403 to a browser); an error frame too, since Daphne drops close reasons.
         await send({"type": "websocket.accept"})
@@ -427,15 +430,17 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         return
     with limits.connection(user, ip):
         conn = Connection(scope, send)
+        metrics.CONNECTIONS["ws"].inc()
         try:
             await _serve(conn, receive, send)
         finally:
+            metrics.CONNECTIONS["ws"].dec()
             conn.link.release()
 
 
 async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
-    metrics.incr("connections_opened.ws")
+    metrics.OPENED["ws"].inc()
     conn.access = await access.register(conn.sub, conn.user, _session_key(conn.scope))
     # Two coroutines per connection: this one reads, one task writes. (No third task
     # to supervise them: memory per idle connection is a published figure.)
@@ -513,7 +518,7 @@ async def _read(conn: Connection, receive: Receive) -> None:
             if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
                 raise _Close(CLOSE_TOO_BIG, "frame too big")
             if not conn._take_token():  # binary frames count against the rate too
-                metrics.incr("ws_floods")
+                metrics.refused("ws", 429, "too_many_frames")
                 raise _Close(CLOSE_POLICY, "too many frames")
             conn.sub.push_notice(_error("invalid_frame", "Expected JSON text frames, got binary."))
             continue

@@ -286,7 +286,7 @@ async def test_resume_from_before_retained_history_is_not_recovered(
     rt_settings(TOPICS={"short.*": {"history_size": 5}})
     hub = get_hub()
     events = [await apublish("short.log", n) for n in range(1, 21)]
-    lost_before = metrics.counters["resumes_lost"]
+    lost_before = metrics.value("not_recovered", source="resume")
 
     too_old = Subscriber(maxsize=100)
     result = await hub.subscribe(too_old, "short.log", events[1].position)
@@ -296,7 +296,7 @@ async def test_resume_from_before_retained_history_is_not_recovered(
     result = await hub.subscribe(stale, "short.log", stale_epoch)
     # A stale epoch: the current one from its oldest retained event, announced.
     assert result == Subscription("short.log", events[14].position, False)
-    assert metrics.counters["resumes_lost"] == lost_before + 2
+    assert metrics.value("not_recovered", source="resume") == lost_before + 2
     assert seqs(await collect(stale, 5)) == [16, 17, 18, 19, 20]
 
     in_window = Subscriber(maxsize=100)
@@ -325,13 +325,13 @@ async def test_gap_in_seq_is_filled_from_history_before_the_next_event(
 
     dropped = [await append_without_broadcast("gap.one", f"dropped-{n}") for n in range(3)]
     assert [e.seq for e in dropped] == [2, 3, 4]
-    filled_before = metrics.counters["gaps_filled"]
+    filled_before = metrics.value("gaps_detected")
     await apublish("gap.one", "sent-again")
 
     items = await collect(sub, 4)
     assert seqs(items) == [2, 3, 4, 5]
     assert [i.data for i in events(items)] == ["dropped-0", "dropped-1", "dropped-2", "sent-again"]
-    assert metrics.counters["gaps_filled"] == filled_before + 1
+    assert metrics.value("gaps_detected") == filled_before + 1
 
 
 async def test_check_tail_delivers_a_dropped_last_event(
@@ -386,13 +386,13 @@ async def test_channels_redis_over_capacity_burst_loses_nothing(
     assert hub.layer.capacity == 5
     sub = Subscriber(maxsize=1000)
     await hub.subscribe(sub, "burst.cap")
-    filled_before = metrics.counters["gaps_filled"]
+    filled_before = metrics.value("gaps_detected")
 
     reader = asyncio.create_task(collect_until(sub, 300, seconds=30))
     published = await asyncio.gather(*(apublish("burst.cap", n) for n in range(300)))
     assert sorted(e.seq for e in published) == list(range(1, 301))
     assert seqs(await reader) == list(range(1, 301))
-    assert metrics.counters["gaps_filled"] > filled_before  # drops did happen
+    assert metrics.value("gaps_detected") > filled_before  # drops did happen
 
     await apublish("burst.cap", "after")
     assert seqs(await collect(sub, 1)) == [301]
