@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from demo_site.demo import dashboard_views, harness, views
 from rtdelivery.ops.metrics import metrics_view
@@ -28,6 +30,8 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="/"), name="logout"),
     path("client-harness/", harness.harness, name="client-harness"),
+    # Browsers that ignore <link rel="icon"> ask for /favicon.ico.
+    path("favicon.ico", RedirectView.as_view(url=static("demo/favicon.svg"), permanent=True)),
 ]
 
 # Daphne does not serve static files; let Django do it for the demo (only when DEBUG is on).

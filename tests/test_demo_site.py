@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import timedelta
 from io import StringIO
 
 from django.contrib.admin.sites import site
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import TestCase, TransactionTestCase, override_settings
+from django.utils import timezone
 
 from demo_site.demo.admin import FeedItemAdmin
 from demo_site.demo.models import Announcement, FeedItem, Message, Room
@@ -55,6 +57,20 @@ class PageTests(TestCase):
     def test_guest_login_refuses_an_offsite_redirect(self) -> None:
         response = self.client.post("/guest/", {"next": "//evil.example/"})
         self.assertRedirects(response, "/", fetch_redirect_response=False)
+
+    def test_signup_refuses_an_offsite_redirect(self) -> None:
+        response = self.client.post(
+            "/signup/?next=//evil.example/",
+            {"username": "erin", "password1": "a-Long-pass-123", "password2": "a-Long-pass-123"},
+        )
+        self.assertRedirects(response, "/chat/", fetch_redirect_response=False)
+
+    def test_favicon(self) -> None:
+        response = self.client.get("/favicon.ico")
+        self.assertRedirects(
+            response, "/static/demo/favicon.svg", status_code=301, fetch_redirect_response=False
+        )
+        self.assertContains(self.client.get("/"), 'rel="icon" href="/static/demo/favicon.svg"')
 
     def test_signup(self) -> None:
         response = self.client.post(
@@ -107,6 +123,46 @@ class ChatPublishingTests(RTDeliveryTestMixin, TestCase):
         self.assertEqual(event.type, "notification")
         self.assertIn("alice mentioned you in Lobby", event.data["text"])
 
+    def test_a_send_retried_with_its_key_is_stored_and_published_once(self) -> None:
+        with capture_events("chat.lobby") as captured:
+            with self.captureOnCommitCallbacks(execute=True):
+                first = self.send({"text": "hello", "key": "k-1:a.b_c"})
+            again = self.send({"text": "hello", "key": "k-1:a.b_c"})
+            captured.next()
+            captured.assert_no_event()
+        self.assertEqual(first.status_code, 201)  # type: ignore[attr-defined]
+        self.assertEqual(again.status_code, 200)  # type: ignore[attr-defined]
+        message = Message.objects.get()
+        self.assertEqual(message.key, "k-1:a.b_c")
+        body = again.json()  # type: ignore[attr-defined]
+        self.assertEqual((body["id"], body["duplicate"]), (message.pk, True))
+        self.assertEqual(body["message"], message.as_event())
+        self.assertNotIn("duplicate", first.json())  # type: ignore[attr-defined]
+        # The key is the sender's own: another user's same key is another message.
+        self.client.force_login(self.bob)
+        self.assertEqual(self.send({"text": "hi", "key": "k-1:a.b_c"}).status_code, 201)  # type: ignore[attr-defined]
+        # Reused in another room: refused, not mixed up.
+        Room.objects.create(slug="other", name="Other")
+        response = self.client.post(
+            "/chat/other/send",
+            json.dumps({"text": "hi", "key": "k-1:a.b_c"}),
+            content_type="application/json",
+        )
+        self.assertEqual(response.status_code, 409)
+        self.assertEqual(response.json()["error"]["code"], "key_reused")
+        self.assertEqual(Message.objects.count(), 2)
+
+    def test_bad_keys_are_refused(self) -> None:
+        for key in ["", "x" * 129, "has space", "é", 12, "line\n"]:
+            with self.subTest(key=key):
+                response = self.send({"text": "hello", "key": key})
+                if key == "":
+                    self.assertEqual(response.status_code, 201)  # type: ignore[attr-defined]
+                    continue
+                self.assertEqual(response.status_code, 400)  # type: ignore[attr-defined]
+                self.assertIn("key", response.json()["error"]["message"])  # type: ignore[attr-defined]
+        self.assertEqual(Message.objects.count(), 1)
+
     def test_bad_messages_are_refused_with_json_errors(self) -> None:
         for payload in ["not an object", {"text": ""}, {"text": "x" * 1001}, {}]:
             with self.subTest(payload=payload):
@@ -130,8 +186,51 @@ class FeedAndAnnouncementTests(RTDeliveryTestMixin, TestCase):
     def test_announcement_reaches_the_announcements_topic(self) -> None:
         with capture_events("announcements") as captured:
             with self.captureOnCommitCallbacks(execute=True):
-                Announcement.objects.create(text="Maintenance at noon")
-            self.assertEqual(captured.next().data, {"text": "Maintenance at noon"})
+                announcement = Announcement.objects.create(text="Maintenance at noon")
+            event = captured.next()
+        self.assertEqual(event.type, "announcement")
+        self.assertEqual(event.data, announcement.as_event())
+        self.assertEqual(event.data["text"], "Maintenance at noon")
+        self.assertIsNone(event.data["expires"])
+
+    def test_announcement_edit_and_removal_are_published(self) -> None:
+        announcement = Announcement.objects.create(text="Maintenance at noon")
+        pk = announcement.pk
+        with capture_events("announcements") as captured:
+            with self.captureOnCommitCallbacks(execute=True):
+                announcement.expires = timezone.now() + timedelta(hours=1)
+                announcement.save()
+            edited = captured.next()
+            with self.captureOnCommitCallbacks(execute=True):
+                announcement.delete()
+            removed = captured.next()
+        self.assertEqual((edited.type, edited.data["id"]), ("announcement", pk))
+        self.assertIsNotNone(edited.data["expires"])
+        self.assertEqual((removed.type, removed.data), ("announcement.removed", {"id": pk}))
+
+    def test_late_visitors_get_the_active_announcements(self) -> None:
+        soon = timezone.now() + timedelta(hours=1)
+        Announcement.objects.create(text="Expired", expires=timezone.now() - timedelta(seconds=1))
+        Announcement.objects.create(text="Until soon", expires=soon)
+        Announcement.objects.create(text="No expiry")
+        self.assertEqual(
+            [a.text for a in Announcement.objects.active()], ["No expiry", "Until soon"]
+        )
+        response = self.client.get("/feed/")
+        self.assertContains(response, 'id="demo-announcements"')
+        self.assertContains(response, "Until soon")
+        self.assertNotContains(response, "Expired")
+
+    def test_feed_item_edit_is_published_as_updated(self) -> None:
+        item = FeedItem.objects.create(title="Deploy started")
+        with capture_events("feed") as captured:
+            with self.captureOnCommitCallbacks(execute=True):
+                item.title = "Deploy finished"
+                item.save()
+            event = captured.next()
+        self.assertEqual(event.type, "feed.updated")
+        self.assertEqual((event.data["id"], event.data["title"]), (item.pk, "Deploy finished"))
+        self.assertGreaterEqual(event.data["updated"], event.data["created"])
 
     def test_admin_action_broadcasts_items(self) -> None:
         admin_user = get_user_model().objects.create_superuser("root", password="x")
@@ -143,7 +242,9 @@ class FeedAndAnnouncementTests(RTDeliveryTestMixin, TestCase):
                     "/admin/demo/feeditem/",
                     {"action": "broadcast", "_selected_action": [FeedItem.objects.get().pk]},
                 )
-            self.assertEqual(captured.next().data, {"text": "Big news"})
+            self.assertEqual(captured.next().data["text"], "Big news")
+        # Stored, so pages opened later show it too.
+        self.assertEqual(Announcement.objects.get().text, "Big news")
         self.assertEqual(response.status_code, 302)
         self.assertIsInstance(site._registry[FeedItem], FeedItemAdmin)
 

@@ -4,7 +4,6 @@ from typing import Any
 
 from django.contrib import admin, messages
 
-from . import live
 from .models import Announcement, FeedItem, Message, Room
 
 
@@ -29,8 +28,9 @@ class FeedItemAdmin(admin.ModelAdmin):
 
     @admin.action(description="Broadcast the selected items as announcements")
     def broadcast(self, request: Any, queryset: Any) -> None:
+        # Stored announcements: pages opened later still show them (until dismissed).
         for item in queryset:
-            live.announce(f"{item.title}")
+            Announcement.objects.create(text=item.title[:280])
         self.message_user(
             request, f"Announced {queryset.count()} item(s) to every client.", messages.SUCCESS
         )
@@ -38,6 +38,7 @@ class FeedItemAdmin(admin.ModelAdmin):
 
 @admin.register(Announcement)
 class AnnouncementAdmin(admin.ModelAdmin):
-    """Adding an announcement broadcasts it to every connected client (after commit)."""
+    """Adding an announcement broadcasts it to every connected client (after commit); pages
+    opened later show it too, until it expires, is deleted or the visitor dismisses it."""
 
-    list_display = ["text", "created"]
+    list_display = ["text", "created", "expires"]

@@ -15,5 +15,11 @@ def notify_user(user_id: int, data: dict[str, Any]) -> None:
     publish_on_commit(f"user.{user_id}", data, type="notification")
 
 
-def announce(text: str) -> None:
-    publish_on_commit(ANNOUNCE_TOPIC, {"text": text}, type="announcement")
+def announce(data: dict[str, Any], *, removed: bool = False) -> None:
+    """An announcement (``Announcement.as_event()``) to every page, or its removal.
+
+    Pages that open later get the active ones from the database (``active_announcements``).
+    """
+    publish_on_commit(
+        ANNOUNCE_TOPIC, data, type="announcement.removed" if removed else "announcement"
+    )

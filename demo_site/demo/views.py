@@ -9,17 +9,19 @@ import secrets
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from rtdelivery import publish_on_commit
 
 from . import live
-from .models import Message, Room
+from .models import KEY_PATTERN, Message, Room
 
 MENTION = re.compile(r"@([\w.@+-]{1,150})")
+KEY = re.compile(KEY_PATTERN)
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -31,7 +33,11 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect(request.GET.get("next") or "chat")
+        target = request.GET.get("next", "")
+        safe = url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        return redirect(target if target and safe else "chat")
     return render(request, "demo/signup.html", {"form": form})
 
 
@@ -68,34 +74,79 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required(login_url="/login/")
 @require_POST
 def send_message(request: HttpRequest, slug: str) -> JsonResponse:
-    """Store a chat message and publish it once the transaction commits."""
+    """Store a chat message and publish it once the transaction commits.
+
+    ``{"text", "key"}``: a send retried with the same ``key`` (the page does after an unknown
+    outcome: a lost connection, a timeout) stores and publishes nothing new; it answers 200
+    with the first message and ``"duplicate": true`` instead of 201.
+    """
     room = get_object_or_404(Room, slug=slug)
     try:
         payload = json.loads(request.body)
         text = str(payload["text"]).strip()
-    except (ValueError, KeyError, TypeError):
-        return JsonResponse(
-            {"error": {"code": "bad_request", "message": 'Expected {"text": "..."}.'}},
-            status=400,
-        )
+        key = payload.get("key") or ""
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _bad_request('Expected {"text": "...", "key": "..."}.')
     if not 0 < len(text) <= 1000:
+        return _bad_request(f"Expected 1 to 1000 characters, got {len(text)}.")
+    if key and not (isinstance(key, str) and KEY.fullmatch(key)):
+        return _bad_request("Expected key as 1 to 128 of A-Z a-z 0-9 _ . : -")
+    if key:
+        first = _first_with_key(request, key)
+        if first is not None:
+            return _duplicate(first, room)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(room=room, author=request.user, text=text, key=key)
+            publish_on_commit(room.topic, message.as_event(), type="chat.message")
+            _notify_mentions(request, room, text)
+    except IntegrityError:
+        # The same key raced in from another request (a retry while the first was running).
+        first = _first_with_key(request, key)
+        if first is None:
+            raise
+        return _duplicate(first, room)
+    return JsonResponse({"id": message.pk, "message": message.as_event()}, status=201)
+
+
+def _bad_request(message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": "bad_request", "message": message}}, status=400)
+
+
+def _first_with_key(request: HttpRequest, key: str) -> Message | None:
+    return (
+        Message.objects.select_related("room", "author")
+        .filter(author=request.user, key=key)
+        .first()
+    )
+
+
+def _duplicate(first: Message, room: Room) -> JsonResponse:
+    if first.room_id != room.pk:
         return JsonResponse(
-            {"error": {"code": "bad_request", "message": "Expected 1 to 1000 characters."}},
-            status=400,
+            {
+                "error": {
+                    "code": "key_reused",
+                    "message": f"This key was used for a message in room {first.room.slug!r}.",
+                }
+            },
+            status=409,
         )
-    with transaction.atomic():
-        message = Message.objects.create(room=room, author=request.user, text=text)
-        publish_on_commit(room.topic, message.as_event(), type="chat.message")
-        mentioned = set(MENTION.findall(text)) - {request.user.get_username()}
-        for user in get_user_model().objects.filter(username__in=mentioned):
-            live.notify_user(
-                user.pk,
-                {
-                    "text": f"{request.user.get_username()} mentioned you in {room.name}",
-                    "url": f"/chat/{room.slug}/",
-                },
-            )
-    return JsonResponse({"id": message.pk}, status=201)
+    return JsonResponse(
+        {"id": first.pk, "message": first.as_event(), "duplicate": True}, status=200
+    )
+
+
+def _notify_mentions(request: HttpRequest, room: Room, text: str) -> None:
+    mentioned = set(MENTION.findall(text)) - {request.user.get_username()}
+    for user in get_user_model().objects.filter(username__in=mentioned):
+        live.notify_user(
+            user.pk,
+            {
+                "text": f"{request.user.get_username()} mentioned you in {room.name}",
+                "url": f"/chat/{room.slug}/",
+            },
+        )
 
 
 def feed(request: HttpRequest) -> HttpResponse:

@@ -320,14 +320,15 @@ def test_admin_announcement_reaches_open_pages(new_page: Callable[[], Any], admi
     dashboard.goto("/dashboard/?transport=longpoll")
     wait_live(feed, "sse")
     wait_live(dashboard, "longpoll")
-    for page in (feed, dashboard):
-        expect(page.locator("#announcement")).to_be_hidden()
-
     text = f"Maintenance tonight {uuid4().hex[:6]}"
+    for page in (feed, dashboard):
+        expect(page.locator(".announcement", has_text=text)).to_have_count(0)
+
     admin_add(admin, "announcement", {"text": text})
     for page in (feed, dashboard):
-        expect(page.locator("#announcement")).to_be_visible(timeout=WAIT)
-        expect(page.locator("#announcement")).to_have_text(f"📣 {text}")
+        banner = page.locator(".announcement", has_text=text)
+        expect(banner).to_be_visible(timeout=WAIT)
+        expect(banner.locator(".text")).to_have_text(f"📣 {text}")
     shot(feed, "feed-announcement")
     shot(admin, "admin-announcements")
 
