@@ -60,11 +60,11 @@ async def rate(request: HttpRequest) -> JsonResponse:
         if isinstance(value, bool) or not isinstance(value, int | float) or value not in RATES:
             return _error(400, "bad_rate", f"Expected a rate of {allowed} events/s, got {value!r}.")
         simulator.set_rate(float(value))
-        # Every open dashboard learns the new rate on the stream itself.
-        await apublish(SENSORS_TOPIC, {"rate": simulator.rate}, type="rate")
-    return JsonResponse(
-        {"rate": simulator.rate, "rates": list(RATES), "running": running},
-    )
+        # Every open dashboard learns the new rate on the stream itself; its seq is where
+        # the new rate's figures start.
+        event = await apublish(SENSORS_TOPIC, {"rate": simulator.rate}, type="rate")
+        return JsonResponse({"rate": simulator.rate, "seq": event.seq})
+    return JsonResponse({"rate": simulator.rate, "rates": list(RATES), "running": running})
 
 
 @never_cache

@@ -40,9 +40,13 @@
   }
   let windowStart = performance.now();
   let pausedAt = null;
-  function resetWindow() {
+  // The window's deliveries are the events after this seq: those published since the rate
+  // was set (its "rate" event's seq), not older ones a poll brings late. null: not known yet.
+  let windowSeq = 0;
+  function resetWindow(seq) {
     ORDER.forEach((t) => (meters[t].win = zero()));
     windowStart = performance.now();
+    windowSeq = seq === undefined ? shownSeq : seq;
     if (pausedAt !== null) pausedAt = windowStart;
   }
   function windowSeconds() {
@@ -291,19 +295,21 @@
   function onEvent(t, event) {
     const now = Date.now();
     if (event.type === "rate") {
-      if (event.data.rate !== currentRate) showRate(event.data.rate, true);
+      if (event.data.rate !== currentRate) showRate(event.data.rate, event.seq);
+      else if (windowSeq === null || windowSeq < event.seq) windowSeq = event.seq;
       return;
     }
     if (event.type !== "sensors") return;
+    if (event.seq > shownSeq) {
+      shownSeq = event.seq;
+      showSensors(event);
+    }
+    if (windowSeq === null || event.seq <= windowSeq) return; // published before the window
     const ms = Math.max(0, now - event.time);
     add(t, "deliveries", 1);
     meters[t].win.latencies.push(ms);
     points[t].push([now / 1000, ms]);
     if (points[t].length > CHART_POINTS) points[t].shift();
-    if (event.seq > shownSeq) {
-      shownSeq = event.seq;
-      showSensors(event);
-    }
   }
 
   // -- rate control ------------------------------------------------------------------
@@ -311,12 +317,13 @@
   const rateButtons = document.querySelectorAll(".rates button");
   const rateError = document.getElementById("rate-error");
 
-  function showRate(rate, reset) {
+  /** Shows `rate`; `seq` (or null: to be told) starts a new window, undefined keeps it. */
+  function showRate(rate, seq) {
     currentRate = rate;
     rateButtons.forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.rate) === rate)));
     document.getElementById("rate-text").textContent = rate === 0 ? "Quiet (0 events/s)" : `${rate} events/s`;
     root.dataset.rate = String(rate);
-    if (reset) resetWindow();
+    if (seq !== undefined) resetWindow(seq);
   }
 
   function csrfToken() {
@@ -328,7 +335,7 @@
   async function setRate(rate) {
     const previous = currentRate;
     rateError.hidden = true;
-    showRate(rate, true); // before the server's "rate" event can arrive
+    showRate(rate, null); // before the server's "rate" event can arrive
     let res;
     try {
       res = await fetch(root.dataset.rateUrl, {
@@ -349,9 +356,11 @@
       }
       rateError.textContent = "Rate not changed: " + message;
       rateError.hidden = false;
-      showRate(previous, true);
+      showRate(previous, shownSeq);
       return false;
     }
+    const answer = await res.json();
+    if (windowSeq === null || windowSeq < answer.seq) windowSeq = answer.seq;
     return true;
   }
 
@@ -597,7 +606,7 @@
     resume: resume,
     render: render,
   };
-  showRate(currentRate, false);
+  showRate(currentRate);
   probeReady.then(start);
   render();
   setInterval(render, 500);
