@@ -1,13 +1,22 @@
-// The client: subscriptions, cursors, transport choice and fallback, reconnection.
+// The client: subscriptions, cursors, state, transport choice and fallback, reconnection.
 
 import { backoffDelay } from "./backoff.mjs";
 import { STATE_EVENTS, TRANSPORTS } from "./constants.mjs";
 import { RTDeliveryError, httpError } from "./errors.mjs";
-import { baseHref, pageConfig, readCookie, supported } from "./env.mjs";
+import { pageConfig, randomId, supported } from "./env.mjs";
 import { HttpConnection } from "./http.mjs";
+import { Outbox } from "./outbox.mjs";
+import { PresenceWatch } from "./presence.mjs";
+import { sharedClient } from "./sharing.mjs";
+import { Subscription } from "./subscription.mjs";
+import { Wire } from "./wire.mjs";
 import { WsConnection } from "./ws.mjs";
 
-export class Client {
+function option(value, fallback) {
+  return value !== undefined && value !== null ? value : fallback;
+}
+
+export class Client extends Wire {
   /**
    * @param {object} [options]
    * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
@@ -17,7 +26,14 @@ export class Client {
    * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
    */
   constructor(options) {
+    super();
     options = options || {};
+    if (options.shared) {
+      // Tab sharing (one connection per origin and url, see sharing.mjs): when an implementation
+      // is installed, it gives the object to use instead of this one.
+      var shared = sharedClient(options, this);
+      if (shared) return shared;
+    }
     var url = options.url || pageConfig().url || "/rt/";
     this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
     var transports = options.transports || TRANSPORTS;
@@ -38,7 +54,11 @@ export class Client {
       longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
       openTimeout: options.openTimeout != null ? options.openTimeout : 10000,
       pingInterval: options.pingInterval != null ? options.pingInterval : 25000,
-      pongTimeout: options.pongTimeout != null ? options.pongTimeout : 10000,
+      // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
+      livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5000)),
+      outboxTimeout: option(options.outboxTimeout, 60000),
+      presenceInterval: option(options.presenceInterval, 15000),
+      shared: Boolean(options.shared),
       requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15000,
       maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
       csrfCookieName: options.csrfCookieName || "csrftoken",
@@ -58,6 +78,8 @@ export class Client {
     }
     /** "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed" */
     this.state = "idle";
+    /** This client's id on polling requests (`client=`): the server counts it in presence. */
+    this.clientId = randomId(22);
     /** The transport in use (or being tried): "ws" | "sse" | "longpoll" | "poll" | null. */
     this.transport = null;
     // requests: HTTP requests made; emptyResponses: poll/long-poll answers with no event;
@@ -79,6 +101,13 @@ export class Client {
     this._provenFailures = 0;
     this._lastOpened = null;
     this._reopenQueued = false;
+    this._outbox = new Outbox(this);
+    // Several cursors in one request (false once the server said it takes one); a one-off skip
+    // after an ambiguous set (a topic in two of them).
+    this._multiCursor = true;
+    this._skipMultiCursor = false;
+    // WebSocket liveness failures before any answer, in a row (2: fall back).
+    this._livenessFailures = 0;
     // The connection token from getToken() (null: none yet, or expired); see _connect().
     this._token = null;
     this._tokenPromise = null;
@@ -111,7 +140,8 @@ export class Client {
 
   /**
    * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
-   * (an event's `id`). Returns `{topic, unsubscribe()}`.
+   * (an event's `id`); `options.onState(state, sub)` and `options.onError(error, sub)` follow
+   * this subscription. Returns a Subscription (`topic`, `state`, `error`, `unsubscribe()`).
    */
   subscribe(topic, onEvent, options) {
     if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
@@ -120,32 +150,35 @@ export class Client {
     options = options || {};
     var entry = this._topics.get(topic);
     var added = !entry;
+    var retry = !added && entry.state === "refused";
     if (added) {
       entry = {
         topic: topic, handlers: new Set(), cursor: options.since || null, lastSeq: null,
-        resuming: false,
+        resuming: false, state: "pending", error: null,
       };
       this._topics.set(topic, entry);
     }
-    var handler = { fn: onEvent };
-    entry.handlers.add(handler);
-    if (added) this._topicsChanged(topic, true);
-    var self = this;
-    return {
-      topic: topic,
-      unsubscribe: function () {
-        var current = self._topics.get(topic);
-        if (current !== entry) return;
-        entry.handlers.delete(handler);
-        if (entry.handlers.size === 0) self.unsubscribe(topic);
-      },
-    };
+    var sub = new Subscription(this, entry, onEvent, options);
+    entry.handlers.add(sub);
+    if (added) {
+      this._subscriptionChanged(entry);
+      this._topicsChanged(topic, true);
+    } else if (retry) {
+      // Subscribing again to a refused topic asks the server again.
+      this._subState(entry, "pending", null);
+      this._topicsChanged(topic, true);
+    }
+    return sub;
   }
 
   /** Stops every subscription to `topic`. */
   unsubscribe(topic) {
-    if (!this._topics.delete(topic)) return;
-    this._topicsChanged(topic, false);
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    this._topics.delete(topic);
+    var wasActive = entry.state !== "refused";
+    this._subState(entry, "ended", entry.error);
+    if (wasActive) this._topicsChanged(topic, false);
   }
 
   /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
@@ -159,15 +192,64 @@ export class Client {
     return Array.from(this._topics.keys());
   }
 
-  /** Publishes; resolves to `{topic, seq, id}` (WebSocket ack or HTTP 201). */
+  /**
+   * Publishes; resolves to `{topic, seq, id, duplicate?}` (WebSocket ack or HTTP answer).
+   * Works in every state but "closed": while not connected the publish waits in the outbox
+   * and is sent once, in order, when the client is; `options.key` (default a random UUID)
+   * makes sending it again harmless (the server answers a repeated key with the first seq).
+   */
   publish(topic, data, options) {
+    if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
+    if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
     options = options || {};
-    var type = options.type || "message";
-    var conn = this._conn;
-    if (conn && conn.name === "ws" && conn.opened) {
-      return this._wsRequest(conn, { op: "publish", topic: topic, type: type, data: data }, "publish");
-    }
-    return this._httpPublish(topic, type, data);
+    return this._outbox.add(topic, data, options.type || "message", options.key);
+  }
+
+  /** Publishes waiting to be sent (or sent, answer pending), oldest first. */
+  get outbox() {
+    return this._outbox.list();
+  }
+
+  /** True when the browser is online and the connection is open. */
+  get online() {
+    return !this._offline && this.state === "open";
+  }
+
+  /**
+   * A page of `topic`'s history: `{events, cursor, recovered}`. Without `cursor` the latest
+   * `limit` events; with it, the next ones after it.
+   */
+  history(topic, options) {
+    options = options || {};
+    var params = new URLSearchParams({ topic: topic });
+    if (options.limit != null) params.set("limit", String(options.limit));
+    if (options.cursor) params.set("cursor", options.cursor);
+    var self = this;
+    this.stats.requests += 1;
+    return this._fetch(this.url + "history?" + params.toString(), {
+      credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" },
+    })
+      .then(async function (response) {
+        if (!response.ok) throw await httpError(response);
+        var body = await response.json();
+        return { events: body.events || [], cursor: body.cursor, recovered: body.recovered !== false };
+      })
+      .catch(function (error) { throw self._asError(error); });
+  }
+
+  /**
+   * Keeps `topic`'s presence snapshot for you: `onChange(snapshot)` with
+   * `{topic, count, anonymous, users: [{id, name, connections}]}` on every change.
+   * Returns `{topic, snapshot, stop()}` (`snapshot`: the latest, or null before the first).
+   */
+  watchPresence(topic, onChange) {
+    if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
+    var watch = new PresenceWatch(this, topic, onChange);
+    return {
+      topic: topic,
+      get snapshot() { return watch.snapshot; },
+      stop: function () { watch.stop(); },
+    };
   }
 
   /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
@@ -205,13 +287,17 @@ export class Client {
     this._timer = null;
     this._unbindEnvironment();
     this._rejectPending("The client is closed.", "closed");
+    this._outbox.rejectAll("The client is closed.", "closed");
     this._setState("closed");
+    var self = this;
+    Array.from(this._topics.values()).forEach(function (entry) { self._subState(entry, "ended", entry.error); });
     this._emit("closed", { reason: "client" });
   }
 
   // -- connection management ------------------------------------------------------
 
-  _connect() {
+  /** Opens a connection; `quiet`: a reopen with a new set of topics, the state stays "open". */
+  _connect(quiet) {
     clearTimeout(this._timer);
     this._timer = null;
     if (this.state === "closed" || this._conn || this._ended) return;
@@ -219,8 +305,9 @@ export class Client {
       this._setState("offline");
       return;
     }
-    if (this._topics.size === 0) {
+    if (this._activeEntries().length === 0) {
       this._setState("idle");
+      this._outbox.flush();
       return;
     }
     if (this.options.getToken && this._token === null) {
@@ -230,7 +317,7 @@ export class Client {
     var name = this._proven || this._candidates[this._index];
     this.transport = name;
     this.stats.connects += 1;
-    this._setState("connecting");
+    if (!(quiet && this.state === "open")) this._setState("connecting");
     this._emit("connecting", { transport: name, attempt: this._attempt });
     var conn = name === "ws" ? new WsConnection(this) : new HttpConnection(this, name);
     this._conn = conn;
@@ -257,7 +344,9 @@ export class Client {
       this._lastOpened = conn.name;
       this._emit("transport", conn.name);
     }
+    this._livenessFailures = 0;
     this._emit("open", { transport: conn.name });
+    this._outbox.flush();
   }
 
   /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
@@ -290,6 +379,7 @@ export class Client {
   _endAccess(conn, reason) {
     this._ended = reason;
     this._token = null;
+    this._pendingAll();
     this._setState("idle");
     this._emit("disconnected", { transport: conn.name, reason: reason, delay: null });
     this._emit("ended", { transport: conn.name, reason: reason });
@@ -311,6 +401,27 @@ export class Client {
     clearTimeout(this._openTimer);
     this._rejectPending("The connection was lost.", "disconnected");
     if (this.state === "closed") return;
+    if (info.refusedTopic) {
+      // One topic refused: say so on that subscription and go on at once without it (no
+      // backoff: the request was fine but for that topic).
+      this._refuse(info.refusedTopic, info.error);
+      this._connect(true);
+      return;
+    }
+    if (info.multiCursorRefused === "server") this._multiCursor = false;
+    else if (info.multiCursorRefused) this._skipMultiCursor = true;
+    this._pendingAll();
+    if (info.liveness && info.beforeOpen) {
+      // Upgraded, then silent: once more on this transport, then the next one.
+      this._livenessFailures += 1;
+      if (this._livenessFailures < 2) {
+        info.noFallback = true;
+      } else {
+        this._livenessFailures = 0;
+        this._proven = null;
+        this._provenFailures = 0;
+      }
+    }
     if (info.ended) {
       this._endAccess(conn, info.ended);
       return;
@@ -362,8 +473,9 @@ export class Client {
       transport: conn.name, code: info.code, reason: info.reason, delay: delay,
       next: this._proven || this._candidates[this._index],
     });
-    if (this._offline || this._topics.size === 0) {
+    if (this._offline || this._activeEntries().length === 0) {
       this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
       return;
     }
     this._scheduleConnect(delay);
@@ -391,12 +503,13 @@ export class Client {
   _topicsChanged(topic, added) {
     if (this.state === "closed") return;
     var conn = this._conn;
-    if (this._topics.size === 0) {
+    if (this._activeEntries().length === 0) {
       this._stopConnection();
       clearTimeout(this._timer);
       this._timer = null;
       this._rejectPending("No topics left.", "disconnected");
       this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
       return;
     }
     if (conn && conn.name === "ws") {
@@ -413,7 +526,7 @@ export class Client {
         self._reopenQueued = false;
         if (self._conn !== conn) return;
         self._stopConnection();
-        self._connect();
+        self._connect(true);
       });
       return;
     }
@@ -427,6 +540,11 @@ export class Client {
       self._offline = false;
       if (self.state === "closed" || self._conn) return;
       self._attempt = 0;
+      if (self._ended) {
+        self._setState("idle");
+        self._outbox.flush();
+        return;
+      }
       self._connect();
     };
     this._onOffline = function () {
@@ -437,6 +555,7 @@ export class Client {
       clearTimeout(self._timer);
       self._timer = null;
       self._rejectPending("The browser went offline.", "offline");
+      self._pendingAll();
       if (conn) self._emit("disconnected", { transport: conn.name, reason: "offline", delay: null });
       self._setState("offline");
     };
@@ -469,190 +588,81 @@ export class Client {
     }
   }
 
-  // -- delivery -------------------------------------------------------------------
-
-  /** Delivers one wire event once: drops anything at or before the topic's last seq. */
-  _event(event) {
-    if (!event || typeof event.topic !== "string") return;
-    var entry = this._topics.get(event.topic);
-    if (!entry) return;
-    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
-      this.stats.duplicates += 1;
-      return;
-    }
-    entry.lastSeq = event.seq;
-    if (event.id) entry.cursor = event.id;
-    this.stats.delivered += 1;
-    var clean = {
-      id: event.id, topic: event.topic, seq: event.seq, type: event.type,
-      data: event.data, time: event.time,
-    };
-    var self = this;
-    entry.handlers.forEach(function (handler) {
-      try {
-        handler.fn(clean);
-      } catch (error) {
-        self._emit("error", error);
-      }
-    });
-  }
-
-  _setCursor(topic, cursor) {
-    var entry = this._topics.get(topic);
-    if (entry && cursor) entry.cursor = cursor;
-  }
-
-  _reset(topic, cursor) {
-    var entry = this._topics.get(topic);
-    if (!entry) return;
-    entry.lastSeq = null;
-    if (cursor) entry.cursor = cursor;
-    this.stats.resets += 1;
-    this._emit("reset", { topic: topic, transport: this.transport });
-  }
-
-  _wsFrame(conn, frame) {
-    if (conn !== this._conn) return;
-    var op = frame.op;
-    var pending = frame.ref != null ? this._pending.get(frame.ref) : undefined;
-    if (pending !== undefined) this._pending.delete(frame.ref);
-    if (op === "event") {
-      this._event(frame);
-    } else if (op === "subscribed") {
-      var entry = this._topics.get(frame.topic);
-      if (!entry) return;
-      if (frame.recovered === false) this._reset(frame.topic, frame.cursor);
-      else if (frame.cursor) entry.cursor = frame.cursor;
-      this._emit("subscribed", { topic: frame.topic, transport: "ws", recovered: frame.recovered !== false });
-      if (frame.recovered !== false && entry.resuming) {
-        this._emit("recovered", { topic: frame.topic, transport: "ws" });
-      }
-      entry.resuming = false;
-    } else if (op === "ack") {
-      if (pending && pending.resolve) pending.resolve({ topic: frame.topic, seq: frame.seq, id: frame.id });
-    } else if (op === "presence") {
-      var snapshot = Object.assign({}, frame);
-      delete snapshot.op;
-      delete snapshot.ref;
-      if (pending && pending.resolve) pending.resolve(snapshot);
-      else this._emit("presence", snapshot);
-    } else if (op === "error") {
-      var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
-      if (frame.cursor && !pending) {
-        // too_slow, token_expired, disconnected...: the server closes next (4001, 4003,
-        // 4004); every topic resumes from this cursor (after a fresh token, or connect()).
-        var self = this;
-        this._topics.forEach(function (_, topic) { self._setCursor(topic, frame.cursor); });
-        if (frame.code !== "too_slow") {
-          conn.endReason = frame.code; // said by the close that follows
-          return;
-        }
-      }
-      if (pending && pending.reject) {
-        pending.reject(error);
-      } else {
-        if (pending && pending.kind === "subscribe") {
-          error.topic = pending.topic;
-          // Refused (policy, bad name): forget it rather than retry it on every reconnect.
-          // "unavailable" is not a refusal: the server closes (1013) and the topic is
-          // resubscribed from its cursor on the next connection.
-          var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
-          if (this._topics.has(pending.topic) && !keep) {
-            this._topics.delete(pending.topic);
-          }
-        }
-        this._emit("error", error);
-      }
-    }
-    else if (op === "unsubscribed" && frame.reason && !pending) {
-      // Ended by the server (rtdelivery.unsubscribe()), not asked for.
-      this._topicEnded(frame.topic, frame.reason);
-    }
-    // "pong", "unsubscribed" (our own): nothing to do.
-  }
-
-  _nextRef() {
-    this._refs += 1;
-    return this._refs;
-  }
-
-  _wsRequest(conn, frame, kind) {
-    var self = this;
-    return new Promise(function (resolve, reject) {
-      var ref = self._nextRef();
-      frame.ref = ref;
-      var timer = setTimeout(function () {
-        if (self._pending.delete(ref)) {
-          reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
-        }
-      }, self.options.requestTimeout);
-      self._pending.set(ref, {
-        kind: kind,
-        resolve: function (value) { clearTimeout(timer); resolve(value); },
-        reject: function (error) { clearTimeout(timer); reject(error); },
-      });
-      if (!conn.send(frame)) {
-        self._pending.delete(ref);
-        clearTimeout(timer);
-        reject(new RTDeliveryError("The WebSocket is not open.", "disconnected"));
-      }
-    });
-  }
-
-  _rejectPending(message, code) {
-    var pending = Array.from(this._pending.values());
-    this._pending.clear();
-    pending.forEach(function (request) {
-      if (request.reject) request.reject(new RTDeliveryError(message, code));
-    });
-  }
-
-  async _httpPublish(topic, type, data) {
-    var headers = { "Content-Type": "application/json", Accept: "application/json" };
-    var token = readCookie(this.options.csrfCookieName);
-    if (token) headers["X-CSRFToken"] = token;
-    var response;
-    try {
-      response = await this._fetch(this.url + "publish", {
-        method: "POST",
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: headers,
-        body: JSON.stringify({ topic: topic, type: type, data: data }),
-      });
-    } catch (error) {
-      throw this._asError(error);
-    }
-    if (!response.ok) throw await httpError(response);
-    var body = await response.json();
-    return { topic: body.topic, seq: body.seq, id: body.id };
-  }
-
-  _asError(error) {
-    if (error instanceof RTDeliveryError) return error;
-    return new RTDeliveryError(error && error.message ? error.message : String(error), "network");
-  }
-
-  _fetch(url, init) {
-    var fn = this.options.fetch || globalThis.fetch;
-    if (this._token) {
-      // The connection token from getToken(), as a header wherever one can be set.
-      init = Object.assign({}, init);
-      init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
-    }
-    return fn.call(globalThis, url, init);
-  }
-
-  _wsUrl() {
-    var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
-    if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    // A browser WebSocket cannot carry headers: the token goes in the URL (short-lived).
-    if (this._token) url.searchParams.set("access_token", this._token);
-    return url.toString();
-  }
-
   _setState(state) {
+    var previous = this.state;
+    if (previous === state) return;
     this.state = state;
+    this._emit("state", { state: state, previous: previous, transport: this.transport });
+  }
+
+  // -- subscriptions ----------------------------------------------------------------
+
+  /** The subscriptions a connection carries: all but the refused ones. */
+  _activeEntries() {
+    var entries = [];
+    this._topics.forEach(function (entry) {
+      if (entry.state !== "refused") entries.push(entry);
+    });
+    return entries;
+  }
+
+  _subState(entry, state, error) {
+    if (entry.state === state && entry.error === error) return;
+    entry.state = state;
+    entry.error = error;
+    this._subscriptionChanged(entry);
+  }
+
+  _subscriptionChanged(entry) {
+    this._emit("subscription", { topic: entry.topic, state: entry.state, error: entry.error });
+    entry.handlers.forEach(function (sub) { sub._changed(); });
+  }
+
+  /** The server confirmed `topic` on this connection. */
+  _live(topic) {
+    var entry = this._topics.get(topic);
+    if (entry && entry.state !== "refused") this._subState(entry, "live", null);
+  }
+
+  /** The connection is gone: every live subscription waits for the next one. */
+  _pendingAll() {
+    var self = this;
+    this._topics.forEach(function (entry) {
+      if (entry.state === "live") self._subState(entry, "pending", null);
+    });
+  }
+
+  /** The server refused `topic` (policy, bad name): that subscription only, kept as refused. */
+  _refuse(topic, error) {
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    if (error instanceof RTDeliveryError) error.topic = topic;
+    this._subState(entry, "refused", error);
+    this._emit("error", error);
+    entry.handlers.forEach(function (sub) { sub._error(error); });
+    if (this._activeEntries().length === 0 && this._conn) {
+      this._stopConnection();
+      this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
+    }
+  }
+
+  /** Several cursors in this request? (false after the server refused them as ambiguous once.) */
+  _useMultiCursor() {
+    if (this._skipMultiCursor) {
+      this._skipMultiCursor = false;
+      return false;
+    }
+    return this._multiCursor;
+  }
+
+  /** Where a publish goes now: the open WebSocket, "http", or null (wait in the outbox). */
+  _publishRoute() {
+    if (this.state === "closed" || this._offline) return null;
+    var conn = this._conn;
+    if (conn && conn.name === "ws") return conn.opened ? conn : null;
+    if (this.state === "open" || this.state === "idle") return "http";
+    return null;
   }
 
   _emit(name, data) {

@@ -4,8 +4,12 @@ export const VERSION = "0.1.0";
 export const TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
 export const STATE_EVENTS = [
   "connecting", "open", "transport", "subscribed", "recovered", "reset", "presence",
-  "disconnected", "error", "closed", "ended", "unsubscribed",
+  "disconnected", "error", "closed", "ended", "unsubscribed", "state", "subscription", "outbox",
 ];
+// client.state values (docs/client.md, "States").
+export const STATES = ["idle", "connecting", "open", "reconnecting", "offline", "closed"];
+// Subscription states: waiting for the server, confirmed, refused by it, left.
+export const SUB_STATES = ["pending", "live", "refused", "ended"];
 // Close codes of the WebSocket protocol (docs/protocol.md). Daphne lets an application close
 // only with 1000 or 3000-4999, so there rtdelivery closes with stand-ins: 4002 for 1001,
 // 4008 for 1008, 4009 for 1009, 4011 for 1011, 4013 for 1013.
@@ -25,3 +29,8 @@ export const RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
 export const POLICY_ATTEMPT_FLOOR = 5;
 export const RATE_ATTEMPT_FLOOR = 3;
 export const MAX_CATCH_UP_PAGES = 1000;
+// Error codes that refuse one topic (the others of the request are fine): the client drops that
+// topic from its request and goes on with the rest at once.
+export const TOPIC_REFUSALS = ["forbidden", "token_topics", "invalid_topic"];
+// Publish answers after which the same publish (same key) is sent again later.
+export const RETRY_PUBLISH_STATUS = [408, 425, 429, 500, 502, 503, 504];

@@ -36,3 +36,34 @@ export function supported(name) {
   }
   return typeof fetch !== "undefined";
 }
+
+/** `length` random characters of [A-Za-z0-9_-] (crypto when there is one). */
+export function randomId(length) {
+  var alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+  var bytes = new Uint8Array(length);
+  var c = globalThis.crypto;
+  if (c && typeof c.getRandomValues === "function") {
+    c.getRandomValues(bytes);
+  } else {
+    for (var i = 0; i < length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  var out = "";
+  for (var j = 0; j < length; j++) out += alphabet.charAt(bytes[j] & 63);
+  return out;
+}
+
+/**
+ * An idempotency key for a publish: crypto.randomUUID(), which only secure contexts (https,
+ * localhost) have; elsewhere 32 random characters of the same alphabet the server accepts.
+ */
+export function newKey() {
+  var c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") {
+    try {
+      return c.randomUUID();
+    } catch (_) {
+      // Not a secure context in a browser that throws instead of leaving it out.
+    }
+  }
+  return randomId(32);
+}

@@ -1,7 +1,9 @@
 // The HTTP transports: Server-Sent Events, long polling, short polling.
 
-import { MAX_CATCH_UP_PAGES, POLICY_ATTEMPT_FLOOR, RATE_ATTEMPT_FLOOR, RESUMABLE_REASONS } from "./constants.mjs";
-import { RTDeliveryError, httpError, isAbort } from "./errors.mjs";
+import {
+  MAX_CATCH_UP_PAGES, POLICY_ATTEMPT_FLOOR, RATE_ATTEMPT_FLOOR, RESUMABLE_REASONS, TOPIC_REFUSALS,
+} from "./constants.mjs";
+import { RTDeliveryError, errorTopic, httpError, isAbort } from "./errors.mjs";
 
 export class HttpConnection {
   constructor(client, name) {
@@ -35,6 +37,23 @@ export class HttpConnection {
 
   classify(error) {
     var info = { beforeOpen: !this.opened, reason: error.message || String(error), error: error };
+    if (error instanceof RTDeliveryError && error.status >= 400 && error.status < 500) {
+      var topic = errorTopic(error, this.topics);
+      if (topic !== null && TOPIC_REFUSALS.indexOf(error.code) >= 0) {
+        // One topic refused: the others go on, in a request without it, at once.
+        error.topic = topic;
+        info.refusedTopic = topic;
+        return info;
+      }
+      if (error.code === "invalid_cursor" && this.cursorCount > 1) {
+        // Several cursors in one request: ambiguous (a topic in two), or a server from before
+        // they were accepted. Either way, one cursor and a history catch-up this time.
+        info.multiCursorRefused = !error.topic ? "server" : "ambiguous";
+        info.immediate = true;
+        info.noFallback = true;
+        return info;
+      }
+    }
     if (error instanceof RTDeliveryError && error.status) {
       // The server answered: the transport works, the request didn't.
       info.noFallback = error.code !== "not_event_stream";
@@ -54,7 +73,11 @@ export class HttpConnection {
   url(path, topics, cursor, extra) {
     var params = new URLSearchParams();
     topics.forEach(function (topic) { params.append("topic", topic); });
-    if (cursor) params.set("cursor", cursor);
+    // One cursor, or several (each topic's own, as the server merges them).
+    (Array.isArray(cursor) ? cursor : [cursor]).forEach(function (each) {
+      if (each) params.append("cursor", each);
+    });
+    if (path !== "history" && path !== "presence") params.set("client", this.client.clientId);
     if (extra) {
       Object.keys(extra).forEach(function (key) { params.set(key, String(extra[key])); });
     }
@@ -110,10 +133,40 @@ export class HttpConnection {
 
   async run() {
     var client = this.client;
-    var topics = Array.from(client._topics.keys());
+    var entries = client._activeEntries();
+    var topics = entries.map(function (entry) { return entry.topic; });
     this.topics = topics;
-    // The merged cursor: one request carries one cursor, so take the one covering the most
-    // topics; every other topic with a cursor of its own catches up from it via `history`.
+    var resuming = entries.filter(function (entry) { return Boolean(entry.cursor); })
+      .map(function (entry) { return entry.topic; });
+    var distinct = [];
+    entries.forEach(function (entry) {
+      if (entry.cursor && distinct.indexOf(entry.cursor) < 0) distinct.push(entry.cursor);
+    });
+    this.cursorCount = distinct.length;
+    if (distinct.length <= 1 || client._useMultiCursor()) {
+      // Every topic's own cursor in one request: the server merges them.
+      var cursors = distinct;
+      if (this.name === "sse") return this.stream(topics, cursors, resuming, []);
+      // A short poll first: it answers at once (the topics are live from here on, with their
+      // backlog), then the long poll holds from its cursor.
+      var first = await this.getJSON("poll", topics, cursors);
+      if (this.stopped) return;
+      var applied = this.apply(first, topics);
+      this.announce(topics, resuming, applied.lost);
+      if (this.name === "longpoll") return this.longpoll(topics, applied.cursor);
+      return this.poll(topics, applied.cursor);
+    }
+    return this.runCatchingUp(topics, resuming);
+  }
+
+  /**
+   * The way for servers that take one cursor per request: the cursor covering the most topics
+   * goes in the request, every other topic with a cursor of its own catches up from it via
+   * `history` right after a first `poll` has positioned the request.
+   */
+  async runCatchingUp(topics, resuming) {
+    var client = this.client;
+    this.cursorCount = 1;
     var counts = new Map();
     topics.forEach(function (topic) {
       var cursor = client._topics.get(topic).cursor;
@@ -124,32 +177,23 @@ export class HttpConnection {
     counts.forEach(function (count, cursor) {
       if (count > best) { best = count; base = cursor; }
     });
-    var resuming = topics.filter(function (topic) { return Boolean(client._topics.get(topic).cursor); });
     var own = new Map();
     topics.forEach(function (topic) {
       var cursor = client._topics.get(topic).cursor;
       if (cursor && cursor !== base) own.set(topic, cursor);
     });
-
-    var cursor = base;
-    var lost = [];
-    if (this.name !== "sse" || own.size > 0) {
-      // A short poll positions every topic at once (the ones the base cursor doesn't cover at
-      // the live end) and delivers the backlog of the others.
-      var answer = await this.getJSON("poll", topics, base);
+    var answer = await this.getJSON("poll", topics, base);
+    if (this.stopped) return;
+    var applied = this.apply(answer, topics);
+    var cursor = applied.cursor;
+    var lost = applied.lost;
+    for (var [topic, since] of own) {
+      var caughtUp = await this.catchUp(topic, since);
       if (this.stopped) return;
-      var applied = this.apply(answer, topics);
-      cursor = applied.cursor;
-      lost = applied.lost;
-      var self = this;
-      for (var [topic, since] of own) {
-        var caughtUp = await this.catchUp(topic, since);
-        if (self.stopped) return;
-        if (!caughtUp) lost.push(topic);
-      }
-      topics.forEach(function (topic) { client._setCursor(topic, cursor); });
-      if (this.name !== "sse") this.announce(topics, resuming, lost);
+      if (!caughtUp) lost.push(topic);
     }
+    topics.forEach(function (each) { client._setCursor(each, cursor); });
+    if (this.name !== "sse") this.announce(topics, resuming, lost);
     if (this.name === "sse") return this.stream(topics, cursor, resuming, lost);
     if (this.name === "longpoll") return this.longpoll(topics, cursor);
     return this.poll(topics, cursor);
@@ -164,6 +208,7 @@ export class HttpConnection {
     topics.forEach(function (topic) {
       if (!client._topics.has(topic)) return;
       var recovered = lost.indexOf(topic) < 0;
+      client._live(topic);
       client._emit("subscribed", { topic: topic, transport: client.transport, recovered: recovered });
       if (recovered && resuming.indexOf(topic) >= 0) {
         client._emit("recovered", { topic: topic, transport: client.transport });

@@ -1,4 +1,10 @@
 // The WebSocket transport: one socket, a subscribe op per topic.
+//
+// Liveness: a socket counts as open only once the server has said something (a `subscribed`,
+// a `pong`, any frame). Every subscribe and ping must be answered within `livenessTimeout`
+// ms, or the socket is closed and the connection retried: a proxy or server that accepts the
+// upgrade and then stays silent cannot hold the client (twice before any answer: the next
+// transport is tried).
 
 import {
   POLICY_ATTEMPT_FLOOR, RATE_ATTEMPT_FLOOR, STAND_INS, WS_ACCESS_ENDED, WS_GOING_AWAY, WS_POLICY,
@@ -13,8 +19,11 @@ export class WsConnection {
     this.opened = false;
     this.stopped = false;
     this.ws = null;
+    this.socketOpen = false;
     this.pingTimer = null;
-    this.pongTimer = null;
+    this.livenessTimer = null;
+    // Subscribes and pings sent and not answered yet.
+    this.waiting = 0;
     this.endReason = null;
   }
 
@@ -33,9 +42,10 @@ export class WsConnection {
     this.ws = ws;
     ws.onopen = function () {
       if (self.stopped) return;
-      self.opened = true;
-      client._opened(self);
-      client._topics.forEach(function (entry) { self.subscribe(entry); });
+      self.socketOpen = true;
+      var entries = client._activeEntries();
+      entries.forEach(function (entry) { self.subscribe(entry); });
+      if (entries.length === 0) self.ping();
       self.schedulePing();
     };
     ws.onmessage = function (message) {
@@ -48,10 +58,12 @@ export class WsConnection {
         client._emit("error", new RTDeliveryError("Expected a JSON frame.", "invalid_frame"));
         return;
       }
-      if (self.pongTimer !== null) {
-        // Any frame proves the connection is alive.
-        clearTimeout(self.pongTimer);
-        self.pongTimer = null;
+      self.heard(frame);
+      if (self.stopped) return;
+      if (!self.opened) {
+        // The first answer: the server is really there.
+        self.opened = true;
+        client._opened(self);
       }
       client._wsFrame(self, frame);
     };
@@ -86,17 +98,17 @@ export class WsConnection {
   }
 
   subscribe(entry) {
-    if (!this.opened || this.stopped) return;
+    if (!this.socketOpen || this.stopped) return;
     var ref = this.client._nextRef();
     var frame = { op: "subscribe", topic: entry.topic, ref: ref };
     entry.resuming = Boolean(entry.cursor);
     if (entry.cursor) frame.since = entry.cursor;
     this.client._pending.set(ref, { kind: "subscribe", topic: entry.topic });
-    this.send(frame);
+    if (this.send(frame)) this.expect();
   }
 
   unsubscribe(topic) {
-    if (!this.opened || this.stopped) return;
+    if (!this.socketOpen || this.stopped) return;
     this.send({ op: "unsubscribe", topic: topic });
   }
 
@@ -115,12 +127,44 @@ export class WsConnection {
     clearTimeout(this.pingTimer);
     this.pingTimer = setTimeout(function () {
       if (self.stopped) return;
-      self.send({ op: "ping" });
-      self.pongTimer = setTimeout(function () {
-        self.client._failed(self, { reason: "ping timeout" });
-      }, options.pongTimeout);
+      self.ping();
       self.schedulePing();
     }, options.pingInterval);
+  }
+
+  ping() {
+    if (this.send({ op: "ping" })) this.expect();
+  }
+
+  /** Something sent wants an answer: the server has `livenessTimeout` ms to say anything. */
+  expect() {
+    this.waiting += 1;
+    this.arm();
+  }
+
+  arm() {
+    var self = this;
+    var timeout = this.client.options.livenessTimeout;
+    if (!timeout || this.livenessTimer !== null) return;
+    this.livenessTimer = setTimeout(function () {
+      self.livenessTimer = null;
+      if (self.stopped) return;
+      self.client._failed(self, {
+        beforeOpen: !self.opened, liveness: true, reason: "liveness",
+      });
+    }, timeout);
+  }
+
+  /** A frame arrived: the server is alive; keep watching while answers are still owed. */
+  heard(frame) {
+    var op = frame && frame.op;
+    var pending = frame && frame.ref != null ? this.client._pending.get(frame.ref) : undefined;
+    if (op === "pong" || op === "subscribed" || (op === "error" && pending && pending.kind === "subscribe")) {
+      this.waiting = Math.max(0, this.waiting - 1);
+    }
+    clearTimeout(this.livenessTimer);
+    this.livenessTimer = null;
+    if (this.waiting > 0) this.arm();
   }
 
   wake() {}
@@ -128,7 +172,7 @@ export class WsConnection {
   stop() {
     this.stopped = true;
     clearTimeout(this.pingTimer);
-    clearTimeout(this.pongTimer);
+    clearTimeout(this.livenessTimer);
     var ws = this.ws;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;

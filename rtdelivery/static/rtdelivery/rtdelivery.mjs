@@ -22,7 +22,10 @@ var STATE_EVENTS = [
   "error",
   "closed",
   "ended",
-  "unsubscribed"
+  "unsubscribed",
+  "state",
+  "subscription",
+  "outbox"
 ];
 var WS_TOO_SLOW = 4001;
 var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
@@ -35,6 +38,8 @@ var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
 var POLICY_ATTEMPT_FLOOR = 5;
 var RATE_ATTEMPT_FLOOR = 3;
 var MAX_CATCH_UP_PAGES = 1e3;
+var TOPIC_REFUSALS = ["forbidden", "token_topics", "invalid_topic"];
+var RETRY_PUBLISH_STATUS = [408, 425, 429, 500, 502, 503, 504];
 
 // src/errors.mjs
 var RTDeliveryError = class extends Error {
@@ -44,23 +49,40 @@ var RTDeliveryError = class extends Error {
     this.code = code || "error";
     this.status = status || 0;
     this.detail = detail;
+    this.topic = detail && typeof detail.topic === "string" ? detail.topic : null;
   }
 };
 async function httpError(response) {
   var code = "http_" + response.status;
   var message = "HTTP " + response.status;
+  var detail;
   try {
     var body = await response.json();
     if (body && body.error) {
       code = body.error.code || code;
       message = body.error.message || message;
+      detail = body.error;
     }
   } catch (_) {
   }
-  return new RTDeliveryError(message, code, response.status);
+  return new RTDeliveryError(message, code, response.status, detail);
 }
 function isAbort(error) {
   return error && (error.name === "AbortError" || error.code === "stopped");
+}
+function errorTopic(error, topics) {
+  if (!error) return null;
+  if (error.topic && topics.indexOf(error.topic) >= 0) return error.topic;
+  if (error.topic) return null;
+  var message = String(error.message || "");
+  var found = null;
+  topics.forEach(function(topic) {
+    var named = ["'", '"', "`"].some(function(q) {
+      return message.indexOf(q + topic + q) >= 0;
+    });
+    if (named && (found === null || topic.length > found.length)) found = topic;
+  });
+  return found;
 }
 
 // src/env.mjs
@@ -95,6 +117,29 @@ function supported(name) {
   }
   return typeof fetch !== "undefined";
 }
+function randomId(length) {
+  var alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+  var bytes = new Uint8Array(length);
+  var c = globalThis.crypto;
+  if (c && typeof c.getRandomValues === "function") {
+    c.getRandomValues(bytes);
+  } else {
+    for (var i = 0; i < length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  var out = "";
+  for (var j = 0; j < length; j++) out += alphabet.charAt(bytes[j] & 63);
+  return out;
+}
+function newKey() {
+  var c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") {
+    try {
+      return c.randomUUID();
+    } catch (_) {
+    }
+  }
+  return randomId(32);
+}
 
 // src/http.mjs
 var HttpConnection = class {
@@ -125,6 +170,20 @@ var HttpConnection = class {
   }
   classify(error) {
     var info = { beforeOpen: !this.opened, reason: error.message || String(error), error };
+    if (error instanceof RTDeliveryError && error.status >= 400 && error.status < 500) {
+      var topic = errorTopic(error, this.topics);
+      if (topic !== null && TOPIC_REFUSALS.indexOf(error.code) >= 0) {
+        error.topic = topic;
+        info.refusedTopic = topic;
+        return info;
+      }
+      if (error.code === "invalid_cursor" && this.cursorCount > 1) {
+        info.multiCursorRefused = !error.topic ? "server" : "ambiguous";
+        info.immediate = true;
+        info.noFallback = true;
+        return info;
+      }
+    }
     if (error instanceof RTDeliveryError && error.status) {
       info.noFallback = error.code !== "not_event_stream";
       if (error.status === 429) info.attemptFloor = RATE_ATTEMPT_FLOOR;
@@ -144,7 +203,10 @@ var HttpConnection = class {
     topics.forEach(function(topic) {
       params.append("topic", topic);
     });
-    if (cursor) params.set("cursor", cursor);
+    (Array.isArray(cursor) ? cursor : [cursor]).forEach(function(each) {
+      if (each) params.append("cursor", each);
+    });
+    if (path !== "history" && path !== "presence") params.set("client", this.client.clientId);
     if (extra) {
       Object.keys(extra).forEach(function(key) {
         params.set(key, String(extra[key]));
@@ -209,8 +271,41 @@ var HttpConnection = class {
   }
   async run() {
     var client = this.client;
-    var topics = Array.from(client._topics.keys());
+    var entries = client._activeEntries();
+    var topics = entries.map(function(entry) {
+      return entry.topic;
+    });
     this.topics = topics;
+    var resuming = entries.filter(function(entry) {
+      return Boolean(entry.cursor);
+    }).map(function(entry) {
+      return entry.topic;
+    });
+    var distinct = [];
+    entries.forEach(function(entry) {
+      if (entry.cursor && distinct.indexOf(entry.cursor) < 0) distinct.push(entry.cursor);
+    });
+    this.cursorCount = distinct.length;
+    if (distinct.length <= 1 || client._useMultiCursor()) {
+      var cursors = distinct;
+      if (this.name === "sse") return this.stream(topics, cursors, resuming, []);
+      var first = await this.getJSON("poll", topics, cursors);
+      if (this.stopped) return;
+      var applied = this.apply(first, topics);
+      this.announce(topics, resuming, applied.lost);
+      if (this.name === "longpoll") return this.longpoll(topics, applied.cursor);
+      return this.poll(topics, applied.cursor);
+    }
+    return this.runCatchingUp(topics, resuming);
+  }
+  /**
+   * The way for servers that take one cursor per request: the cursor covering the most topics
+   * goes in the request, every other topic with a cursor of its own catches up from it via
+   * `history` right after a first `poll` has positioned the request.
+   */
+  async runCatchingUp(topics, resuming) {
+    var client = this.client;
+    this.cursorCount = 1;
     var counts = /* @__PURE__ */ new Map();
     topics.forEach(function(topic2) {
       var cursor2 = client._topics.get(topic2).cursor;
@@ -224,33 +319,25 @@ var HttpConnection = class {
         base = cursor2;
       }
     });
-    var resuming = topics.filter(function(topic2) {
-      return Boolean(client._topics.get(topic2).cursor);
-    });
     var own = /* @__PURE__ */ new Map();
     topics.forEach(function(topic2) {
       var cursor2 = client._topics.get(topic2).cursor;
       if (cursor2 && cursor2 !== base) own.set(topic2, cursor2);
     });
-    var cursor = base;
-    var lost = [];
-    if (this.name !== "sse" || own.size > 0) {
-      var answer = await this.getJSON("poll", topics, base);
+    var answer = await this.getJSON("poll", topics, base);
+    if (this.stopped) return;
+    var applied = this.apply(answer, topics);
+    var cursor = applied.cursor;
+    var lost = applied.lost;
+    for (var [topic, since] of own) {
+      var caughtUp = await this.catchUp(topic, since);
       if (this.stopped) return;
-      var applied = this.apply(answer, topics);
-      cursor = applied.cursor;
-      lost = applied.lost;
-      var self = this;
-      for (var [topic, since] of own) {
-        var caughtUp = await this.catchUp(topic, since);
-        if (self.stopped) return;
-        if (!caughtUp) lost.push(topic);
-      }
-      topics.forEach(function(topic2) {
-        client._setCursor(topic2, cursor);
-      });
-      if (this.name !== "sse") this.announce(topics, resuming, lost);
+      if (!caughtUp) lost.push(topic);
     }
+    topics.forEach(function(each) {
+      client._setCursor(each, cursor);
+    });
+    if (this.name !== "sse") this.announce(topics, resuming, lost);
     if (this.name === "sse") return this.stream(topics, cursor, resuming, lost);
     if (this.name === "longpoll") return this.longpoll(topics, cursor);
     return this.poll(topics, cursor);
@@ -264,6 +351,7 @@ var HttpConnection = class {
     topics.forEach(function(topic) {
       if (!client._topics.has(topic)) return;
       var recovered = lost.indexOf(topic) < 0;
+      client._live(topic);
       client._emit("subscribed", { topic, transport: client.transport, recovered });
       if (recovered && resuming.indexOf(topic) >= 0) {
         client._emit("recovered", { topic, transport: client.transport });
@@ -460,6 +548,551 @@ var HttpConnection = class {
   }
 };
 
+// src/outbox.mjs
+var KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
+function retryable(error) {
+  if (!(error instanceof RTDeliveryError)) return true;
+  if (error.code === "network" || error.code === "timeout" || error.code === "disconnected") return true;
+  return RETRY_PUBLISH_STATUS.indexOf(error.status) >= 0 || error.code === "unavailable";
+}
+var Outbox = class {
+  constructor(client) {
+    this.client = client;
+    this.items = [];
+    this.httpBusy = false;
+    this.retryTimer = null;
+    this.attempt = 0;
+  }
+  /** Queues a publish; the promise settles with the server's answer (or why it never came). */
+  add(topic, data, type, key) {
+    if (key === void 0 || key === null) key = newKey();
+    if (typeof key !== "string" || !KEY.test(key)) {
+      return Promise.reject(new RTDeliveryError(
+        "Expected key as 1-128 letters, digits and _.:-, got " + JSON.stringify(key) + ".",
+        "invalid_key"
+      ));
+    }
+    var self = this;
+    return new Promise(function(resolve, reject) {
+      var item = {
+        key,
+        topic,
+        data,
+        type,
+        state: "queued",
+        resolve,
+        reject,
+        expired: false,
+        timer: null
+      };
+      var timeout = self.client.options.outboxTimeout;
+      if (timeout > 0) {
+        item.timer = setTimeout(function() {
+          item.expired = true;
+          if (item.state === "queued") self.expire(item);
+        }, timeout);
+      }
+      self.items.push(item);
+      self.changed();
+      self.flush();
+    });
+  }
+  /** What is waiting: `[{key, topic, data, type, state}]`, oldest first. */
+  list() {
+    return this.items.map(function(item) {
+      return { key: item.key, topic: item.topic, data: item.data, type: item.type, state: item.state };
+    });
+  }
+  changed() {
+    this.client._emit("outbox", { size: this.items.length });
+  }
+  /** Sends what is queued, if the client can: over the WebSocket (pipelined) or HTTP (in turn). */
+  flush() {
+    var client = this.client;
+    var route = client._publishRoute();
+    if (route === null) return;
+    var self = this;
+    if (route !== "http") {
+      this.items.forEach(function(item) {
+        if (item.state === "queued") self.sendWs(route, item);
+      });
+      return;
+    }
+    if (this.httpBusy) return;
+    this.httpBusy = true;
+    var finished = function() {
+      self.httpBusy = false;
+      var queued = self.items.some(function(item) {
+        return item.state === "queued";
+      });
+      if (queued && self.retryTimer === null) self.flush();
+    };
+    this.sendHttp().then(finished, finished);
+  }
+  sendWs(conn, item) {
+    var self = this;
+    item.state = "sending";
+    this.changed();
+    var frame = { op: "publish", topic: item.topic, type: item.type, data: item.data, key: item.key };
+    this.client._wsRequest(conn, frame, "publish").then(
+      function(answer) {
+        self.done(item, answer, null);
+      },
+      function(error) {
+        self.failed(item, error);
+      }
+    );
+  }
+  async sendHttp() {
+    for (; ; ) {
+      var item = this.items.find(function(each) {
+        return each.state === "queued";
+      });
+      if (!item || this.client._publishRoute() !== "http") return;
+      item.state = "sending";
+      this.changed();
+      var answer = null;
+      var error = null;
+      try {
+        answer = await this.client._httpPublish(item);
+      } catch (caught) {
+        error = caught;
+      }
+      if (error === null) {
+        this.done(item, answer, null);
+      } else if (!this.failed(item, error)) {
+        return;
+      }
+    }
+  }
+  done(item, answer, error) {
+    var index = this.items.indexOf(item);
+    if (index < 0) return;
+    this.items.splice(index, 1);
+    clearTimeout(item.timer);
+    if (error === null) this.attempt = 0;
+    this.changed();
+    if (error) item.reject(error);
+    else item.resolve(answer);
+  }
+  /** A send failed: refused (settle it, true) or maybe not sent (queue it again, false). */
+  failed(item, error) {
+    if (this.items.indexOf(item) < 0) return true;
+    if (!retryable(error) || this.client.state === "closed") {
+      this.done(item, null, error);
+      return true;
+    }
+    item.state = "queued";
+    if (item.expired) {
+      this.expire(item);
+      return true;
+    }
+    this.changed();
+    this.retryLater();
+    return false;
+  }
+  retryLater() {
+    if (this.retryTimer !== null) return;
+    var backoff = this.client.options.backoff;
+    var self = this;
+    this.retryTimer = setTimeout(function() {
+      self.retryTimer = null;
+      self.flush();
+    }, backoffDelay(backoff.base, backoff.max, this.attempt++));
+  }
+  expire(item) {
+    this.done(item, null, new RTDeliveryError(
+      "Not published within outboxTimeout (" + this.client.options.outboxTimeout + " ms).",
+      "outbox_expired"
+    ));
+  }
+  /** close(): nothing more will be sent. */
+  rejectAll(message, code) {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    var items = this.items;
+    this.items = [];
+    items.forEach(function(item) {
+      clearTimeout(item.timer);
+      item.reject(new RTDeliveryError(message, code));
+    });
+    if (items.length) this.changed();
+  }
+};
+
+// src/presence.mjs
+var SETTLE_MS = 1e3;
+function copy(snapshot) {
+  return {
+    topic: snapshot.topic,
+    count: snapshot.count || 0,
+    anonymous: snapshot.anonymous || 0,
+    users: (snapshot.users || []).map(function(user) {
+      return Object.assign({}, user);
+    })
+  };
+}
+var PresenceWatch = class {
+  constructor(client, topic, onChange) {
+    this.client = client;
+    this.topic = topic;
+    this.onChange = onChange;
+    this.snapshot = null;
+    this.stopped = false;
+    this.timer = null;
+    this.asking = false;
+    this.again = false;
+    var self = this;
+    this.offs = [
+      client.on("presence", function(change) {
+        if (change && change.topic === topic && change.action) self.apply(change);
+      }),
+      client.on("open", function() {
+        self.refresh();
+      })
+    ];
+    this.refresh();
+  }
+  /** Asks for a fresh snapshot (one request at a time), then schedules the next one. */
+  refresh() {
+    if (this.stopped) return;
+    if (this.asking) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.asking = true;
+    var self = this;
+    this.client.presence(this.topic).then(
+      function(snapshot) {
+        self.asking = false;
+        if (self.stopped) return;
+        self.snapshot = copy(snapshot);
+        self.notify();
+        self.next();
+      },
+      function(error) {
+        self.asking = false;
+        if (self.stopped) return;
+        if (self.client.state !== "closed") self.client._emit("error", error);
+        self.next();
+      }
+    );
+  }
+  next() {
+    if (this.stopped || this.client.state === "closed") return;
+    if (this.again) {
+      this.again = false;
+      this.schedule(SETTLE_MS);
+      return;
+    }
+    var transport = this.client.transport;
+    var polling = transport === "poll" || transport === "longpoll" || this.client.state !== "open";
+    if (polling) this.schedule(this.client.options.presenceInterval);
+  }
+  schedule(ms) {
+    var self = this;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(function() {
+      self.timer = null;
+      self.refresh();
+    }, ms);
+  }
+  /** One join or leave, applied to the snapshot as it stands. */
+  apply(change) {
+    if (this.snapshot === null) return;
+    var snapshot = this.snapshot;
+    var user = change.user || {};
+    var step = change.action === "join" ? 1 : change.action === "leave" ? -1 : 0;
+    if (step === 0) return;
+    if (step < 0 && snapshot.count === 0) return;
+    snapshot.count += step;
+    if (user.id === null || user.id === void 0) {
+      snapshot.anonymous = Math.max(0, snapshot.anonymous + step);
+    } else {
+      var id = String(user.id);
+      var index = snapshot.users.findIndex(function(each) {
+        return String(each.id) === id;
+      });
+      if (index < 0 && step > 0) {
+        snapshot.users.push({ id, name: user.name, connections: 1 });
+        snapshot.users.sort(function(a, b) {
+          return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+        });
+      } else if (index >= 0) {
+        snapshot.users[index].connections += step;
+        if (snapshot.users[index].connections <= 0) snapshot.users.splice(index, 1);
+      }
+    }
+    this.notify();
+    if (this.timer === null && !this.asking) this.schedule(SETTLE_MS);
+  }
+  notify() {
+    try {
+      this.onChange(copy(this.snapshot));
+    } catch (error) {
+      this.client._emit("error", error);
+    }
+  }
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.offs.forEach(function(off) {
+      off();
+    });
+  }
+};
+
+// src/sharing.mjs
+var factory = null;
+function sharedClient(options, client) {
+  return factory ? factory(options, client) : null;
+}
+
+// src/subscription.mjs
+var Subscription = class {
+  constructor(client, entry, onEvent, options) {
+    this.topic = entry.topic;
+    this._client = client;
+    this._entry = entry;
+    this._fn = onEvent;
+    this._onState = typeof options.onState === "function" ? options.onState : null;
+    this._onError = typeof options.onError === "function" ? options.onError : null;
+    this._left = false;
+    this._last = null;
+  }
+  /** "pending" | "live" | "refused" | "ended" */
+  get state() {
+    return this._left ? "ended" : this._entry.state;
+  }
+  /** Why the server refused it (an RTDeliveryError with `.topic`), else null. */
+  get error() {
+    return this._entry.error;
+  }
+  /** Removes this handler; the topic is left when its last handler goes. */
+  unsubscribe() {
+    if (this._left) return;
+    var entry = this._entry;
+    var client = this._client;
+    entry.handlers.delete(this);
+    this._left = true;
+    if (client._topics.get(this.topic) === entry && entry.handlers.size === 0) {
+      client.unsubscribe(this.topic);
+    }
+    this._changed();
+  }
+  _changed() {
+    var state = this.state;
+    if (state === this._last) return;
+    this._last = state;
+    if (this._onState) this._call(this._onState, state);
+  }
+  _error(error) {
+    if (this._onError) this._call(this._onError, error);
+  }
+  _call(fn, value) {
+    try {
+      fn(value, this);
+    } catch (error) {
+      this._client._emit("error", error);
+    }
+  }
+};
+
+// src/wire.mjs
+var Wire = class {
+  /** Delivers one wire event once: drops anything at or before the topic's last seq. */
+  _event(event) {
+    if (!event || typeof event.topic !== "string") return;
+    var entry = this._topics.get(event.topic);
+    if (!entry) return;
+    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
+      this.stats.duplicates += 1;
+      return;
+    }
+    entry.lastSeq = event.seq;
+    if (event.id) entry.cursor = event.id;
+    this.stats.delivered += 1;
+    var clean = {
+      id: event.id,
+      topic: event.topic,
+      seq: event.seq,
+      type: event.type,
+      data: event.data,
+      time: event.time
+    };
+    var self = this;
+    entry.handlers.forEach(function(handler) {
+      try {
+        handler._fn(clean);
+      } catch (error) {
+        self._emit("error", error);
+      }
+    });
+  }
+  _setCursor(topic, cursor) {
+    var entry = this._topics.get(topic);
+    if (entry && cursor) entry.cursor = cursor;
+  }
+  _reset(topic, cursor) {
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    entry.lastSeq = null;
+    if (cursor) entry.cursor = cursor;
+    this.stats.resets += 1;
+    this._emit("reset", { topic, transport: this.transport });
+  }
+  _wsFrame(conn, frame) {
+    if (conn !== this._conn) return;
+    var op = frame.op;
+    var pending = frame.ref != null ? this._pending.get(frame.ref) : void 0;
+    if (pending !== void 0) this._pending.delete(frame.ref);
+    if (op === "event") {
+      this._event(frame);
+    } else if (op === "subscribed") {
+      var entry = this._topics.get(frame.topic);
+      if (!entry) return;
+      if (frame.recovered === false) this._reset(frame.topic, frame.cursor);
+      else if (frame.cursor) entry.cursor = frame.cursor;
+      this._live(frame.topic);
+      this._emit("subscribed", { topic: frame.topic, transport: "ws", recovered: frame.recovered !== false });
+      if (frame.recovered !== false && entry.resuming) {
+        this._emit("recovered", { topic: frame.topic, transport: "ws" });
+      }
+      entry.resuming = false;
+    } else if (op === "ack") {
+      if (pending && pending.resolve) {
+        var ack = { topic: frame.topic, seq: frame.seq, id: frame.id };
+        if (frame.duplicate) ack.duplicate = true;
+        pending.resolve(ack);
+      }
+    } else if (op === "presence") {
+      var snapshot = Object.assign({}, frame);
+      delete snapshot.op;
+      delete snapshot.ref;
+      if (pending && pending.resolve) pending.resolve(snapshot);
+      else this._emit("presence", snapshot);
+    } else if (op === "error") {
+      var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
+      if (frame.cursor && !pending) {
+        var self = this;
+        this._topics.forEach(function(_, topic2) {
+          self._setCursor(topic2, frame.cursor);
+        });
+        if (frame.code !== "too_slow") {
+          conn.endReason = frame.code;
+          return;
+        }
+      }
+      if (pending && pending.reject) {
+        pending.reject(error);
+      } else {
+        var topic = pending && pending.kind === "subscribe" ? pending.topic : null;
+        if (topic === null && frame.topic && TOPIC_REFUSALS.indexOf(frame.code) >= 0) topic = frame.topic;
+        var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
+        if (topic !== null && !keep && this._topics.has(topic)) {
+          error.topic = topic;
+          this._refuse(topic, error);
+          return;
+        }
+        this._emit("error", error);
+      }
+    } else if (op === "unsubscribed" && frame.reason && !pending) {
+      this._topicEnded(frame.topic, frame.reason);
+    }
+  }
+  _nextRef() {
+    this._refs += 1;
+    return this._refs;
+  }
+  _wsRequest(conn, frame, kind) {
+    var self = this;
+    return new Promise(function(resolve, reject) {
+      var ref = self._nextRef();
+      frame.ref = ref;
+      var timer = setTimeout(function() {
+        if (self._pending.delete(ref)) {
+          reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
+        }
+      }, self.options.requestTimeout);
+      self._pending.set(ref, {
+        kind,
+        resolve: function(value) {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        reject: function(error) {
+          clearTimeout(timer);
+          reject(error);
+        }
+      });
+      if (!conn.send(frame)) {
+        self._pending.delete(ref);
+        clearTimeout(timer);
+        reject(new RTDeliveryError("The WebSocket is not open.", "disconnected"));
+      }
+    });
+  }
+  _rejectPending(message, code) {
+    var pending = Array.from(this._pending.values());
+    this._pending.clear();
+    pending.forEach(function(request) {
+      if (request.reject) request.reject(new RTDeliveryError(message, code));
+    });
+  }
+  async _httpPublish(item) {
+    var headers = { "Content-Type": "application/json", Accept: "application/json" };
+    var token = readCookie(this.options.csrfCookieName);
+    if (token) headers["X-CSRFToken"] = token;
+    var body = { topic: item.topic, type: item.type, data: item.data };
+    if (!this._noKeys) body.key = item.key;
+    var response;
+    try {
+      response = await this._fetch(this.url + "publish", {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers,
+        body: JSON.stringify(body)
+      });
+    } catch (error2) {
+      throw this._asError(error2);
+    }
+    if (!response.ok) {
+      var error = await httpError(response);
+      if (!this._serverKeys && error.code === "invalid_event" && /'key'/.test(error.message) && "key" in body) {
+        this._noKeys = true;
+        return this._httpPublish(item);
+      }
+      throw error;
+    }
+    var answer = await response.json();
+    if (!this._noKeys) this._serverKeys = true;
+    var result = { topic: answer.topic, seq: answer.seq, id: answer.id };
+    if (answer.duplicate) result.duplicate = true;
+    return result;
+  }
+  _asError(error) {
+    if (error instanceof RTDeliveryError) return error;
+    return new RTDeliveryError(error && error.message ? error.message : String(error), "network");
+  }
+  _fetch(url, init) {
+    var fn = this.options.fetch || globalThis.fetch;
+    if (this._token) {
+      init = Object.assign({}, init);
+      init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
+    }
+    return fn.call(globalThis, url, init);
+  }
+  _wsUrl() {
+    var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
+    if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this._token) url.searchParams.set("access_token", this._token);
+    return url.toString();
+  }
+};
+
 // src/ws.mjs
 var WsConnection = class {
   constructor(client) {
@@ -468,8 +1101,10 @@ var WsConnection = class {
     this.opened = false;
     this.stopped = false;
     this.ws = null;
+    this.socketOpen = false;
     this.pingTimer = null;
-    this.pongTimer = null;
+    this.livenessTimer = null;
+    this.waiting = 0;
     this.endReason = null;
   }
   start() {
@@ -487,11 +1122,12 @@ var WsConnection = class {
     this.ws = ws;
     ws.onopen = function() {
       if (self.stopped) return;
-      self.opened = true;
-      client._opened(self);
-      client._topics.forEach(function(entry) {
+      self.socketOpen = true;
+      var entries = client._activeEntries();
+      entries.forEach(function(entry) {
         self.subscribe(entry);
       });
+      if (entries.length === 0) self.ping();
       self.schedulePing();
     };
     ws.onmessage = function(message) {
@@ -504,9 +1140,11 @@ var WsConnection = class {
         client._emit("error", new RTDeliveryError("Expected a JSON frame.", "invalid_frame"));
         return;
       }
-      if (self.pongTimer !== null) {
-        clearTimeout(self.pongTimer);
-        self.pongTimer = null;
+      self.heard(frame);
+      if (self.stopped) return;
+      if (!self.opened) {
+        self.opened = true;
+        client._opened(self);
       }
       client._wsFrame(self, frame);
     };
@@ -538,16 +1176,16 @@ var WsConnection = class {
     };
   }
   subscribe(entry) {
-    if (!this.opened || this.stopped) return;
+    if (!this.socketOpen || this.stopped) return;
     var ref = this.client._nextRef();
     var frame = { op: "subscribe", topic: entry.topic, ref };
     entry.resuming = Boolean(entry.cursor);
     if (entry.cursor) frame.since = entry.cursor;
     this.client._pending.set(ref, { kind: "subscribe", topic: entry.topic });
-    this.send(frame);
+    if (this.send(frame)) this.expect();
   }
   unsubscribe(topic) {
-    if (!this.opened || this.stopped) return;
+    if (!this.socketOpen || this.stopped) return;
     this.send({ op: "unsubscribe", topic });
   }
   send(frame) {
@@ -564,19 +1202,49 @@ var WsConnection = class {
     clearTimeout(this.pingTimer);
     this.pingTimer = setTimeout(function() {
       if (self.stopped) return;
-      self.send({ op: "ping" });
-      self.pongTimer = setTimeout(function() {
-        self.client._failed(self, { reason: "ping timeout" });
-      }, options.pongTimeout);
+      self.ping();
       self.schedulePing();
     }, options.pingInterval);
+  }
+  ping() {
+    if (this.send({ op: "ping" })) this.expect();
+  }
+  /** Something sent wants an answer: the server has `livenessTimeout` ms to say anything. */
+  expect() {
+    this.waiting += 1;
+    this.arm();
+  }
+  arm() {
+    var self = this;
+    var timeout = this.client.options.livenessTimeout;
+    if (!timeout || this.livenessTimer !== null) return;
+    this.livenessTimer = setTimeout(function() {
+      self.livenessTimer = null;
+      if (self.stopped) return;
+      self.client._failed(self, {
+        beforeOpen: !self.opened,
+        liveness: true,
+        reason: "liveness"
+      });
+    }, timeout);
+  }
+  /** A frame arrived: the server is alive; keep watching while answers are still owed. */
+  heard(frame) {
+    var op = frame && frame.op;
+    var pending = frame && frame.ref != null ? this.client._pending.get(frame.ref) : void 0;
+    if (op === "pong" || op === "subscribed" || op === "error" && pending && pending.kind === "subscribe") {
+      this.waiting = Math.max(0, this.waiting - 1);
+    }
+    clearTimeout(this.livenessTimer);
+    this.livenessTimer = null;
+    if (this.waiting > 0) this.arm();
   }
   wake() {
   }
   stop() {
     this.stopped = true;
     clearTimeout(this.pingTimer);
-    clearTimeout(this.pongTimer);
+    clearTimeout(this.livenessTimer);
     var ws = this.ws;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
@@ -591,7 +1259,10 @@ var WsConnection = class {
 };
 
 // src/client.mjs
-var Client = class {
+function option(value, fallback) {
+  return value !== void 0 && value !== null ? value : fallback;
+}
+var Client = class extends Wire {
   /**
    * @param {object} [options]
    * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
@@ -601,7 +1272,12 @@ var Client = class {
    * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
    */
   constructor(options) {
+    super();
     options = options || {};
+    if (options.shared) {
+      var shared = sharedClient(options, this);
+      if (shared) return shared;
+    }
     var url = options.url || pageConfig().url || "/rt/";
     this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
     var transports = options.transports || TRANSPORTS;
@@ -622,7 +1298,11 @@ var Client = class {
       longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
       openTimeout: options.openTimeout != null ? options.openTimeout : 1e4,
       pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
-      pongTimeout: options.pongTimeout != null ? options.pongTimeout : 1e4,
+      // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
+      livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5e3)),
+      outboxTimeout: option(options.outboxTimeout, 6e4),
+      presenceInterval: option(options.presenceInterval, 15e3),
+      shared: Boolean(options.shared),
       requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
       maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
       csrfCookieName: options.csrfCookieName || "csrftoken",
@@ -641,6 +1321,7 @@ var Client = class {
       throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
     }
     this.state = "idle";
+    this.clientId = randomId(22);
     this.transport = null;
     this.stats = {
       connects: 0,
@@ -664,6 +1345,10 @@ var Client = class {
     this._provenFailures = 0;
     this._lastOpened = null;
     this._reopenQueued = false;
+    this._outbox = new Outbox(this);
+    this._multiCursor = true;
+    this._skipMultiCursor = false;
+    this._livenessFailures = 0;
     this._token = null;
     this._tokenPromise = null;
     this._tokenRefreshes = 0;
@@ -692,7 +1377,8 @@ var Client = class {
   }
   /**
    * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
-   * (an event's `id`). Returns `{topic, unsubscribe()}`.
+   * (an event's `id`); `options.onState(state, sub)` and `options.onError(error, sub)` follow
+   * this subscription. Returns a Subscription (`topic`, `state`, `error`, `unsubscribe()`).
    */
   subscribe(topic, onEvent, options) {
     if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
@@ -701,34 +1387,38 @@ var Client = class {
     options = options || {};
     var entry = this._topics.get(topic);
     var added = !entry;
+    var retry = !added && entry.state === "refused";
     if (added) {
       entry = {
         topic,
         handlers: /* @__PURE__ */ new Set(),
         cursor: options.since || null,
         lastSeq: null,
-        resuming: false
+        resuming: false,
+        state: "pending",
+        error: null
       };
       this._topics.set(topic, entry);
     }
-    var handler = { fn: onEvent };
-    entry.handlers.add(handler);
-    if (added) this._topicsChanged(topic, true);
-    var self = this;
-    return {
-      topic,
-      unsubscribe: function() {
-        var current = self._topics.get(topic);
-        if (current !== entry) return;
-        entry.handlers.delete(handler);
-        if (entry.handlers.size === 0) self.unsubscribe(topic);
-      }
-    };
+    var sub = new Subscription(this, entry, onEvent, options);
+    entry.handlers.add(sub);
+    if (added) {
+      this._subscriptionChanged(entry);
+      this._topicsChanged(topic, true);
+    } else if (retry) {
+      this._subState(entry, "pending", null);
+      this._topicsChanged(topic, true);
+    }
+    return sub;
   }
   /** Stops every subscription to `topic`. */
   unsubscribe(topic) {
-    if (!this._topics.delete(topic)) return;
-    this._topicsChanged(topic, false);
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    this._topics.delete(topic);
+    var wasActive = entry.state !== "refused";
+    this._subState(entry, "ended", entry.error);
+    if (wasActive) this._topicsChanged(topic, false);
   }
   /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
   cursor(topic) {
@@ -739,15 +1429,66 @@ var Client = class {
   topics() {
     return Array.from(this._topics.keys());
   }
-  /** Publishes; resolves to `{topic, seq, id}` (WebSocket ack or HTTP 201). */
+  /**
+   * Publishes; resolves to `{topic, seq, id, duplicate?}` (WebSocket ack or HTTP answer).
+   * Works in every state but "closed": while not connected the publish waits in the outbox
+   * and is sent once, in order, when the client is; `options.key` (default a random UUID)
+   * makes sending it again harmless (the server answers a repeated key with the first seq).
+   */
   publish(topic, data, options) {
+    if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
+    if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
     options = options || {};
-    var type = options.type || "message";
-    var conn = this._conn;
-    if (conn && conn.name === "ws" && conn.opened) {
-      return this._wsRequest(conn, { op: "publish", topic, type, data }, "publish");
-    }
-    return this._httpPublish(topic, type, data);
+    return this._outbox.add(topic, data, options.type || "message", options.key);
+  }
+  /** Publishes waiting to be sent (or sent, answer pending), oldest first. */
+  get outbox() {
+    return this._outbox.list();
+  }
+  /** True when the browser is online and the connection is open. */
+  get online() {
+    return !this._offline && this.state === "open";
+  }
+  /**
+   * A page of `topic`'s history: `{events, cursor, recovered}`. Without `cursor` the latest
+   * `limit` events; with it, the next ones after it.
+   */
+  history(topic, options) {
+    options = options || {};
+    var params = new URLSearchParams({ topic });
+    if (options.limit != null) params.set("limit", String(options.limit));
+    if (options.cursor) params.set("cursor", options.cursor);
+    var self = this;
+    this.stats.requests += 1;
+    return this._fetch(this.url + "history?" + params.toString(), {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" }
+    }).then(async function(response) {
+      if (!response.ok) throw await httpError(response);
+      var body = await response.json();
+      return { events: body.events || [], cursor: body.cursor, recovered: body.recovered !== false };
+    }).catch(function(error) {
+      throw self._asError(error);
+    });
+  }
+  /**
+   * Keeps `topic`'s presence snapshot for you: `onChange(snapshot)` with
+   * `{topic, count, anonymous, users: [{id, name, connections}]}` on every change.
+   * Returns `{topic, snapshot, stop()}` (`snapshot`: the latest, or null before the first).
+   */
+  watchPresence(topic, onChange) {
+    if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
+    var watch = new PresenceWatch(this, topic, onChange);
+    return {
+      topic,
+      get snapshot() {
+        return watch.snapshot;
+      },
+      stop: function() {
+        watch.stop();
+      }
+    };
   }
   /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
   presence(topic) {
@@ -782,11 +1523,17 @@ var Client = class {
     this._timer = null;
     this._unbindEnvironment();
     this._rejectPending("The client is closed.", "closed");
+    this._outbox.rejectAll("The client is closed.", "closed");
     this._setState("closed");
+    var self = this;
+    Array.from(this._topics.values()).forEach(function(entry) {
+      self._subState(entry, "ended", entry.error);
+    });
     this._emit("closed", { reason: "client" });
   }
   // -- connection management ------------------------------------------------------
-  _connect() {
+  /** Opens a connection; `quiet`: a reopen with a new set of topics, the state stays "open". */
+  _connect(quiet) {
     clearTimeout(this._timer);
     this._timer = null;
     if (this.state === "closed" || this._conn || this._ended) return;
@@ -794,8 +1541,9 @@ var Client = class {
       this._setState("offline");
       return;
     }
-    if (this._topics.size === 0) {
+    if (this._activeEntries().length === 0) {
       this._setState("idle");
+      this._outbox.flush();
       return;
     }
     if (this.options.getToken && this._token === null) {
@@ -805,7 +1553,7 @@ var Client = class {
     var name = this._proven || this._candidates[this._index];
     this.transport = name;
     this.stats.connects += 1;
-    this._setState("connecting");
+    if (!(quiet && this.state === "open")) this._setState("connecting");
     this._emit("connecting", { transport: name, attempt: this._attempt });
     var conn = name === "ws" ? new WsConnection(this) : new HttpConnection(this, name);
     this._conn = conn;
@@ -831,7 +1579,9 @@ var Client = class {
       this._lastOpened = conn.name;
       this._emit("transport", conn.name);
     }
+    this._livenessFailures = 0;
     this._emit("open", { transport: conn.name });
+    this._outbox.flush();
   }
   /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
   _fetchToken() {
@@ -861,6 +1611,7 @@ var Client = class {
   _endAccess(conn, reason) {
     this._ended = reason;
     this._token = null;
+    this._pendingAll();
     this._setState("idle");
     this._emit("disconnected", { transport: conn.name, reason, delay: null });
     this._emit("ended", { transport: conn.name, reason });
@@ -880,6 +1631,24 @@ var Client = class {
     clearTimeout(this._openTimer);
     this._rejectPending("The connection was lost.", "disconnected");
     if (this.state === "closed") return;
+    if (info.refusedTopic) {
+      this._refuse(info.refusedTopic, info.error);
+      this._connect(true);
+      return;
+    }
+    if (info.multiCursorRefused === "server") this._multiCursor = false;
+    else if (info.multiCursorRefused) this._skipMultiCursor = true;
+    this._pendingAll();
+    if (info.liveness && info.beforeOpen) {
+      this._livenessFailures += 1;
+      if (this._livenessFailures < 2) {
+        info.noFallback = true;
+      } else {
+        this._livenessFailures = 0;
+        this._proven = null;
+        this._provenFailures = 0;
+      }
+    }
     if (info.ended) {
       this._endAccess(conn, info.ended);
       return;
@@ -930,8 +1699,9 @@ var Client = class {
       delay,
       next: this._proven || this._candidates[this._index]
     });
-    if (this._offline || this._topics.size === 0) {
+    if (this._offline || this._activeEntries().length === 0) {
       this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
       return;
     }
     this._scheduleConnect(delay);
@@ -956,12 +1726,13 @@ var Client = class {
   _topicsChanged(topic, added) {
     if (this.state === "closed") return;
     var conn = this._conn;
-    if (this._topics.size === 0) {
+    if (this._activeEntries().length === 0) {
       this._stopConnection();
       clearTimeout(this._timer);
       this._timer = null;
       this._rejectPending("No topics left.", "disconnected");
       this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
       return;
     }
     if (conn && conn.name === "ws") {
@@ -977,7 +1748,7 @@ var Client = class {
         self._reopenQueued = false;
         if (self._conn !== conn) return;
         self._stopConnection();
-        self._connect();
+        self._connect(true);
       });
       return;
     }
@@ -989,6 +1760,11 @@ var Client = class {
       self._offline = false;
       if (self.state === "closed" || self._conn) return;
       self._attempt = 0;
+      if (self._ended) {
+        self._setState("idle");
+        self._outbox.flush();
+        return;
+      }
       self._connect();
     };
     this._onOffline = function() {
@@ -999,6 +1775,7 @@ var Client = class {
       clearTimeout(self._timer);
       self._timer = null;
       self._rejectPending("The browser went offline.", "offline");
+      self._pendingAll();
       if (conn) self._emit("disconnected", { transport: conn.name, reason: "offline", delay: null });
       self._setState("offline");
     };
@@ -1029,180 +1806,76 @@ var Client = class {
       document.removeEventListener("visibilitychange", this._onVisibility);
     }
   }
-  // -- delivery -------------------------------------------------------------------
-  /** Delivers one wire event once: drops anything at or before the topic's last seq. */
-  _event(event) {
-    if (!event || typeof event.topic !== "string") return;
-    var entry = this._topics.get(event.topic);
-    if (!entry) return;
-    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
-      this.stats.duplicates += 1;
-      return;
-    }
-    entry.lastSeq = event.seq;
-    if (event.id) entry.cursor = event.id;
-    this.stats.delivered += 1;
-    var clean = {
-      id: event.id,
-      topic: event.topic,
-      seq: event.seq,
-      type: event.type,
-      data: event.data,
-      time: event.time
-    };
-    var self = this;
-    entry.handlers.forEach(function(handler) {
-      try {
-        handler.fn(clean);
-      } catch (error) {
-        self._emit("error", error);
-      }
-    });
-  }
-  _setCursor(topic, cursor) {
-    var entry = this._topics.get(topic);
-    if (entry && cursor) entry.cursor = cursor;
-  }
-  _reset(topic, cursor) {
-    var entry = this._topics.get(topic);
-    if (!entry) return;
-    entry.lastSeq = null;
-    if (cursor) entry.cursor = cursor;
-    this.stats.resets += 1;
-    this._emit("reset", { topic, transport: this.transport });
-  }
-  _wsFrame(conn, frame) {
-    if (conn !== this._conn) return;
-    var op = frame.op;
-    var pending = frame.ref != null ? this._pending.get(frame.ref) : void 0;
-    if (pending !== void 0) this._pending.delete(frame.ref);
-    if (op === "event") {
-      this._event(frame);
-    } else if (op === "subscribed") {
-      var entry = this._topics.get(frame.topic);
-      if (!entry) return;
-      if (frame.recovered === false) this._reset(frame.topic, frame.cursor);
-      else if (frame.cursor) entry.cursor = frame.cursor;
-      this._emit("subscribed", { topic: frame.topic, transport: "ws", recovered: frame.recovered !== false });
-      if (frame.recovered !== false && entry.resuming) {
-        this._emit("recovered", { topic: frame.topic, transport: "ws" });
-      }
-      entry.resuming = false;
-    } else if (op === "ack") {
-      if (pending && pending.resolve) pending.resolve({ topic: frame.topic, seq: frame.seq, id: frame.id });
-    } else if (op === "presence") {
-      var snapshot = Object.assign({}, frame);
-      delete snapshot.op;
-      delete snapshot.ref;
-      if (pending && pending.resolve) pending.resolve(snapshot);
-      else this._emit("presence", snapshot);
-    } else if (op === "error") {
-      var error = new RTDeliveryError(frame.message || frame.code, frame.code, 0, frame);
-      if (frame.cursor && !pending) {
-        var self = this;
-        this._topics.forEach(function(_, topic) {
-          self._setCursor(topic, frame.cursor);
-        });
-        if (frame.code !== "too_slow") {
-          conn.endReason = frame.code;
-          return;
-        }
-      }
-      if (pending && pending.reject) {
-        pending.reject(error);
-      } else {
-        if (pending && pending.kind === "subscribe") {
-          error.topic = pending.topic;
-          var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
-          if (this._topics.has(pending.topic) && !keep) {
-            this._topics.delete(pending.topic);
-          }
-        }
-        this._emit("error", error);
-      }
-    } else if (op === "unsubscribed" && frame.reason && !pending) {
-      this._topicEnded(frame.topic, frame.reason);
-    }
-  }
-  _nextRef() {
-    this._refs += 1;
-    return this._refs;
-  }
-  _wsRequest(conn, frame, kind) {
-    var self = this;
-    return new Promise(function(resolve, reject) {
-      var ref = self._nextRef();
-      frame.ref = ref;
-      var timer = setTimeout(function() {
-        if (self._pending.delete(ref)) {
-          reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
-        }
-      }, self.options.requestTimeout);
-      self._pending.set(ref, {
-        kind,
-        resolve: function(value) {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        reject: function(error) {
-          clearTimeout(timer);
-          reject(error);
-        }
-      });
-      if (!conn.send(frame)) {
-        self._pending.delete(ref);
-        clearTimeout(timer);
-        reject(new RTDeliveryError("The WebSocket is not open.", "disconnected"));
-      }
-    });
-  }
-  _rejectPending(message, code) {
-    var pending = Array.from(this._pending.values());
-    this._pending.clear();
-    pending.forEach(function(request) {
-      if (request.reject) request.reject(new RTDeliveryError(message, code));
-    });
-  }
-  async _httpPublish(topic, type, data) {
-    var headers = { "Content-Type": "application/json", Accept: "application/json" };
-    var token = readCookie(this.options.csrfCookieName);
-    if (token) headers["X-CSRFToken"] = token;
-    var response;
-    try {
-      response = await this._fetch(this.url + "publish", {
-        method: "POST",
-        credentials: "same-origin",
-        cache: "no-store",
-        headers,
-        body: JSON.stringify({ topic, type, data })
-      });
-    } catch (error) {
-      throw this._asError(error);
-    }
-    if (!response.ok) throw await httpError(response);
-    var body = await response.json();
-    return { topic: body.topic, seq: body.seq, id: body.id };
-  }
-  _asError(error) {
-    if (error instanceof RTDeliveryError) return error;
-    return new RTDeliveryError(error && error.message ? error.message : String(error), "network");
-  }
-  _fetch(url, init) {
-    var fn = this.options.fetch || globalThis.fetch;
-    if (this._token) {
-      init = Object.assign({}, init);
-      init.headers = Object.assign({}, init.headers, { Authorization: "Bearer " + this._token });
-    }
-    return fn.call(globalThis, url, init);
-  }
-  _wsUrl() {
-    var url = new URL(this.options.wsUrl || this.url + "ws", baseHref());
-    if (!this.options.wsUrl) url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    if (this._token) url.searchParams.set("access_token", this._token);
-    return url.toString();
-  }
   _setState(state) {
+    var previous = this.state;
+    if (previous === state) return;
     this.state = state;
+    this._emit("state", { state, previous, transport: this.transport });
+  }
+  // -- subscriptions ----------------------------------------------------------------
+  /** The subscriptions a connection carries: all but the refused ones. */
+  _activeEntries() {
+    var entries = [];
+    this._topics.forEach(function(entry) {
+      if (entry.state !== "refused") entries.push(entry);
+    });
+    return entries;
+  }
+  _subState(entry, state, error) {
+    if (entry.state === state && entry.error === error) return;
+    entry.state = state;
+    entry.error = error;
+    this._subscriptionChanged(entry);
+  }
+  _subscriptionChanged(entry) {
+    this._emit("subscription", { topic: entry.topic, state: entry.state, error: entry.error });
+    entry.handlers.forEach(function(sub) {
+      sub._changed();
+    });
+  }
+  /** The server confirmed `topic` on this connection. */
+  _live(topic) {
+    var entry = this._topics.get(topic);
+    if (entry && entry.state !== "refused") this._subState(entry, "live", null);
+  }
+  /** The connection is gone: every live subscription waits for the next one. */
+  _pendingAll() {
+    var self = this;
+    this._topics.forEach(function(entry) {
+      if (entry.state === "live") self._subState(entry, "pending", null);
+    });
+  }
+  /** The server refused `topic` (policy, bad name): that subscription only, kept as refused. */
+  _refuse(topic, error) {
+    var entry = this._topics.get(topic);
+    if (!entry) return;
+    if (error instanceof RTDeliveryError) error.topic = topic;
+    this._subState(entry, "refused", error);
+    this._emit("error", error);
+    entry.handlers.forEach(function(sub) {
+      sub._error(error);
+    });
+    if (this._activeEntries().length === 0 && this._conn) {
+      this._stopConnection();
+      this._setState(this._offline ? "offline" : "idle");
+      if (!this._offline) this._outbox.flush();
+    }
+  }
+  /** Several cursors in this request? (false after the server refused them as ambiguous once.) */
+  _useMultiCursor() {
+    if (this._skipMultiCursor) {
+      this._skipMultiCursor = false;
+      return false;
+    }
+    return this._multiCursor;
+  }
+  /** Where a publish goes now: the open WebSocket, "http", or null (wait in the outbox). */
+  _publishRoute() {
+    if (this.state === "closed" || this._offline) return null;
+    var conn = this._conn;
+    if (conn && conn.name === "ws") return conn.opened ? conn : null;
+    if (this.state === "open" || this.state === "idle") return "http";
+    return null;
   }
   _emit(name, data) {
     var set = this._listeners.get(name);

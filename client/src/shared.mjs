@@ -1,0 +1,587 @@
+// Tab sharing: one connection per browser, not per tab (`new Client({shared: true})`).
+//
+// The tabs of one origin and rtdelivery URL (or `sharedName`) elect a leader (shared-election:
+// Web Locks, else a BroadcastChannel election). The leader runs the real Client with the union
+// of every tab's topics (shared-leader); the other tabs (followers) talk to it over a
+// BroadcastChannel: topics and requests (publish, presence, history, connect) one way; events,
+// client events, answers and state snapshots the other. This module is every tab's side: the
+// same API as the plain Client.
+//
+// Exactly once across a hand-over: every tab keeps per topic the seq and id of the last event
+// it delivered and drops anything at or before that seq. A new leader asks every tab for its
+// positions and resumes each topic from the lowest; a tab that still sees a gap (seq jumps:
+// seq is contiguous per topic) catches up from its own cursor with history() and holds newer
+// events meanwhile. A publish carries an idempotency key, kept when it is sent again to a new
+// leader, so a hand-over mid-publish cannot publish twice.
+
+import { RTDeliveryError } from "./errors.mjs";
+import { PresenceWatch } from "./presence.mjs";
+import { Election } from "./shared-election.mjs";
+import { CLIENT_EVENTS, Leader } from "./shared-leader.mjs";
+
+const PROTOCOL = 1;
+const MAX_CATCH_UP_PAGES = 1000;
+const EVENTS = CLIENT_EVENTS.concat(["closed", "state", "outbox", "leader"]);
+
+function randomId() {
+  var c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
+}
+
+function configUrl() {
+  var doc = globalThis.document;
+  var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+  try {
+    return element ? (JSON.parse(element.textContent) || {}).url : undefined;
+  } catch (_) {
+    return undefined;
+  }
+}
+
+/** The channel (and lock) name: `sharedName`, else the absolute rtdelivery URL. */
+export function channelName(options) {
+  if (options.sharedName) return "rtdelivery:" + options.sharedName;
+  var base = typeof location !== "undefined" ? location.href : "http://localhost/";
+  var url = new URL(options.url || configUrl() || "/rt/", base);
+  return "rtdelivery:" + url.origin + url.pathname.replace(/\/?$/, "/");
+}
+
+/**
+ * What `new Client({shared: true, ...})` gives: a SharedClient, or null (the plain client)
+ * where BroadcastChannel is missing. `client` is the plain client being built: its constructor
+ * makes the leader's client. Installed by index.mjs: `useSharedClient(createSharedClient)`.
+ */
+export function createSharedClient(options, client) {
+  if (typeof BroadcastChannel !== "function") return null;
+  return new SharedClient(client.constructor, options);
+}
+
+export class SharedClient {
+  constructor(Client, options) {
+    options = options || {};
+    if (options.sharedName != null && (typeof options.sharedName !== "string" || !options.sharedName)) {
+      throw new TypeError("Expected sharedName to be a non-empty string.");
+    }
+    this._Client = Client;
+    this._Error = RTDeliveryError;
+    // The leader's client: this tab's options, without sharing.
+    this._options = Object.assign({}, options, { shared: false });
+    this.options = {
+      outboxTimeout: options.outboxTimeout != null ? options.outboxTimeout : 60000,
+      presenceInterval: options.presenceInterval != null ? options.presenceInterval : 15000,
+      requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15000,
+    };
+    this._name = channelName(options);
+    /** This tab's id; the leader tab's id (null while none is known). */
+    this.tabId = randomId();
+    this.leader = null;
+    this.state = "idle";
+    this.transport = null;
+    this.online = typeof navigator === "undefined" || navigator.onLine !== false;
+    this._own = { delivered: 0, duplicates: 0, catchUps: 0 };
+    this._topics = new Map(); // topic -> entry (handlers, lastSeq, cursor, catch-up buffer)
+    this._listeners = new Map();
+    this._pending = new Map(); // request id -> {op, args, resolve, reject, sentTo}
+    this._tabs = new Set(); // other tabs heard from (minus those that said bye)
+    this._leader = null; // a Leader while this tab leads
+    this._closed = false;
+    this._channel = new BroadcastChannel(this._name);
+    var self = this;
+    this._channel.onmessage = function (message) { self._receive(message.data); };
+    this._onPageHide = function (event) { if (!event.persisted) self._post({ t: "bye" }); };
+    if (typeof addEventListener === "function") addEventListener("pagehide", this._onPageHide);
+    this._election = new Election(this._name, this.tabId, {
+      elected: function () { self._becomeLeader(); },
+      isLeader: function () { return self._leader !== null; },
+      post: function (message) { self._post(message); },
+      announce: function () { if (self._leader) self._leader.announce(false); },
+    });
+    this._election.start();
+    this._post({ t: "hello" });
+  }
+
+  /** "leader" | "follower": whether this tab runs the connection. */
+  get role() {
+    return this._leader ? "leader" : "follower";
+  }
+
+  // -- public API (as the plain Client) ---------------------------------------------------
+
+  on(name, fn) {
+    if (EVENTS.indexOf(name) < 0) {
+      throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + EVENTS.join(", ") + ".");
+    }
+    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+    var set = this._listeners.get(name);
+    set.add(fn);
+    return function () { set.delete(fn); };
+  }
+
+  off(name, fn) {
+    var set = this._listeners.get(name);
+    if (set) set.delete(fn);
+  }
+
+  subscribe(topic, onEvent, options) {
+    if (this._closed) throw new this._Error("The client is closed.", "closed");
+    if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
+    if (typeof onEvent !== "function") throw new TypeError("Expected a function for events.");
+    options = options || {};
+    var entry = this._topics.get(topic);
+    var added = !entry;
+    if (added) {
+      entry = {
+        topic: topic, handlers: new Set(), lastSeq: null, cursor: options.since || null,
+        catching: false, buffer: [], state: "pending", error: null,
+      };
+      this._topics.set(topic, entry);
+    }
+    var handler = { fn: onEvent, onState: options.onState, onError: options.onError, left: false };
+    var self = this;
+    var sub = {
+      topic: topic,
+      get state() { return handler.left ? "ended" : entry.state; },
+      get error() { return entry.error; },
+      unsubscribe: function () {
+        if (handler.left) return;
+        handler.left = true;
+        entry.handlers.delete(handler);
+        if (handler.onState) self._call(handler.onState, "ended", sub);
+        if (self._topics.get(topic) === entry && entry.handlers.size === 0) self.unsubscribe(topic);
+      },
+    };
+    handler.sub = sub;
+    entry.handlers.add(handler);
+    var retry = !added && entry.state === "refused";
+    if (added) this._emit("subscription", { topic: topic, state: "pending", error: null });
+    if (retry) this._subState(entry, "pending", null); // asks the server again
+    else if (handler.onState) this._call(handler.onState, entry.state, sub);
+    if (added || retry) {
+      var position = { seq: null, cursor: entry.cursor };
+      var fresh = false;
+      if (this._leader) fresh = this._leader.add(this.tabId, topic, position);
+      else this._post({ t: "sub", topic: topic, position: position });
+      // The connection may carry the topic already, past `since`: read the gap from history.
+      // (A topic new to the leader's client is subscribed from `since` instead.)
+      if (added && options.since && !fresh) this._catchUp(entry);
+    }
+    return sub;
+  }
+
+  unsubscribe(topic) {
+    var entry = this._topics.get(topic);
+    if (!entry || this._closed) return;
+    this._topics.delete(topic);
+    this._subState(entry, "ended", entry.error);
+    if (this._leader) this._leader.remove(this.tabId, topic);
+    else this._post({ t: "unsub", topic: topic });
+  }
+
+  cursor(topic) {
+    var entry = this._topics.get(topic);
+    return entry ? entry.cursor : null;
+  }
+
+  topics() {
+    return Array.from(this._topics.keys());
+  }
+
+  /** Publishes through the leader's client; `key` (default: a new UUID) is kept across a hand-over. */
+  publish(topic, data, options) {
+    options = options || {};
+    var args = { topic: topic, data: data, type: options.type, key: options.key || randomId() };
+    return this._request("publish", args, this.options.outboxTimeout, "outbox_expired");
+  }
+
+  presence(topic) {
+    return this._request("presence", { topic: topic }, this._requestTimeout(), "timeout");
+  }
+
+  history(topic, options) {
+    return this._request("history", { topic: topic, options: options || {} }, this._requestTimeout(), "timeout");
+  }
+
+  /** As the plain client's: the snapshot asked through the leader, changes from its connection. */
+  watchPresence(topic, onChange) {
+    if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
+    var watch = new PresenceWatch(this, topic, onChange);
+    return {
+      topic: topic,
+      get snapshot() { return watch.snapshot; },
+      stop: function () { watch.stop(); },
+    };
+  }
+
+  /** The publishes of this tab not answered yet. */
+  get outbox() {
+    var out = [];
+    this._pending.forEach(function (request) {
+      if (request.op !== "publish") return;
+      var a = request.args;
+      out.push({
+        key: a.key, topic: a.topic, data: a.data, type: a.type || "message",
+        state: request.sentTo ? "sending" : "queued",
+      });
+    });
+    return out;
+  }
+
+  /** This tab's delivery counters (over the leader's client's stats in the leader tab). */
+  get stats() {
+    var inner = this._leader && this._leader.inner;
+    return Object.assign(inner ? Object.assign({}, inner.stats) : {}, this._own, { role: this.role });
+  }
+
+  connect() {
+    if (this._closed) throw new this._Error("The client is closed.", "closed");
+    this._request("connect", {}, this._requestTimeout(), "timeout").catch(function () {});
+  }
+
+  close() {
+    if (this._closed) return;
+    this._post({ t: "bye" });
+    this._closed = true;
+    var Err = this._Error;
+    this._pending.forEach(function (request) {
+      clearTimeout(request.timer);
+      request.reject(new Err("The client is closed.", "closed"));
+    });
+    this._pending.clear();
+    if (this._leader) this._leader.stop();
+    this._leader = null;
+    this._election.stop(); // releases the lock: the next tab leads
+    if (typeof removeEventListener === "function") removeEventListener("pagehide", this._onPageHide);
+    this._channel.close();
+    var previous = this.state;
+    this.state = "closed";
+    this._emit("state", { state: "closed", previous: previous, transport: this.transport });
+    this._emit("closed", { reason: "client" });
+  }
+
+  // -- channel --------------------------------------------------------------------------
+
+  _post(message) {
+    if (this._closed) return;
+    message.v = PROTOCOL;
+    message.from = this.tabId;
+    try {
+      this._channel.postMessage(message);
+    } catch (error) {
+      // Data that cannot be cloned (a function in a publish): say so rather than lose it.
+      this._emit("error", new this._Error("Could not send to the other tabs: " + error.message, "not_cloneable"));
+    }
+  }
+
+  _receive(m) {
+    if (!m || m.v !== PROTOCOL || m.from === this.tabId || this._closed) return;
+    var leader = this._leader;
+    if (m.t === "bye") {
+      this._tabs.delete(m.from);
+      if (leader) leader.removeTab(m.from);
+      else if (m.from === this.leader) {
+        this.leader = null;
+        this._election.leaderGone();
+      }
+      return;
+    }
+    this._tabs.add(m.from);
+    if (m.to && m.to !== this.tabId) return;
+    switch (m.t) {
+      case "hello":
+        if (leader) leader.announce(false);
+        break;
+      case "leader":
+        this._onLeader(m);
+        break;
+      case "claim":
+        this._election.onClaim(m.from);
+        break;
+      case "positions":
+        if (leader) leader.onPositions(m.from, m.topics);
+        break;
+      case "sub":
+        if (leader) leader.add(m.from, m.topic, m.position);
+        break;
+      case "unsub":
+        if (leader) leader.remove(m.from, m.topic);
+        break;
+      case "req":
+        if (leader) leader.serve({ id: m.id, op: m.op, args: m.args, from: m.from });
+        break;
+      case "res":
+        this._answer(m);
+        break;
+      case "event":
+        this._deliver(m.event);
+        break;
+      case "emit":
+        this._clientEvent(m.name, m.data, m.cursor);
+        break;
+      case "snap":
+        if (m.from === this.leader) this._applySnap(m.snap);
+        break;
+    }
+  }
+
+  // -- leadership -----------------------------------------------------------------------
+
+  _becomeLeader() {
+    if (this._closed || this._leader) return;
+    var previous = this.leader;
+    this.leader = this.tabId;
+    this._leader = new Leader(this);
+    this._leader.start(previous);
+    this._emit("leader", { leader: this.tabId, self: true });
+    // Our own requests that waited for a leader (or went to the one gone): served here now.
+    var self = this;
+    this._pending.forEach(function (request) { if (request.sentTo !== self.tabId) self._send(request); });
+  }
+
+  _onLeader(m) {
+    if (this._leader) {
+      // Two leaders (BroadcastChannel election only): the lower tab id keeps the lead.
+      if (this.tabId < m.from) {
+        this._leader.announce(false);
+        return;
+      }
+      this._leader.stop();
+      this._leader = null;
+    }
+    this._election.heard();
+    var changed = this.leader !== m.from;
+    this.leader = m.from;
+    if (m.snap) this._applySnap(m.snap);
+    if (changed || m.collect) {
+      this._post({ t: "positions", to: m.from, topics: this._positions() });
+      var self = this;
+      this._pending.forEach(function (request) { if (request.sentTo !== m.from) self._send(request); });
+      this._emit("leader", { leader: m.from, self: false });
+    }
+  }
+
+  _positions() {
+    var out = {};
+    this._topics.forEach(function (entry, topic) {
+      out[topic] = { seq: entry.lastSeq, cursor: entry.cursor };
+    });
+    return out;
+  }
+
+  // -- requests -------------------------------------------------------------------------
+
+  _requestTimeout() {
+    return this.options.requestTimeout;
+  }
+
+  _request(op, args, timeout, timeoutCode) {
+    if (this._closed) return Promise.reject(new this._Error("The client is closed.", "closed"));
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      var request = { id: randomId(), op: op, args: args, sentTo: null };
+      var done = function () {
+        clearTimeout(request.timer);
+        self._pending.delete(request.id);
+        if (op === "publish") self._emit("outbox", { size: self.outbox.length });
+      };
+      request.resolve = function (value) { done(); resolve(value); };
+      request.reject = function (error) { done(); reject(error); };
+      request.timer = setTimeout(function () {
+        request.reject(new self._Error("No answer to " + op + " in time.", timeoutCode));
+      }, timeout);
+      self._pending.set(request.id, request);
+      self._send(request);
+      if (op === "publish") self._emit("outbox", { size: self.outbox.length });
+    });
+  }
+
+  /** To the leader (again, with the same id and key, when the leader changed). */
+  _send(request) {
+    if (this._leader) {
+      request.sentTo = this.tabId;
+      this._leader.serve({ id: request.id, op: request.op, args: request.args, from: this.tabId });
+    } else if (this.leader) {
+      request.sentTo = this.leader;
+      this._post({ t: "req", to: this.leader, id: request.id, op: request.op, args: request.args });
+    }
+  }
+
+  _answer(m) {
+    var request = this._pending.get(m.id);
+    if (!request) return; // answered already (by a previous leader), or timed out
+    if (m.ok) {
+      request.resolve(m.value);
+    } else {
+      var e = m.error || {};
+      var error = new this._Error(e.message || "Request failed.", e.code, e.status);
+      if (e.topic) error.topic = e.topic;
+      request.reject(error);
+    }
+  }
+
+  // -- delivery -------------------------------------------------------------------------
+
+  /** Delivers an event once, in seq order; a gap is filled from history first. */
+  _deliver(event) {
+    var entry = event && this._topics.get(event.topic);
+    if (!entry) return;
+    if (entry.catching) {
+      entry.buffer.push(event);
+      return;
+    }
+    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
+      this._own.duplicates += 1;
+      return;
+    }
+    if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1 && !entry.noCatchUp) {
+      entry.buffer.push(event);
+      this._catchUp(entry);
+      return;
+    }
+    this._hand(entry, event);
+  }
+
+  _hand(entry, event) {
+    entry.lastSeq = event.seq;
+    if (event.id) entry.cursor = event.id;
+    this._own.delivered += 1;
+    var self = this;
+    entry.handlers.forEach(function (handler) {
+      try {
+        handler.fn(event);
+      } catch (error) {
+        self._emit("error", error);
+      }
+    });
+  }
+
+  async _catchUp(entry) {
+    if (entry.catching) return;
+    entry.catching = true;
+    this._own.catchUps += 1;
+    var cursor = entry.cursor;
+    try {
+      for (var page = 0; page < MAX_CATCH_UP_PAGES && cursor; page++) {
+        var answer = await this.history(entry.topic, { cursor: cursor });
+        if (this._topics.get(entry.topic) !== entry) return;
+        if (answer.recovered === false) {
+          this._resetEntry(entry, answer.cursor);
+          break;
+        }
+        var events = answer.events || [];
+        for (var i = 0; i < events.length; i++) {
+          if (entry.lastSeq === null || events[i].seq > entry.lastSeq) this._hand(entry, events[i]);
+        }
+        if (events.length === 0 || !answer.cursor || answer.cursor === cursor) break;
+        cursor = answer.cursor;
+      }
+    } catch (error) {
+      // No history to fill the gap from: never a silent gap, say it as a reset.
+      if (this._topics.get(entry.topic) === entry) {
+        this._emit("error", error);
+        this._resetEntry(entry, null);
+      }
+    } finally {
+      entry.catching = false;
+      var buffer = entry.buffer.sort(function (a, b) { return a.seq - b.seq; });
+      entry.buffer = [];
+      // What history did not have is not asked for again (the gap would repeat): a reset.
+      entry.noCatchUp = true;
+      for (var k = 0; k < buffer.length; k++) {
+        var event = buffer[k];
+        if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1) this._resetEntry(entry, null);
+        this._deliver(event);
+      }
+      entry.noCatchUp = false;
+    }
+  }
+
+  _resetEntry(entry, cursor) {
+    entry.lastSeq = null;
+    if (cursor) entry.cursor = cursor;
+    this._emit("reset", { topic: entry.topic, transport: this.transport });
+  }
+
+  /** A client event from the leader's client (in the leader tab or through the channel). */
+  _clientEvent(name, data, cursor) {
+    if (data && data.__error) data = this._error(data.__error);
+    else if (data && typeof data === "object" && !Array.isArray(data)) {
+      var self = this;
+      Object.keys(data).forEach(function (key) {
+        if (data[key] && data[key].__error) data[key] = self._error(data[key].__error);
+      });
+    }
+    var topic = data && typeof data === "object" ? data.topic : undefined;
+    var entry = typeof topic === "string" ? this._topics.get(topic) : undefined;
+    // About another tab's topic (presence is for watchPresence() too).
+    if (typeof topic === "string" && !entry && name !== "presence") return;
+    if (entry) {
+      if (name === "reset") {
+        if (entry.catching) return; // the catch-up's history answer says it
+        entry.lastSeq = null;
+      } else if (name === "subscribed") {
+        if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
+        this._subState(entry, "live", null);
+      } else if (name === "subscription") {
+        // This tab's own "subscription" events come from _subState ("ended": "unsubscribed").
+        if (data.state !== "ended") this._subState(entry, data.state, data.error || null);
+        return;
+      } else if (name === "error" && entry.state !== "refused") {
+        this._subState(entry, "refused", data);
+      } else if (name === "unsubscribed") {
+        this._topics.delete(topic);
+        this._subState(entry, "ended", null);
+      }
+    }
+    this._emit(name, data);
+  }
+
+  _subState(entry, state, error) {
+    if (!state || (entry.state === state && entry.error === error)) return;
+    entry.state = state;
+    entry.error = error;
+    this._emit("subscription", { topic: entry.topic, state: state, error: error });
+    var self = this;
+    entry.handlers.forEach(function (handler) {
+      if (handler.onState) self._call(handler.onState, state, handler.sub);
+      if (state === "refused" && error && handler.onError) self._call(handler.onError, error, handler.sub);
+    });
+  }
+
+  _call(fn, value, sub) {
+    try {
+      fn(value, sub);
+    } catch (error) {
+      this._emit("error", error);
+    }
+  }
+
+  _error(plain) {
+    var error = new this._Error(plain.message, plain.code, plain.status);
+    if (plain.topic) error.topic = plain.topic;
+    return error;
+  }
+
+  _applySnap(snap) {
+    if (this._closed) return;
+    var previous = this.state;
+    this.state = snap.state;
+    this.transport = snap.transport;
+    if (snap.online !== undefined) this.online = snap.online;
+    if (previous !== snap.state) {
+      this._emit("state", { state: snap.state, previous: previous, transport: snap.transport });
+    }
+  }
+
+  _emit(name, data) {
+    var set = this._listeners.get(name);
+    if (!set) return;
+    Array.from(set).forEach(function (fn) {
+      try {
+        fn(data);
+      } catch (error) {
+        if (name !== "error" && typeof console !== "undefined") console.error(error);
+      }
+    });
+  }
+}
