@@ -109,6 +109,9 @@ DEFAULTS: dict[str, Any] = {
     "OPS_INTERVAL": 5.0,
     # Presence entries expire this long after their connection stops refreshing them.
     "PRESENCE_TTL": 60,
+    # A polling client (client=<id>) stays present this long after its request (a long
+    # poll: after its timeout); more than the clients' poll interval (rtdelivery.presence).
+    "PRESENCE_POLL_TTL": 30,
     # -- who a client is -------------------------------------------------------------
     # Callables (request) -> user | None (or DRF authentication classes), tried in order.
     "AUTHENTICATORS": [
@@ -212,6 +215,7 @@ class Settings:
     metrics_tokens: tuple[str, ...]
     ops_interval: float | None
     presence_ttl: int
+    presence_poll_ttl: int
     authenticators: tuple[str, ...]
     token_ttl: float
     disconnect_on_logout: bool | str
@@ -257,6 +261,7 @@ INT_MINIMUMS: dict[str, int] = {
     "WS_MAX_MESSAGE_BYTES": 1,
     "WS_BURST": 1,
     "PRESENCE_TTL": 1,
+    "PRESENCE_POLL_TTL": 1,
     "MAX_CONNECTIONS_PER_USER": 1,
     "MAX_CONNECTIONS_PER_IP": 1,
     "PUBLISH_BURST": 1,
@@ -791,6 +796,7 @@ def build(raw_user: Any) -> Settings:
         metrics_tokens=tuple(raw["METRICS_TOKENS"]),
         ops_interval=None if raw["OPS_INTERVAL"] is None else float(raw["OPS_INTERVAL"]),
         presence_ttl=raw["PRESENCE_TTL"],
+        presence_poll_ttl=raw["PRESENCE_POLL_TTL"],
         authenticators=tuple(raw["AUTHENTICATORS"]),
         token_ttl=float(raw["TOKEN_TTL"]),
         disconnect_on_logout=raw["DISCONNECT_ON_LOGOUT"],

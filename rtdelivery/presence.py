@@ -17,6 +17,13 @@ Two stores, chosen like the history backend (``RTDELIVERY["HISTORY_BACKEND"]``):
   later. Whoever next sweeps the topic (a snapshot, a join, any process's refresh)
   removes them atomically and broadcasts a ``leave`` for each, once.
 
+Polling clients (``poll``, ``longpoll`` with ``client=<id>``) are present too, without a
+connection to refresh them: each request marks the client seen (:meth:`Presence.seen`, one
+pipelined script per request), and its entry expires ``PRESENCE_POLL_TTL`` seconds after the
+request (a long poll: after its timeout) unless the client asks again. The expiry is the
+same sorted-set score the refresh extends; a per-loop timer (:class:`_Deadlines`) sweeps the
+topic when an entry it wrote is due, so its ``leave`` goes out on time.
+
 Join, leave and snapshot raise :class:`~rtdelivery.core.errors.Unavailable` when Redis
 (the store or the channel layer) cannot be reached; the refresh task retries quietly
 (:mod:`rtdelivery.outage` logs the outage once) and re-announces its entries when Redis
@@ -27,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import heapq
 import itertools
 import json
 import logging
 import os
 import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +59,21 @@ _ids = itertools.count(1)
 def connection_id() -> str:
     """A connection id unique among this process's connections: ``"<pid>.<n>"``."""
     return f"{os.getpid()}.{next(_ids)}"
+
+
+def poll_connection_id(client: str, user: Any) -> str:
+    """The presence connection id of polling client ``client`` (its ``client=``) of ``user``:
+    the same on every request and process, ``"c.<hex>"``. Keyed by ``SECRET_KEY`` and the
+    user: presence frames show it to everyone, and it reveals neither the client's own id
+    (nobody else can keep that entry alive) nor lets another user take it over."""
+    user_id = describe(user)["id"] or ""
+    digest = hashlib.blake2b(
+        f"{client}\n{user_id}".encode(),
+        key=get_settings().cursor_key[:32],
+        person=b"rt.presence.poll",
+        digest_size=10,
+    )
+    return "c." + digest.hexdigest()
 
 
 def presence_enabled(topic: str) -> None:
@@ -97,8 +122,67 @@ class Presence:
         """Who is on ``topic`` now (see :func:`summarize`)."""
         raise NotImplementedError
 
+    async def seen(self, entries: list[tuple[str, Any]], conn_id: str, ttl: float) -> None:
+        """Polling client ``conn_id`` was seen on each ``(topic, user)`` of ``entries``:
+        present there until ``ttl`` seconds from now unless seen again. ``join`` is
+        broadcast where it was not present, ``leave`` once it expires."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         """Stop the running loop's background work (no leaves are sent)."""
+
+
+class _Deadlines:
+    """Keys due at event-loop times, and one task (per loop) that hands the keys whose
+    time came to ``due``. Setting a key again moves it (the older time is skipped)."""
+
+    def __init__(self, due: Callable[[list[Any]], Awaitable[None]]) -> None:
+        self._due = due
+        self.at: dict[Hashable, float] = {}
+        self._heap: list[tuple[float, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def set(self, key: Hashable, when: float) -> None:
+        self.at[key] = when
+        heapq.heappush(self._heap, (when, key))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="rtdelivery-presence-expiry")
+        elif self._heap[0][0] == when:
+            self._wake.set()  # sooner than the timer sleeps for
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._heap:
+            when, key = self._heap[0]
+            if self.at.get(key) != when:
+                heapq.heappop(self._heap)  # moved or gone since
+                continue
+            delay = when - loop.time()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            due = []
+            while self._heap and self._heap[0][0] <= loop.time():
+                when, key = heapq.heappop(self._heap)
+                if self.at.get(key) == when:
+                    del self.at[key]
+                    due.append(key)
+            try:
+                await self._due(due)
+            except Unavailable:
+                pass  # logged by outage; the entries expire in Redis, swept by the next touch
+            except Exception:
+                logger.warning("Could not expire presence entries", exc_info=True)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class MemoryPresence(Presence):
@@ -106,6 +190,11 @@ class MemoryPresence(Presence):
 
     def __init__(self) -> None:
         self._topics: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Polling clients' expiry timers, per event loop: (topic, conn id) keys.
+        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+            weakref.WeakKeyDictionary()
+        )
+        _instances.add(self)
 
     async def join(self, topic: str, conn_id: str, user: Any) -> None:
         info = describe(user)
@@ -122,6 +211,30 @@ class MemoryPresence(Presence):
 
     async def snapshot(self, topic: str) -> dict[str, Any]:
         return summarize(self._topics.get(topic, {}))
+
+    async def seen(self, entries: list[tuple[str, Any]], conn_id: str, ttl: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = _Deadlines(self._expire)
+        when = loop.time() + ttl
+        for topic, user in entries:
+            info = describe(user)
+            present = self._topics.setdefault(topic, {})
+            new = conn_id not in present
+            present[conn_id] = info
+            deadlines.set((topic, conn_id), when)
+            if new:
+                await _broadcast(topic, "join", conn_id, info)
+
+    async def _expire(self, keys: list[tuple[str, str]]) -> None:
+        for topic, conn_id in keys:
+            await self.leave(topic, conn_id)
+
+    async def aclose(self) -> None:
+        deadlines = self._deadlines.pop(asyncio.get_running_loop(), None)
+        if deadlines is not None:
+            await deadlines.aclose()
 
 
 # KEYS: zset, hash. ARGV: ttl ms, key ttl ms, want live ('1'|'0'), then conn id/info pairs
@@ -183,6 +296,8 @@ class _LoopState:
 
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    #: When a polling client's entry this loop wrote is due, per topic (then swept).
+    polls: _Deadlines | None = None
     #: Cancelled refresh tasks not finished yet (awaited by ``aclose``).
     stopping: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -192,6 +307,8 @@ class _Touch:
     topic: str
     pairs: tuple[tuple[str, str], ...] = ()
     live: bool = False
+    #: The pairs' time to live (ms); None: PRESENCE_TTL (a connection's).
+    ttl_ms: int | None = None
 
 
 class RedisPresence(Presence):
@@ -200,9 +317,13 @@ class RedisPresence(Presence):
     def __init__(self, conf: Settings) -> None:
         self.prefix = conf.key_prefix
         self.ttl_ms = conf.presence_ttl * 1000
+        # The longest a polling client's entry lives: a held long poll, then the TTL.
+        longest_ms = max(
+            self.ttl_ms, int((conf.presence_poll_ttl + conf.longpoll_max_timeout) * 1000)
+        )
         # Keys outlive their last refresh long enough for someone to sweep (and announce)
         # the expired entries, then vanish: an abandoned topic leaves nothing behind.
-        self.key_ttl_ms = self.ttl_ms * 3 + 10_000
+        self.key_ttl_ms = longest_ms * 3 + 10_000
         self.interval = conf.presence_ttl / 3
         self._sha = ""
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -238,7 +359,8 @@ class RedisPresence(Presence):
                 async with client.pipeline(transaction=False) as pipe:
                     for i in todo:
                         touch = touches[i]
-                        args = [str(self.ttl_ms), str(self.key_ttl_ms), "1" if touch.live else "0"]
+                        ttl_ms = self.ttl_ms if touch.ttl_ms is None else touch.ttl_ms
+                        args = [str(ttl_ms), str(self.key_ttl_ms), "1" if touch.live else "0"]
                         for conn_id, info in touch.pairs:
                             args += [conn_id, info]
                         pipe.evalsha(self._sha, 2, *self.keys(touch.topic), *args)
@@ -308,10 +430,41 @@ class RedisPresence(Presence):
         await self._announce_gone(topic, gone)
         return summarize(_pairs(live))
 
+    async def seen(self, entries: list[tuple[str, Any]], conn_id: str, ttl: float) -> None:
+        ttl_ms = max(1, int(ttl * 1000))
+        touches = []
+        infos = []
+        for topic, user in entries:
+            info = describe(user)
+            infos.append(info)
+            text = json.dumps(info, separators=(",", ":"))
+            touches.append(_Touch(topic, ((conn_id, text),), ttl_ms=ttl_ms))
+        # One round trip for every topic of the request (a script per topic, pipelined).
+        results = await self._touch(touches)
+        state = self._state()
+        if state.polls is None:
+            state.polls = _Deadlines(self._sweep)
+        # Swept a moment after it is due by Redis's clock (the script ran after this).
+        when = asyncio.get_running_loop().time() + ttl + SWEEP_MARGIN
+        for touch, info, (added, gone, _) in zip(touches, infos, results, strict=True):
+            state.polls.set(touch.topic, max(when, state.polls.at.get(touch.topic, 0.0)))
+            await self._announce_gone(touch.topic, gone)
+            if conn_id in added:
+                await _broadcast(touch.topic, "join", conn_id, info)
+
+    async def _sweep(self, topics: list[str]) -> None:
+        """Remove (and announce) the expired entries of ``topics``: a polling client this
+        loop saw is due there. One that was seen again since (by any process) stays."""
+        results = await self._touch([_Touch(topic) for topic in topics])
+        for topic, (_, gone, _) in zip(topics, results, strict=True):
+            await self._announce_gone(topic, gone)
+
     async def aclose(self) -> None:
         state = self._loops.pop(asyncio.get_running_loop(), None)
         if state is None:
             return
+        if state.polls is not None:
+            await state.polls.aclose()
         tasks = {*state.stopping, *([state.task] if state.task is not None else [])}
         state.task = None
         for task in tasks:
@@ -379,6 +532,9 @@ async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]
 
 
 _redis_instances: weakref.WeakSet[RedisPresence] = weakref.WeakSet()
+_instances: weakref.WeakSet[MemoryPresence] = weakref.WeakSet()
+#: Seconds after a polling client's entry is due before its topic is swept.
+SWEEP_MARGIN = 0.25
 
 
 def _build(conf: Settings) -> Presence:
@@ -397,7 +553,7 @@ def get_presence() -> Presence:
 async def aclose_presence() -> None:
     """Stop the running loop's refresh tasks (tests, shutdown). Entries left in Redis
     expire after ``PRESENCE_TTL``."""
-    for presence in list(_redis_instances):
+    for presence in [*_redis_instances, *_instances]:
         await presence.aclose()
 
 

@@ -85,6 +85,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "METRICS_TOKENS": [],
     "OPS_INTERVAL": 5.0,
     "PRESENCE_TTL": 60,
+    "PRESENCE_POLL_TTL": 30,
     "SHUTDOWN_TIMEOUT": 5.0,
     "AUTHENTICATORS": [
         "rtdelivery.authentication.token_authenticator",
@@ -206,6 +207,7 @@ INT_KEYS = {  # key -> lowest accepted value
     "WS_MAX_MESSAGE_BYTES": 1,
     "WS_BURST": 1,
     "PRESENCE_TTL": 1,
+    "PRESENCE_POLL_TTL": 1,
 }
 NUMBER_KEYS = {
     "TAIL_CHECK_INTERVAL": "seconds",

@@ -1,4 +1,4 @@
-"""Strict parsing of numeric request parameters (no I/O).
+"""Strict parsing of numeric (and other short) request parameters (no I/O).
 
 Python's ``int()``/``float()`` and ``str.isdigit()`` accept far more than a URL parameter
 should: Unicode digits (``²``, ``٣``), underscores, surrounding spaces, exponents, ``inf``
@@ -14,6 +14,7 @@ from .errors import BadRequest
 
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 def _shown(raw: str) -> str:
@@ -41,3 +42,14 @@ def parse_seconds(name: str, raw: str) -> float:
 def parse_length(raw: str) -> int | None:
     """A ``Content-Length`` value, or None when it is not a plain ASCII number."""
     return int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
+
+
+def parse_client_id(name: str, raw: str) -> str:
+    """A polling client's own id (``client=``): 8 to 64 letters, digits, ``_`` and ``-``
+    (a UUID fits, with or without its dashes)."""
+    if _CLIENT_ID.fullmatch(raw) is None:
+        raise BadRequest(
+            f"Expected {name!r} as 8 to 64 letters, digits, '_' and '-' (a random id, such as "
+            f"a UUID), got {_shown(raw)}."
+        )
+    return raw

@@ -4,13 +4,16 @@ position, wait for the client to leave. Transports import these, never each othe
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from .. import metrics
+from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.events import Event
 from ..history import get_history
 from ..hub import Hub
-from ..policy import SUBSCRIBE, authorize
+from ..policy import SUBSCRIBE, authorize, effective_user
+from ..presence import get_presence, poll_connection_id
 from ..subscriber import Subscriber
 from .http import Receive, Request
 
@@ -19,6 +22,27 @@ async def authorize_all(request: Request, topics: list[str]) -> None:
     """Subscribe permission on every topic; the user is loaded only if a rule needs it."""
     for topic in topics:
         await authorize(request.user, topic, SUBSCRIBE)
+
+
+def client_seen(
+    request: Request, topics: list[str], client: str | None, hold: float = 0.0
+) -> Awaitable[None] | None:
+    """``client=`` on a poll or long poll: the client is present on the request's presence
+    topics until ``PRESENCE_POLL_TTL`` seconds after the request (a long poll: after its
+    ``hold``). None (nothing to do, no cost) without a client or a presence topic."""
+    if client is None:
+        return None
+    conf = get_settings()
+    present = [topic for topic in topics if conf.topic_options(topic).presence]
+    if not present:
+        return None
+    return _see(request, present, client, hold + conf.presence_poll_ttl)
+
+
+async def _see(request: Request, topics: list[str], client: str, ttl: float) -> None:
+    user = await request.user()
+    entries = [(topic, effective_user(user, topic)) for topic in topics]
+    await get_presence().seen(entries, poll_connection_id(client, user), ttl)
 
 
 async def read_after(

@@ -37,7 +37,7 @@ from ..core.errors import (
     TooMany,
     Unauthorized,
 )
-from ..core.params import parse_length
+from ..core.params import parse_client_id, parse_length
 from ..core.topics import validate_topic
 
 if TYPE_CHECKING:
@@ -134,6 +134,11 @@ class Request:
                 code="too_many_topics",
             )
         return topics
+
+    def client_id(self) -> str | None:
+        """The ``client`` parameter (a polling client's own id, for presence), or None."""
+        raw = self.param("client")
+        return None if raw is None else parse_client_id("client", raw)
 
     def cursor(self, *, last_event_id: bool = False) -> Cursor:
         """The ``cursor`` parameters, merged (or, for SSE, ``Last-Event-ID``, which wins).

@@ -14,7 +14,7 @@ from ..hub import Hub, get_hub
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from ..tokens import token_claims
 from . import flow, limits
-from .common import authorize_all, read_after, subscribe_topic, wait_disconnect
+from .common import authorize_all, client_seen, read_after, subscribe_topic, wait_disconnect
 from .http import Request, Send, events_body, respond
 
 
@@ -32,6 +32,7 @@ async def handle(request: Request, send: Send) -> None:
     topics = request.topics()
     cursor = request.cursor()
     timeout = _timeout(request)
+    client = request.client_id()
     await authorize_all(request, topics)
     # Held no longer than the connection token that let it in lives (if the policy
     # needed to know who the client is): the next poll presents a fresh one.
@@ -39,17 +40,25 @@ async def handle(request: Request, send: Send) -> None:
     claims = token_claims(getattr(identity, "user", None))
     if claims is not None:
         timeout = max(0.0, min(timeout, claims.remaining()))
+    # client=: present while held, and PRESENCE_POLL_TTL seconds more (presence topics only).
+    seen = client_seen(request, topics, client, hold=timeout)
     if cursor:
         # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
         # exactly like a poll: no group to join and no inbox to fill for a request that
         # will not be held.
-        backlog, read_positions, read_lost = await read_after(topics, cursor, conf.poll_limit)
+        reading = read_after(topics, cursor, conf.poll_limit)
+        if seen is None:
+            backlog, read_positions, read_lost = await reading
+        else:
+            (backlog, read_positions, read_lost), _ = await asyncio.gather(reading, seen)
         if backlog or read_lost:
             metrics.delivered["longpoll"].n += len(backlog)
             cursor_text = Cursor(read_positions).encode(conf.cursor_key)
             await respond(send, 200, events_body(backlog, cursor_text, not read_lost, read_lost))
             return
         cursor = Cursor(read_positions)
+    elif seen is not None:
+        await seen
     with limits.hold("longpoll", *await limits.client_of(request)):
         sub = Subscriber(conf.queue_size)
         # A shutdown closes the inbox: the hold ends at once and the answer carries the

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 from .. import metrics
 from ..conf import get_settings
 from ..core.cursors import Cursor
-from .common import authorize_all, read_after
+from .common import authorize_all, client_seen, read_after
 from .http import Request, Send, events_body
 
 
@@ -22,8 +23,15 @@ async def handle(request: Request, send: Send) -> None:
     conf = get_settings()
     topics = request.topics()
     cursor = request.cursor()
+    client = request.client_id()
     await authorize_all(request, topics)
-    events, positions, lost = await read_after(topics, cursor, conf.poll_limit)
+    seen = client_seen(request, topics, client)
+    if seen is None:
+        events, positions, lost = await read_after(topics, cursor, conf.poll_limit)
+    else:  # presence and history at once: one round trip's time
+        (events, positions, lost), _ = await asyncio.gather(
+            read_after(topics, cursor, conf.poll_limit), seen
+        )
     metrics.delivered["poll"].n += len(events)
     cursor_text = Cursor(positions).encode(conf.cursor_key)
     etag = etag_for(cursor_text)

@@ -137,6 +137,9 @@ async def handle(request: Request, send: Send) -> None:
     conf = get_settings()
     topics = request.topics()
     cursor = request.cursor(last_event_id=True)
+    # client= is accepted (a client sends it on every transport) but adds nothing: the
+    # stream is present as a connection of its own while it is open (not counted twice).
+    request.client_id()
     await authorize_all(request, topics)
     with limits.hold("sse", *await limits.client_of(request)):
         hub = get_hub()
