@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from rtdelivery.connections import aclose_redis
 from rtdelivery.contrib.eventstream import TOPICS
+from rtdelivery.hub import aclose_hub
 from rtdelivery.publishing import close_publisher
 
 STORAGE = "rtdelivery.contrib.eventstream.storage.RTDeliveryStorage"
@@ -26,3 +28,11 @@ def es_settings(
     settings.EVENTSTREAM_CHANNELMANAGER_CLASS = "tests.contrib.eventstream.project.ChannelManager"
     yield settings.RTDELIVERY
     close_publisher()
+
+
+@pytest.fixture
+async def closing(es_settings: dict[str, Any]) -> AsyncIterator[None]:
+    """For async tests: close the loop's hub and Redis client afterwards."""
+    yield
+    await aclose_hub()
+    await aclose_redis()
