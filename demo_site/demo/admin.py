@@ -4,7 +4,12 @@ from typing import Any
 
 from django.contrib import admin, messages
 
+from rtdelivery.ops.site import register as register_ops
+
 from .models import Announcement, FeedItem, Message, Room
+
+# The live operations page (admin/rtdelivery/ops/), listed on the admin's front page.
+register_ops(admin.site)
 
 
 @admin.register(Room)
