@@ -1,8 +1,8 @@
 """The demo site in Chromium against a real Daphne + Redis server with the simulator on.
 
 Chat (two users in two browser contexts: presence, messages exactly once, backlog), the live
-feed (items added in the admin), the dashboard on each transport (values, cost table) and
-admin announcements, each on the default transport and on the others pinned with
+feed (items added in the admin) and admin announcements (the dashboard has its own tests,
+tests/browser/test_dashboard.py), each on the default transport and on the others pinned with
 ``?transport=``. Screenshots of every page go to test-artifacts/demo-*.png.
 
 Waits are event-driven (Playwright's ``expect`` and ``page.wait_for_function``).
@@ -152,22 +152,15 @@ def test_chat_two_users(new_page: Callable[[], Any], transport: str | None) -> N
     room = f"/chat/{slug}/{query(transport)}"
 
     for page in (alice, bob):
-        if expected in STREAMING:
-            page.goto(room)
-        else:
-            # The page asks for the room's presence once its connection is open.
-            with page.expect_response(re.compile(r"/rt/presence\?")):
-                page.goto(room)
+        page.goto(room)
         wait_live(page, expected)
-    if expected in STREAMING:
-        # Subscribers on a held connection join; the other page sees them arrive.
-        for page in (alice, bob):
-            expect_presence(page, [alice_name, bob_name])
-    else:
-        # Poll and long-poll requests hold no connection to leave from: they never join a
-        # topic's presence, and no presence change reaches them (rtdelivery/presence.py).
-        for page in (alice, bob):
-            expect_presence(page, [])
+    # "Here now" lists everyone on every transport where the client keeps presence for the
+    # page (watchPresence: polling clients are counted by the server too). An older client
+    # only saw streaming subscribers (a held connection to leave from).
+    everyone = alice.evaluate("() => typeof demoClient.watchPresence === 'function'")
+    present = [alice_name, bob_name] if everyone or expected in STREAMING else []
+    for page in (alice, bob):
+        expect_presence(page, present)
 
     first = f"hello from {alice_name} {uuid4().hex[:6]}"
     second = f"hi {alice_name}, {bob_name} here {uuid4().hex[:6]}"
@@ -194,10 +187,9 @@ def test_chat_two_users(new_page: Callable[[], Any], transport: str | None) -> N
         expect(page.locator("#messages li .text")).to_have_text(
             [first, second, third], timeout=WAIT
         )
-    if expected in STREAMING:
-        # The reloaded page's old connection left, its new one joined.
-        for page in (alice, bob):
-            expect_presence(page, [alice_name, bob_name])
+    # The reloaded page's old connection left, its new one joined.
+    for page in (alice, bob):
+        expect_presence(page, present)
     stats = bob.evaluate("() => demoClient.stats")
     assert stats["resets"] == 0
     shot(bob, f"chat-room-{expected}-bob-reloaded")
@@ -231,101 +223,21 @@ def test_feed_updates_live(new_page: Callable[[], Any], admin: Any, transport: s
     expect(page.locator("#feed li.new")).to_have_count(0)
 
 
-# -- dashboard -----------------------------------------------------------------------------
-
-
-def sensor_events(page: Any) -> int:
-    count: int = page.evaluate("() => Number(document.body.dataset.sensorEvents || 0)")
-    return count
-
-
-def cost_row(page: Any, transport: str) -> dict[str, int]:
-    """The cost table's row of `transport` once it counts events (the table renders every 1 s)."""
-    selector = f"#costs tbody tr[data-transport={transport}]"
-    page.wait_for_function(
-        "(s) => { const tr = document.querySelector(s);"
-        " return tr && Number(tr.children[1].textContent) > 0; }",
-        arg=selector,
-        timeout=WAIT,
-    )
-    cells = page.locator(f"{selector} td").all_inner_texts()
-    return {
-        "events": int(cells[1]),
-        "requests": int(cells[2]),
-        "empty": int(cells[3]),
-        "bytes_per_event": int(cells[5]),
-    }
-
-
-def check_live_dashboard(page: Any, transport: str) -> dict[str, int]:
-    """Sensor values arrive and keep arriving on `transport`; returns its cost row."""
-    wait_live(page, transport)
-    expect(page.locator(f".switch button[data-transport={transport}]")).to_have_attribute(
-        "aria-pressed", "true"
-    )
-    for tile in ("temperature", "humidity", "load"):
-        expect(page.locator(f"#v-{tile}")).to_have_text(re.compile(r"^\d+(\.\d+)?$"), timeout=WAIT)
-    before = sensor_events(page)
-    page.wait_for_function(
-        "(n) => Number(document.body.dataset.sensorEvents) > n", arg=before, timeout=WAIT
-    )
-    row = cost_row(page, transport)
-    # Every transport carries the events' JSON (~150 bytes each or more).
-    assert row["bytes_per_event"] >= 100, row
-    if transport == "ws":
-        assert row["requests"] == 0, row  # frames on the socket, no HTTP request
-        assert row["empty"] == 0, row
-    elif transport == "sse":
-        assert 1 <= row["requests"] <= 2, row  # one held stream
-        assert row["empty"] == 0, row
-    else:
-        assert row["requests"] >= 1, row
-        assert row["empty"] <= row["requests"], row
-        if transport == "longpoll":
-            # Each request is answered by the next events (a tick every second).
-            assert row["requests"] <= row["events"] + 2, row
-    return row
-
-
-@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll", "poll"])
-def test_dashboard_pinned_transport(new_page: Callable[[], Any], transport: str) -> None:
-    page = new_page()
-    page.goto(f"/dashboard/?transport={transport}")
-    check_live_dashboard(page, transport)
-    # A few points on the charts before the screenshot.
-    page.wait_for_function("() => Number(document.body.dataset.sensorEvents) >= 4", timeout=WAIT)
-    expect(page.locator("#chart-sensors canvas")).to_have_count(1)
-    shot(page, f"dashboard-{transport}")
-
-
-def test_dashboard_switch_buttons(new_page: Callable[[], Any]) -> None:
-    page = new_page()
-    page.goto("/dashboard/")
-    rows = {"ws": check_live_dashboard(page, "ws")}
-    for transport in ("sse", "longpoll", "poll", "ws"):
-        page.click(f".switch button[data-transport={transport}]")
-        expect(page).to_have_url(re.compile(rf"\?transport={transport}$"))
-        rows[transport] = check_live_dashboard(page, transport)
-    expect(page.locator("#costs tbody tr")).to_have_count(4)
-    expect(page.locator("#costs tbody tr.current")).to_have_attribute("data-transport", "ws")
-    shot(page, "dashboard-after-switching")
-
-
 # -- announcements, pages ------------------------------------------------------------------
 
 
 def test_admin_announcement_reaches_open_pages(new_page: Callable[[], Any], admin: Any) -> None:
-    feed, dashboard = new_page(), new_page()
+    feed, home = new_page(), new_page()
     feed.goto("/feed/")
-    dashboard.goto("/dashboard/?transport=longpoll")
+    home.goto("/?transport=longpoll")
     wait_live(feed, "sse")
-    wait_live(dashboard, "longpoll")
+    wait_live(home, "longpoll")
     text = f"Maintenance tonight {uuid4().hex[:6]}"
-    for page in (feed, dashboard):
+    for page in (feed, home):
         expect(page.locator(".announcement", has_text=text)).to_have_count(0)
 
     admin_add(admin, "announcement", {"text": text})
-    for page in (feed, dashboard):
+    for page in (feed, home):
         banner = page.locator(".announcement", has_text=text)
         expect(banner).to_be_visible(timeout=WAIT)
         expect(banner.locator(".text")).to_have_text(f"📣 {text}")
