@@ -101,6 +101,7 @@ export class Client extends Wire {
     this._provenFailures = 0;
     this._lastOpened = null;
     this._reopenQueued = false;
+    this._connectQueued = false;
     this._outbox = new Outbox(this);
     // Several cursors in one request (false once the server said it takes one); a one-off skip
     // after an ambiguous set (a topic in two of them).
@@ -530,8 +531,15 @@ export class Client extends Wire {
       });
       return;
     }
-    // No connection and no reconnect pending (a pending one will carry the new topic).
-    if (this._timer === null && !this._offline) this._connect();
+    // No connection and no reconnect pending (a pending one will carry the new topic): open
+    // at the end of this tick, so the subscribes made in it share the first request.
+    if (this._timer !== null || this._offline || this._connectQueued) return;
+    this._connectQueued = true;
+    var client = this;
+    Promise.resolve().then(function () {
+      client._connectQueued = false;
+      if (client._conn === null && client._timer === null && !client._offline) client._connect();
+    });
   }
 
   _bindEnvironment() {

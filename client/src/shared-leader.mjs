@@ -122,6 +122,9 @@ export class Leader {
     collect.waiting.forEach(function (id) { tab._tabs.delete(id); });
     var inner = new tab._Client(tab._options);
     this.inner = inner;
+    // The other tabs may be visible: short polling does not pause because this one is hidden.
+    // (The plain client's own flag; see client.mjs _onVisibility and http.mjs pause().)
+    Object.defineProperty(inner, "_hidden", { get: function () { return false; }, set: function () {} });
     CLIENT_EVENTS.forEach(function (name) {
       try {
         inner.on(name, function (data) { if (self.inner === inner) self.innerEvent(name, data); });

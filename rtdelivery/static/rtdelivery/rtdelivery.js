@@ -1346,6 +1346,7 @@
       this._provenFailures = 0;
       this._lastOpened = null;
       this._reopenQueued = false;
+      this._connectQueued = false;
       this._outbox = new Outbox(this);
       this._multiCursor = true;
       this._skipMultiCursor = false;
@@ -1753,7 +1754,13 @@
         });
         return;
       }
-      if (this._timer === null && !this._offline) this._connect();
+      if (this._timer !== null || this._offline || this._connectQueued) return;
+      this._connectQueued = true;
+      var client = this;
+      Promise.resolve().then(function() {
+        client._connectQueued = false;
+        if (client._conn === null && client._timer === null && !client._offline) client._connect();
+      });
     }
     _bindEnvironment() {
       var self = this;
