@@ -90,6 +90,8 @@ RTDELIVERY = {
     "MAX_CONNECTIONS_PER_IP": _env_int("RTD_MAX_CONNECTIONS_PER_IP", 0) or None,
     "MAX_CONNECTIONS_PER_USER": _env_int("RTD_MAX_CONNECTIONS_PER_USER", 0) or None,
     "PUBLISH_RATE": _env_float("RTD_PUBLISH_RATE", 0) or None,
+    # Polling clients' presence (test_poll_presence_e2e sets it short).
+    "PRESENCE_POLL_TTL": _env_int("RTD_PRESENCE_POLL_TTL", 30),
 }
 
 # Level and logger on every line: the outage tests count rtdelivery.outage's lines and
