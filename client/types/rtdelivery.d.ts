@@ -5,6 +5,9 @@ export type TransportName = "ws" | "sse" | "longpoll" | "poll";
 
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed";
 
+/** pending: asked, not confirmed yet · live: confirmed · refused: by the server · ended: left. */
+export type SubscriptionState = "pending" | "live" | "refused" | "ended";
+
 /** An event as delivered: `id` is a cursor positioned at this event in its topic. */
 export interface RTEvent<T = unknown> {
   id: string;
@@ -29,9 +32,21 @@ export interface ClientOptions {
   longpollTimeout?: number;
   /** A transport that hasn't opened within this many ms counts as failed (default 10000). */
   openTimeout?: number;
-  /** WebSocket ping interval, ms (default 25000; 0 disables) and pong timeout (default 10000). */
+  /** WebSocket ping interval, ms (default 25000; 0 disables). */
   pingInterval?: number;
+  /**
+   * A WebSocket subscribe or ping not answered within this many ms closes the socket and
+   * retries; twice before any answer, the next transport is tried (default 5000).
+   */
+  livenessTimeout?: number;
+  /** The old name of livenessTimeout. */
   pongTimeout?: number;
+  /** A publish not sent within this many ms is rejected with "outbox_expired" (default 60000). */
+  outboxTimeout?: number;
+  /** watchPresence() on poll/long poll: how often the snapshot is asked for, ms (default 15000). */
+  presenceInterval?: number;
+  /** One connection for all tabs of this origin and url, when tab sharing is installed. */
+  shared?: boolean;
   /** Timeout of a WebSocket publish/presence request, ms (default 15000). */
   requestTimeout?: number;
   /** Reconnect backoff with full jitter: random in [0, min(max, base * 2^attempt)) ms. */
@@ -55,23 +70,79 @@ export interface ClientOptions {
 export interface SubscribeOptions {
   /** Resume after this cursor (an event's `id`, or a cursor from any transport). */
   since?: string;
+  /** Called with the subscription's new state on every change. */
+  onState?: (state: SubscriptionState, subscription: Subscription) => void;
+  /** Called when the server refuses this topic (the client's other topics go on). */
+  onError?: (error: RTDeliveryError, subscription: Subscription) => void;
 }
 
 export interface Subscription {
   readonly topic: string;
+  readonly state: SubscriptionState;
+  /** Why the server refused the topic (`error.topic` names it), else null. */
+  readonly error: RTDeliveryError | null;
   /** Removes this handler; the topic is left when its last handler goes. */
   unsubscribe(): void;
+}
+
+export interface PublishOptions {
+  /** The event type (default "message"). */
+  type?: string;
+  /** Idempotency key, 1-128 of [A-Za-z0-9_.:-] (default: crypto.randomUUID()). */
+  key?: string;
 }
 
 export interface PublishResult {
   topic: string;
   seq: number;
   id: string;
+  /** The key was published before: these are that first publish's seq and id. */
+  duplicate?: boolean;
+}
+
+export interface OutboxEntry {
+  key: string;
+  topic: string;
+  data: unknown;
+  type: string;
+  state: "queued" | "sending";
+}
+
+export interface PresenceUser {
+  id: string;
+  name: string;
+  connections: number;
 }
 
 export interface PresenceSnapshot {
   topic: string;
-  [key: string]: unknown;
+  count: number;
+  anonymous: number;
+  users: PresenceUser[];
+}
+
+/** A join or leave (WebSocket `presence` frame, SSE `rt.presence`). */
+export interface PresenceChange {
+  topic: string;
+  action: "join" | "leave";
+  user: { id: string | null; name: string | null };
+  connection: string;
+  time: number;
+}
+
+export interface PresenceWatch {
+  readonly topic: string;
+  /** The latest snapshot, or null before the first answer. */
+  readonly snapshot: PresenceSnapshot | null;
+  stop(): void;
+}
+
+export interface HistoryPage<T = unknown> {
+  events: RTEvent<T>[];
+  /** Where the next page (or a subscription) starts. */
+  cursor: string;
+  /** False when the cursor was older than the retained history. */
+  recovered: boolean;
 }
 
 export interface StateEvents {
@@ -85,7 +156,7 @@ export interface StateEvents {
   recovered: { topic: string; transport: TransportName };
   /** Events of this topic were lost (history no longer covers the cursor): reload its state. */
   reset: { topic: string; transport: TransportName };
-  presence: PresenceSnapshot;
+  presence: PresenceChange;
   disconnected: {
     /** null when getToken() failed before a transport was tried. */
     transport: TransportName | null;
@@ -105,6 +176,12 @@ export interface StateEvents {
   ended: { transport: TransportName; reason: string };
   /** The server ended the subscription to `topic` (rtdelivery.unsubscribe()); forgotten. */
   unsubscribed: { topic: string; reason: string };
+  /** client.state changed. */
+  state: { state: ClientState; previous: ClientState; transport: TransportName | null };
+  /** A subscription's state changed (refused: `error` says why). */
+  subscription: { topic: string; state: SubscriptionState; error: RTDeliveryError | null };
+  /** The outbox changed (a publish queued, sent, answered, expired). */
+  outbox: { size: number };
 }
 
 export declare class RTDeliveryError extends Error {
@@ -114,13 +191,20 @@ export declare class RTDeliveryError extends Error {
   /** HTTP status when the error came from an HTTP answer, else 0. */
   status: number;
   detail?: unknown;
-  topic?: string;
+  /** The topic a refusal is about, else null. */
+  topic: string | null;
 }
 
 export declare class Client {
   constructor(options?: ClientOptions);
   readonly state: ClientState;
   readonly transport: TransportName | null;
+  /** The browser is online and the connection open. */
+  readonly online: boolean;
+  /** Publishes waiting to be sent or answered, oldest first. */
+  readonly outbox: OutboxEntry[];
+  /** This client's id (`client=` on poll, long poll and SSE requests, for presence). */
+  readonly clientId: string;
   readonly stats: {
     connects: number;
     /** HTTP requests made (poll, long poll, SSE, history, publish). */
@@ -144,8 +228,10 @@ export declare class Client {
   /** The cursor `topic` would resume from. */
   cursor(topic: string): string | null;
   topics(): string[];
-  publish(topic: string, data: unknown, options?: { type?: string }): Promise<PublishResult>;
+  publish(topic: string, data: unknown, options?: PublishOptions): Promise<PublishResult>;
   presence(topic: string): Promise<PresenceSnapshot>;
+  watchPresence(topic: string, onChange: (snapshot: PresenceSnapshot) => void): PresenceWatch;
+  history<T = unknown>(topic: string, options?: { limit?: number; cursor?: string }): Promise<HistoryPage<T>>;
   connect(): void;
   close(): void;
 }
