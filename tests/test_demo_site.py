@@ -127,7 +127,9 @@ class ChatPublishingTests(RTDeliveryTestMixin, TestCase):
         with capture_events("chat.lobby") as captured:
             with self.captureOnCommitCallbacks(execute=True):
                 first = self.send({"text": "hello", "key": "k-1:a.b_c"})
-            again = self.send({"text": "hello", "key": "k-1:a.b_c"})
+            with self.captureOnCommitCallbacks(execute=True):
+                # Published again under the message's key: nothing new goes out.
+                again = self.send({"text": "hello", "key": "k-1:a.b_c"})
             captured.next()
             captured.assert_no_event()
         self.assertEqual(first.status_code, 201)  # type: ignore[attr-defined]
@@ -151,6 +153,18 @@ class ChatPublishingTests(RTDeliveryTestMixin, TestCase):
         self.assertEqual(response.status_code, 409)
         self.assertEqual(response.json()["error"]["code"], "key_reused")
         self.assertEqual(Message.objects.count(), 2)
+
+    def test_a_retry_publishes_a_message_whose_publish_was_lost(self) -> None:
+        with capture_events("chat.lobby") as captured:
+            # Stored, but its publish never ran (as when Redis is down at the commit).
+            with self.captureOnCommitCallbacks(execute=False):
+                self.send({"text": "hello", "key": "lost-publish"})
+            captured.assert_no_event()
+            with self.captureOnCommitCallbacks(execute=True):
+                response = self.send({"text": "hello", "key": "lost-publish"})
+            event = captured.next()
+        self.assertEqual(response.json()["duplicate"], True)  # type: ignore[attr-defined]
+        self.assertEqual(event.data, Message.objects.get().as_event())
 
     def test_bad_keys_are_refused(self) -> None:
         for key in ["", "x" * 129, "has space", "é", 12, "line\n"]:
