@@ -1,0 +1,72 @@
+"""The bridge's view (runserver, WSGI, Django's test client: not the fast path) and the
+TOPICS rule that asks the project's ChannelManager, in process on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from django.test import AsyncClient, Client
+from django_eventstream import send_event
+
+from rtdelivery.contrib.eventstream.names import channel_to_topic
+from rtdelivery.policy import allowed
+
+from . import project
+
+pytestmark = [pytest.mark.urls("tests.contrib.eventstream.urls_es")]
+
+
+@pytest.mark.django_db
+def test_view_streams_under_wsgi(es_settings: dict[str, Any]) -> None:
+    response = Client().get("/events/test/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    assert response["Cache-Control"] == "no-cache"
+    chunks = iter(response.streaming_content)
+    first = next(chunks).decode()
+    assert first == ":" + " " * 2048 + "\n\nevent: stream-open\ndata:\n\n"
+    send_event("test", "message", {"hello": "wsgi"})
+    text = next(chunks).decode()
+    response.close()
+    assert text.startswith("event: message\nid: test:1,*:")
+    assert text.endswith('\ndata: {"hello": "wsgi"}\n\n')
+
+
+@pytest.mark.usefixtures("closing")
+async def test_view_streams_under_asgi_without_the_fast_path() -> None:
+    response = await AsyncClient().get("/events/multi/?channel=one&channel=two")
+    assert response.status_code == 200
+    chunks = aiter(response.streaming_content)
+    assert b"event: stream-open" in await anext(chunks)
+    await asyncio.to_thread(send_event, "two", "message", [2])
+    text = (await anext(chunks)).decode()
+    assert text.startswith("event: message\nid: one:0,two:1,*:")
+    assert text.endswith("\ndata: [2]\n\n")
+    await response.streaming_content.aclose()  # type: ignore[union-attr]
+
+
+def test_bad_request_answer(es_settings: dict[str, Any]) -> None:
+    response = Client().get("/events/multi/")
+    assert response.status_code == 200
+    assert response.content == (
+        b'event: stream-error\nid: error\ndata: {"condition": "bad-request", '
+        b'"text": "Invalid request: No channels specified."}\n\n'
+    )
+
+
+@pytest.mark.django_db
+async def test_topics_rule_asks_the_channel_manager(es_settings: dict[str, Any]) -> None:
+    alice = await User.objects.acreate(username="alice")
+    bob = await User.objects.acreate(username="bob")
+    topic = channel_to_topic("private.alice")
+    assert await allowed(alice, topic, "subscribe")
+    assert not await allowed(bob, topic, "subscribe")
+    assert not await allowed(AnonymousUser(), topic, "subscribe")
+    assert project.ASKED["private.alice"] is None  # anonymous, as django-eventstream says it
+    assert await allowed(AnonymousUser(), channel_to_topic("open"), "subscribe")
+    assert not await allowed(AnonymousUser(), channel_to_topic("denied.x"), "subscribe")
+    assert not await allowed(alice, topic, "publish")
+    assert not await allowed(alice, "es.a_41", "subscribe")  # not a channel's topic
