@@ -263,3 +263,43 @@ async def test_a_client_seen_by_another_process_joins_and_leaves_here(
         if proc.returncode is None:
             proc.kill()
         await proc.communicate()
+
+
+async def test_a_poll_refreshing_its_entry_costs_one_round_trip(
+    redis_settings: dict[str, Any],
+    redis_layer_settings: Callable[[str], dict[str, Any]],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every presence topic of a request in one pipeline (one round trip), and nothing
+    announced when the client was already there."""
+    from rtdelivery.presence import RedisPresence
+
+    redis_layer_settings("redis")
+    settings.ALLOWED_HOSTS = ["testserver"]
+    settings.RTDELIVERY = {
+        **redis_settings,
+        "TAIL_CHECK_INTERVAL": 0,
+        "TOPICS": {"room.*": {"subscribe": "anyone", "presence": True}},
+    }
+    app = rtdelivery.asgi.rtdelivery_application(get_asgi_application())
+    calls: list[int] = []
+    touch = RedisPresence._touch
+
+    async def counted(self: RedisPresence, touches: list[Any]) -> Any:
+        calls.append(len(touches))
+        return await touch(self, touches)
+
+    monkeypatch.setattr(RedisPresence, "_touch", counted)
+    watcher = await Watcher().watch("room.c1")
+    path = f"/rt/poll?topic=room.c1&topic=room.c2&topic=room.c3&client={CLIENT}"
+    assert (await http(app, path))[0] == 200
+    assert calls == [3]  # one pipeline: a script per topic
+    assert (await watcher.notice())["action"] == "join"
+    calls.clear()
+    assert (await http(app, path))[0] == 200
+    assert calls == [3]
+    # Refreshed: no frame. (A marker sent after it through the same layer comes first.)
+    await get_presence().join("room.c1", "marker.1", None)
+    assert (await watcher.notice())["connection"] == "marker.1"
+    await get_presence().leave("room.c1", "marker.1")
