@@ -10,6 +10,7 @@ The fast-path check imports ``settings.ASGI_APPLICATION``, as an ASGI server wou
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -60,6 +61,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages.extend(_check_history(built, layer))
         messages.extend(_check_topics(raw, built))
     messages.extend(_check_asgi())
+    if importlib.util.find_spec("django_eventstream") is not None:  # the extra is installed
+        from .contrib.eventstream.checks import check_eventstream
+
+        messages.extend(check_eventstream())
     return messages
 
 
