@@ -160,7 +160,7 @@
       shown = { el: el, timer: null };
       announcements.set(id, shown);
     }
-    shown.el.querySelector(".text").textContent = "📣 " + data.text;
+    shown.el.querySelector(".text").textContent = data.text;
     clearTimeout(shown.timer);
     // setTimeout takes up to 2^31-1 ms (~24.8 days); a later expiry waits for a reload.
     if (left < 2147483647) shown.timer = setTimeout(() => removeAnnouncement(id), left);
