@@ -1,5 +1,6 @@
-"""Chromium running django-eventstream's own ReconnectingEventSource (served from its
-static files) against the bridge: events from send_event arrive; the server is killed,
+"""rtdelivery.contrib.eventstream (more in tests/contrib/eventstream): Chromium running
+django-eventstream's own ReconnectingEventSource (served from its static files) against
+the bridge: events from send_event arrive; the server is killed,
 events are sent meanwhile from another process, and after the restart the browser
 resumes by its last event id and gets exactly the missed events, no duplicates."""
 
@@ -13,22 +14,16 @@ from uuid import uuid4
 
 import pytest
 
-from tests.browser.conftest import (  # noqa: F401 - fixtures
-    DaphneServer,
-    artifacts,
-    browser,
-    chromium_path,
-)
+from tests.browser.conftest import DaphneServer
 from tests.conftest import delete_prefixed_keys, find_free_port
+from tests.contrib.eventstream.esclient import send_event_in_process
 from tests.e2e.conftest import server_env
-
-from .esclient import send_event_in_process
 
 SETTINGS = {"DJANGO_SETTINGS_MODULE": "tests.contrib.eventstream.settings_es"}
 
 
 @pytest.fixture
-def es_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:  # noqa: F811
+def es_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
     prefix = f"rtdesbrowser:{uuid4().hex[:12]}:"
     env = server_env(redis_url, prefix, SETTINGS)
     log_path = artifacts / "daphne-eventstream.log"
@@ -49,7 +44,7 @@ def received(page: Any, n: int) -> list[Any]:
 
 
 def test_reconnecting_event_source_resumes_across_a_restart(
-    browser: Any,  # noqa: F811
+    browser: Any,
     es_server: DaphneServer,
 ) -> None:
     channel = f"browser:{uuid4().hex[:8]}"
