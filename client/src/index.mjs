@@ -15,6 +15,11 @@ import { backoffDelay } from "./backoff.mjs";
 import { Client } from "./client.mjs";
 import { TRANSPORTS as ALL_TRANSPORTS, VERSION } from "./constants.mjs";
 import { RTDeliveryError } from "./errors.mjs";
+import { createSharedClient } from "./shared.mjs";
+import { useSharedClient } from "./sharing.mjs";
+
+// Tab sharing (`new Client({shared: true})`, shared.mjs) is in both builds.
+useSharedClient(createSharedClient);
 
 /** The transport names, in the default fallback order. */
 export const TRANSPORTS = ALL_TRANSPORTS.slice();

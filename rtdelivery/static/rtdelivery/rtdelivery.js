@@ -847,6 +847,9 @@
 
   // src/sharing.mjs
   var factory = null;
+  function useSharedClient(fn) {
+    factory = typeof fn === "function" ? fn : null;
+  }
   function sharedClient(options, client) {
     return factory ? factory(options, client) : null;
   }
@@ -1898,7 +1901,997 @@
     }
   };
 
+  // src/shared-election.mjs
+  var HEARTBEAT = 1e3;
+  var LEADER_TIMEOUT = 3500;
+  var FIRST_WAIT = 400;
+  var CLAIM_WINDOW = 300;
+  function webLocks() {
+    var locks = typeof navigator !== "undefined" ? navigator.locks : void 0;
+    return locks && typeof locks.request === "function" ? locks : null;
+  }
+  var Election = class {
+    constructor(name, tabId, hooks) {
+      this.name = name;
+      this.tabId = tabId;
+      this.hooks = hooks;
+      this.locks = webLocks();
+      this.fallback = !this.locks;
+      this.stopped = false;
+      this.abort = typeof AbortController === "function" ? new AbortController() : null;
+      this.release = [];
+      this.claiming = null;
+      this.deadline = 0;
+      this.ticker = null;
+      this.lastBeat = 0;
+    }
+    start() {
+      var self = this;
+      if (this.locks) {
+        this.hold(this.name + ":tab:" + this.tabId, function() {
+        });
+        this.hold(this.name, function() {
+          self.hooks.elected();
+        });
+        return;
+      }
+      this.deadline = Date.now() + FIRST_WAIT;
+      this.ticker = setInterval(function() {
+        self.tick();
+      }, HEARTBEAT / 4);
+    }
+    /** Requests lock `name`; `granted()` runs when it is ours; held until stop(). */
+    hold(name, granted) {
+      var self = this;
+      var options = this.abort ? { signal: this.abort.signal } : {};
+      this.locks.request(name, options, function() {
+        if (self.stopped) return void 0;
+        return new Promise(function(release) {
+          self.release.push(release);
+          granted();
+        });
+      }).catch(function() {
+      });
+    }
+    /** Ids of the tabs alive now (their own locks held), or null when that cannot be told. */
+    async alive() {
+      if (!this.locks || typeof this.locks.query !== "function") return null;
+      var prefix = this.name + ":tab:";
+      var state = await this.locks.query();
+      var ids = /* @__PURE__ */ new Set();
+      (state.held || []).concat(state.pending || []).forEach(function(lock) {
+        if (lock.name && lock.name.indexOf(prefix) === 0) ids.add(lock.name.slice(prefix.length));
+      });
+      return ids;
+    }
+    stop() {
+      this.stopped = true;
+      if (this.abort) this.abort.abort();
+      this.release.forEach(function(release) {
+        release();
+      });
+      this.release = [];
+      clearInterval(this.ticker);
+    }
+    // -- BroadcastChannel election (no Web Locks) ------------------------------------------
+    /** A leader spoke (announcement or heartbeat): no election for a while. */
+    heard() {
+      this.deadline = Date.now() + LEADER_TIMEOUT;
+    }
+    /** The leader said bye: elect now (Web Locks hand the lock over by themselves). */
+    leaderGone() {
+      this.deadline = 0;
+      if (this.fallback) this.claim();
+    }
+    tick() {
+      if (this.stopped) return;
+      var now = Date.now();
+      if (this.hooks.isLeader()) {
+        if (now - this.lastBeat >= HEARTBEAT) this.beat();
+      } else if (now > this.deadline && !this.claiming) {
+        this.claim();
+      }
+    }
+    beat() {
+      this.lastBeat = Date.now();
+      this.hooks.announce();
+    }
+    claim() {
+      if (this.claiming || this.stopped || this.hooks.isLeader()) return;
+      var self = this;
+      var rivals = /* @__PURE__ */ new Set();
+      this.claiming = rivals;
+      this.hooks.post({ t: "claim" });
+      setTimeout(function() {
+        self.claiming = null;
+        if (self.stopped || self.hooks.isLeader() || Date.now() <= self.deadline) return;
+        var lower = Array.from(rivals).some(function(tab) {
+          return tab < self.tabId;
+        });
+        if (lower) self.deadline = Date.now() + CLAIM_WINDOW * 2;
+        else self.hooks.elected();
+      }, CLAIM_WINDOW);
+    }
+    /** Another tab claims the lead. */
+    onClaim(from) {
+      if (!this.fallback) return;
+      if (this.hooks.isLeader()) {
+        this.beat();
+        return;
+      }
+      if (!this.claiming && Date.now() > this.deadline) this.claim();
+      if (this.claiming) this.claiming.add(from);
+    }
+  };
+
+  // src/shared-leader.mjs
+  var COLLECT_TIMEOUT = 1500;
+  var PRUNE_INTERVAL = 1e4;
+  var CLIENT_EVENTS = [
+    "connecting",
+    "open",
+    "transport",
+    "subscribed",
+    "recovered",
+    "reset",
+    "presence",
+    "disconnected",
+    "error",
+    "ended",
+    "unsubscribed",
+    "subscription"
+  ];
+  function plainError(error) {
+    var e = error || {};
+    return {
+      message: e.message ? String(e.message) : String(error),
+      code: e.code || "error",
+      status: e.status || 0,
+      topic: e.topic
+    };
+  }
+  function toWire(data) {
+    if (data instanceof Error) return { __error: plainError(data) };
+    if (!data || typeof data !== "object" || Array.isArray(data)) return data;
+    var out = {};
+    Object.keys(data).forEach(function(key) {
+      out[key] = data[key] instanceof Error ? { __error: plainError(data[key]) } : data[key];
+    });
+    return out;
+  }
+  function rank(position) {
+    return position.seq == null ? -1 : position.seq;
+  }
+  var Leader = class {
+    constructor(tab) {
+      this.tab = tab;
+      this.inner = null;
+      this.union = /* @__PURE__ */ new Map();
+      this.subs = /* @__PURE__ */ new Map();
+      this.queued = [];
+      this.collect = null;
+      this.lastSnap = null;
+      this.pruner = null;
+    }
+    /** Takes over: asks every known tab for its positions, then starts the client from the lowest. */
+    start(previousLeader) {
+      var tab = this.tab;
+      var self = this;
+      var waiting = new Set(tab._tabs);
+      if (previousLeader) waiting.delete(previousLeader);
+      this.collect = { waiting, lowest: /* @__PURE__ */ new Map(), timer: null };
+      tab._topics.forEach(function(entry, topic) {
+        self.add(tab.tabId, topic, { seq: entry.lastSeq, cursor: entry.cursor });
+      });
+      this.announce(true);
+      if (waiting.size === 0) {
+        this.collectDone();
+      } else {
+        this.collect.timer = setTimeout(function() {
+          self.collectDone(true);
+        }, COLLECT_TIMEOUT);
+        this.prune();
+      }
+      this.pruner = setInterval(function() {
+        self.prune();
+      }, PRUNE_INTERVAL);
+    }
+    announce(collect) {
+      this.tab._post({ t: "leader", collect, snap: this.snap() });
+    }
+    /**
+     * Tabs whose Web Lock is gone (closed or crashed without a bye): not waited for on takeover;
+     * their topics are dropped once two checks in a row missed them (a tab that just opened may
+     * not hold its lock yet).
+     */
+    prune() {
+      var self = this;
+      var tab = this.tab;
+      tab._election.alive().then(function(ids) {
+        if (!ids || tab._leader !== self) return;
+        var absent = /* @__PURE__ */ new Set();
+        var check = function(id) {
+          if (id !== tab.tabId && !ids.has(id)) absent.add(id);
+        };
+        tab._tabs.forEach(check);
+        self.union.forEach(function(tabs) {
+          tabs.forEach(check);
+        });
+        if (self.collect) {
+          absent.forEach(function(id) {
+            self.collect.waiting.delete(id);
+          });
+          self.collectDone();
+        }
+        var suspects = self.suspects || /* @__PURE__ */ new Set();
+        self.suspects = absent;
+        absent.forEach(function(id) {
+          if (suspects.has(id)) self.removeTab(id);
+        });
+      }, function() {
+      });
+    }
+    removeTab(id) {
+      var self = this;
+      this.tab._tabs.delete(id);
+      Array.from(this.union.keys()).forEach(function(topic) {
+        self.remove(id, topic);
+      });
+      if (this.collect && this.collect.waiting.delete(id)) this.collectDone();
+    }
+    onPositions(from, topics) {
+      var self = this;
+      Object.keys(topics || {}).forEach(function(topic) {
+        self.add(from, topic, topics[topic]);
+      });
+      if (this.collect && this.collect.waiting.delete(from)) this.collectDone();
+    }
+    /** Every known tab answered (or the wait ran out): the client starts, from the lowest positions. */
+    collectDone(timedOut) {
+      var collect = this.collect;
+      if (!collect || !timedOut && collect.waiting.size > 0) return;
+      clearTimeout(collect.timer);
+      this.collect = null;
+      var self = this;
+      var tab = this.tab;
+      collect.waiting.forEach(function(id) {
+        tab._tabs.delete(id);
+      });
+      var inner = new tab._Client(tab._options);
+      this.inner = inner;
+      Object.defineProperty(inner, "_hidden", { get: function() {
+        return false;
+      }, set: function() {
+      } });
+      CLIENT_EVENTS.forEach(function(name) {
+        try {
+          inner.on(name, function(data) {
+            if (self.inner === inner) self.innerEvent(name, data);
+          });
+        } catch (_) {
+        }
+      });
+      try {
+        inner.on("state", function() {
+          if (self.inner === inner) self.snapshot();
+        });
+      } catch (_) {
+      }
+      this.union.forEach(function(_, topic) {
+        var lowest = collect.lowest.get(topic);
+        self.subscribe(topic, lowest ? lowest.cursor : null);
+      });
+      var queued = this.queued;
+      this.queued = [];
+      queued.forEach(function(request) {
+        self.serve(request);
+      });
+      this.snapshot();
+    }
+    /** Tab `id` wants `topic` (from `position`); true when the connection did not carry it yet. */
+    add(id, topic, position) {
+      var tabs = this.union.get(topic);
+      var fresh = !tabs;
+      if (fresh) this.union.set(topic, tabs = /* @__PURE__ */ new Set());
+      var known = tabs.has(id);
+      tabs.add(id);
+      if (this.collect) {
+        var lowest = this.collect.lowest.get(topic);
+        if (position && position.cursor && (!lowest || rank(position) < rank(lowest))) {
+          this.collect.lowest.set(topic, position);
+        }
+        return fresh;
+      }
+      if (!this.inner) return fresh;
+      var sub = this.subs.get(topic);
+      if (fresh || !sub || sub.state === "refused" || sub.state === "ended") {
+        if (sub) sub.unsubscribe();
+        this.subscribe(topic, position && position.cursor);
+        return true;
+      }
+      if (sub.state === "live" && !known) {
+        var data = { topic, transport: this.inner.transport, recovered: true };
+        if (id === this.tab.tabId) this.tab._clientEvent("subscribed", data, null);
+        else this.tab._post({ t: "emit", to: id, name: "subscribed", data });
+      }
+      return false;
+    }
+    remove(id, topic) {
+      var tabs = this.union.get(topic);
+      if (!tabs || !tabs.delete(id) || tabs.size > 0) return;
+      this.union.delete(topic);
+      var sub = this.subs.get(topic);
+      this.subs.delete(topic);
+      if (sub) sub.unsubscribe();
+    }
+    subscribe(topic, since) {
+      var self = this;
+      var inner = this.inner;
+      var sub = inner.subscribe(topic, function(event) {
+        if (self.inner !== inner) return;
+        var plain = {
+          id: event.id,
+          topic: event.topic,
+          seq: event.seq,
+          type: event.type,
+          data: event.data,
+          time: event.time
+        };
+        self.tab._post({ t: "event", event: plain });
+        self.tab._deliver(plain);
+      }, since ? { since } : void 0);
+      this.subs.set(topic, sub);
+    }
+    innerEvent(name, data) {
+      var topic = data && typeof data === "object" ? data.topic : void 0;
+      if (name === "unsubscribed" && typeof topic === "string") {
+        this.union.delete(topic);
+        this.subs.delete(topic);
+      }
+      var wire = toWire(data);
+      var cursor = name === "subscribed" && typeof topic === "string" ? this.inner.cursor(topic) : null;
+      this.tab._post({ t: "emit", name, data: wire, cursor });
+      this.tab._clientEvent(name, wire, cursor);
+      var self = this;
+      Promise.resolve().then(function() {
+        self.snapshot();
+      });
+    }
+    snap() {
+      var inner = this.inner;
+      var tab = this.tab;
+      if (!inner) return { state: this.union.size ? "connecting" : "idle", transport: null, online: tab.online };
+      return {
+        state: inner.state,
+        transport: inner.transport,
+        online: inner.online !== void 0 ? inner.online : tab.online
+      };
+    }
+    /** Sends the client's state to every tab when it changed. */
+    snapshot() {
+      if (this.tab._leader !== this) return;
+      var snap = this.snap();
+      var last = this.lastSnap;
+      if (last && last.state === snap.state && last.transport === snap.transport && last.online === snap.online) return;
+      this.lastSnap = snap;
+      this.tab._post({ t: "snap", snap });
+      this.tab._applySnap(snap);
+    }
+    /** Runs a tab's request ({id, op, args, from}) on the client and answers it. */
+    serve(request) {
+      if (!this.inner) {
+        this.queued.push(request);
+        return;
+      }
+      var inner = this.inner;
+      var tab = this.tab;
+      var a = request.args || {};
+      var result;
+      try {
+        if (request.op === "publish") {
+          var options = { key: a.key };
+          if (a.type) options.type = a.type;
+          result = inner.publish(a.topic, a.data, options);
+        } else if (request.op === "presence") {
+          result = inner.presence(a.topic);
+        } else if (request.op === "history") {
+          if (typeof inner.history !== "function") {
+            throw new tab._Error("This client cannot read history.", "unsupported");
+          }
+          result = inner.history(a.topic, a.options);
+        } else if (request.op === "connect") {
+          result = inner.connect();
+        } else {
+          throw new tab._Error("Unknown request " + JSON.stringify(request.op) + ".", "bad_request");
+        }
+      } catch (error) {
+        result = Promise.reject(error);
+      }
+      var self = this;
+      var reply = function(answer) {
+        if (self.inner !== inner && request.from !== tab.tabId) return;
+        answer.t = "res";
+        answer.id = request.id;
+        if (request.from === tab.tabId) {
+          tab._answer(answer);
+        } else {
+          answer.to = request.from;
+          tab._post(answer);
+        }
+      };
+      Promise.resolve(result).then(
+        function(value) {
+          reply({ ok: true, value: value === void 0 ? null : value });
+        },
+        function(error) {
+          reply({ ok: false, error: plainError(error) });
+        }
+      );
+    }
+    stop() {
+      if (this.collect) clearTimeout(this.collect.timer);
+      this.collect = null;
+      clearInterval(this.pruner);
+      var inner = this.inner;
+      this.inner = null;
+      this.queued = [];
+      if (inner) inner.close();
+    }
+  };
+
+  // src/shared.mjs
+  var PROTOCOL = 1;
+  var MAX_CATCH_UP_PAGES2 = 1e3;
+  var EVENTS = CLIENT_EVENTS.concat(["closed", "state", "outbox", "leader"]);
+  function randomId2() {
+    var c = globalThis.crypto;
+    if (c && typeof c.randomUUID === "function") return c.randomUUID();
+    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
+  }
+  function configUrl() {
+    var doc = globalThis.document;
+    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+    try {
+      return element ? (JSON.parse(element.textContent) || {}).url : void 0;
+    } catch (_) {
+      return void 0;
+    }
+  }
+  function channelName(options) {
+    if (options.sharedName) return "rtdelivery:" + options.sharedName;
+    var base = typeof location !== "undefined" ? location.href : "http://localhost/";
+    var url = new URL(options.url || configUrl() || "/rt/", base);
+    return "rtdelivery:" + url.origin + url.pathname.replace(/\/?$/, "/");
+  }
+  function createSharedClient(options, client) {
+    if (typeof BroadcastChannel !== "function") return null;
+    return new SharedClient(client.constructor, options);
+  }
+  var SharedClient = class {
+    constructor(Client2, options) {
+      options = options || {};
+      if (options.sharedName != null && (typeof options.sharedName !== "string" || !options.sharedName)) {
+        throw new TypeError("Expected sharedName to be a non-empty string.");
+      }
+      this._Client = Client2;
+      this._Error = RTDeliveryError;
+      this._options = Object.assign({}, options, { shared: false });
+      this.options = {
+        outboxTimeout: options.outboxTimeout != null ? options.outboxTimeout : 6e4,
+        presenceInterval: options.presenceInterval != null ? options.presenceInterval : 15e3,
+        requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3
+      };
+      this._name = channelName(options);
+      this.tabId = randomId2();
+      this.leader = null;
+      this.state = "idle";
+      this.transport = null;
+      this.online = typeof navigator === "undefined" || navigator.onLine !== false;
+      this._own = { delivered: 0, duplicates: 0, catchUps: 0 };
+      this._topics = /* @__PURE__ */ new Map();
+      this._listeners = /* @__PURE__ */ new Map();
+      this._pending = /* @__PURE__ */ new Map();
+      this._tabs = /* @__PURE__ */ new Set();
+      this._leader = null;
+      this._closed = false;
+      this._channel = new BroadcastChannel(this._name);
+      var self = this;
+      this._channel.onmessage = function(message) {
+        self._receive(message.data);
+      };
+      this._onPageHide = function(event) {
+        if (!event.persisted) self._post({ t: "bye" });
+      };
+      if (typeof addEventListener === "function") addEventListener("pagehide", this._onPageHide);
+      this._election = new Election(this._name, this.tabId, {
+        elected: function() {
+          self._becomeLeader();
+        },
+        isLeader: function() {
+          return self._leader !== null;
+        },
+        post: function(message) {
+          self._post(message);
+        },
+        announce: function() {
+          if (self._leader) self._leader.announce(false);
+        }
+      });
+      this._election.start();
+      this._post({ t: "hello" });
+    }
+    /** "leader" | "follower": whether this tab runs the connection. */
+    get role() {
+      return this._leader ? "leader" : "follower";
+    }
+    // -- public API (as the plain Client) ---------------------------------------------------
+    on(name, fn) {
+      if (EVENTS.indexOf(name) < 0) {
+        throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + EVENTS.join(", ") + ".");
+      }
+      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
+      var set = this._listeners.get(name);
+      set.add(fn);
+      return function() {
+        set.delete(fn);
+      };
+    }
+    off(name, fn) {
+      var set = this._listeners.get(name);
+      if (set) set.delete(fn);
+    }
+    subscribe(topic, onEvent, options) {
+      if (this._closed) throw new this._Error("The client is closed.", "closed");
+      if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
+      if (typeof onEvent !== "function") throw new TypeError("Expected a function for events.");
+      options = options || {};
+      var entry = this._topics.get(topic);
+      var added = !entry;
+      if (added) {
+        entry = {
+          topic,
+          handlers: /* @__PURE__ */ new Set(),
+          lastSeq: null,
+          cursor: options.since || null,
+          catching: false,
+          buffer: [],
+          state: "pending",
+          error: null
+        };
+        this._topics.set(topic, entry);
+      }
+      var handler = { fn: onEvent, onState: options.onState, onError: options.onError, left: false };
+      var self = this;
+      var sub = {
+        topic,
+        get state() {
+          return handler.left ? "ended" : entry.state;
+        },
+        get error() {
+          return entry.error;
+        },
+        unsubscribe: function() {
+          if (handler.left) return;
+          handler.left = true;
+          entry.handlers.delete(handler);
+          if (handler.onState) self._call(handler.onState, "ended", sub);
+          if (self._topics.get(topic) === entry && entry.handlers.size === 0) self.unsubscribe(topic);
+        }
+      };
+      handler.sub = sub;
+      entry.handlers.add(handler);
+      var retry = !added && entry.state === "refused";
+      if (added) this._emit("subscription", { topic, state: "pending", error: null });
+      if (retry) this._subState(entry, "pending", null);
+      else if (handler.onState) this._call(handler.onState, entry.state, sub);
+      if (added || retry) {
+        var position = { seq: null, cursor: entry.cursor };
+        var fresh = false;
+        if (this._leader) fresh = this._leader.add(this.tabId, topic, position);
+        else this._post({ t: "sub", topic, position });
+        if (added && options.since && !fresh) this._catchUp(entry);
+      }
+      return sub;
+    }
+    unsubscribe(topic) {
+      var entry = this._topics.get(topic);
+      if (!entry || this._closed) return;
+      this._topics.delete(topic);
+      this._subState(entry, "ended", entry.error);
+      if (this._leader) this._leader.remove(this.tabId, topic);
+      else this._post({ t: "unsub", topic });
+    }
+    cursor(topic) {
+      var entry = this._topics.get(topic);
+      return entry ? entry.cursor : null;
+    }
+    topics() {
+      return Array.from(this._topics.keys());
+    }
+    /** Publishes through the leader's client; `key` (default: a new UUID) is kept across a hand-over. */
+    publish(topic, data, options) {
+      options = options || {};
+      var args = { topic, data, type: options.type, key: options.key || randomId2() };
+      return this._request("publish", args, this.options.outboxTimeout, "outbox_expired");
+    }
+    presence(topic) {
+      return this._request("presence", { topic }, this._requestTimeout(), "timeout");
+    }
+    history(topic, options) {
+      return this._request("history", { topic, options: options || {} }, this._requestTimeout(), "timeout");
+    }
+    /** As the plain client's: the snapshot asked through the leader, changes from its connection. */
+    watchPresence(topic, onChange) {
+      if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
+      var watch = new PresenceWatch(this, topic, onChange);
+      return {
+        topic,
+        get snapshot() {
+          return watch.snapshot;
+        },
+        stop: function() {
+          watch.stop();
+        }
+      };
+    }
+    /** The publishes of this tab not answered yet. */
+    get outbox() {
+      var out = [];
+      this._pending.forEach(function(request) {
+        if (request.op !== "publish") return;
+        var a = request.args;
+        out.push({
+          key: a.key,
+          topic: a.topic,
+          data: a.data,
+          type: a.type || "message",
+          state: request.sentTo ? "sending" : "queued"
+        });
+      });
+      return out;
+    }
+    /** This tab's delivery counters (over the leader's client's stats in the leader tab). */
+    get stats() {
+      var inner = this._leader && this._leader.inner;
+      return Object.assign(inner ? Object.assign({}, inner.stats) : {}, this._own, { role: this.role });
+    }
+    connect() {
+      if (this._closed) throw new this._Error("The client is closed.", "closed");
+      this._request("connect", {}, this._requestTimeout(), "timeout").catch(function() {
+      });
+    }
+    close() {
+      if (this._closed) return;
+      this._post({ t: "bye" });
+      this._closed = true;
+      var Err = this._Error;
+      this._pending.forEach(function(request) {
+        clearTimeout(request.timer);
+        request.reject(new Err("The client is closed.", "closed"));
+      });
+      this._pending.clear();
+      if (this._leader) this._leader.stop();
+      this._leader = null;
+      this._election.stop();
+      if (typeof removeEventListener === "function") removeEventListener("pagehide", this._onPageHide);
+      this._channel.close();
+      var previous = this.state;
+      this.state = "closed";
+      this._emit("state", { state: "closed", previous, transport: this.transport });
+      this._emit("closed", { reason: "client" });
+    }
+    // -- channel --------------------------------------------------------------------------
+    _post(message) {
+      if (this._closed) return;
+      message.v = PROTOCOL;
+      message.from = this.tabId;
+      try {
+        this._channel.postMessage(message);
+      } catch (error) {
+        this._emit("error", new this._Error("Could not send to the other tabs: " + error.message, "not_cloneable"));
+      }
+    }
+    _receive(m) {
+      if (!m || m.v !== PROTOCOL || m.from === this.tabId || this._closed) return;
+      var leader = this._leader;
+      if (m.t === "bye") {
+        this._tabs.delete(m.from);
+        if (leader) leader.removeTab(m.from);
+        else if (m.from === this.leader) {
+          this.leader = null;
+          this._election.leaderGone();
+        }
+        return;
+      }
+      this._tabs.add(m.from);
+      if (m.to && m.to !== this.tabId) return;
+      switch (m.t) {
+        case "hello":
+          if (leader) leader.announce(false);
+          break;
+        case "leader":
+          this._onLeader(m);
+          break;
+        case "claim":
+          this._election.onClaim(m.from);
+          break;
+        case "positions":
+          if (leader) leader.onPositions(m.from, m.topics);
+          break;
+        case "sub":
+          if (leader) leader.add(m.from, m.topic, m.position);
+          break;
+        case "unsub":
+          if (leader) leader.remove(m.from, m.topic);
+          break;
+        case "req":
+          if (leader) leader.serve({ id: m.id, op: m.op, args: m.args, from: m.from });
+          break;
+        case "res":
+          this._answer(m);
+          break;
+        case "event":
+          this._deliver(m.event);
+          break;
+        case "emit":
+          this._clientEvent(m.name, m.data, m.cursor);
+          break;
+        case "snap":
+          if (m.from === this.leader) this._applySnap(m.snap);
+          break;
+      }
+    }
+    // -- leadership -----------------------------------------------------------------------
+    _becomeLeader() {
+      if (this._closed || this._leader) return;
+      var previous = this.leader;
+      this.leader = this.tabId;
+      this._leader = new Leader(this);
+      this._leader.start(previous);
+      this._emit("leader", { leader: this.tabId, self: true });
+      var self = this;
+      this._pending.forEach(function(request) {
+        if (request.sentTo !== self.tabId) self._send(request);
+      });
+    }
+    _onLeader(m) {
+      if (this._leader) {
+        if (this.tabId < m.from) {
+          this._leader.announce(false);
+          return;
+        }
+        this._leader.stop();
+        this._leader = null;
+      }
+      this._election.heard();
+      var changed = this.leader !== m.from;
+      this.leader = m.from;
+      if (m.snap) this._applySnap(m.snap);
+      if (changed || m.collect) {
+        this._post({ t: "positions", to: m.from, topics: this._positions() });
+        var self = this;
+        this._pending.forEach(function(request) {
+          if (request.sentTo !== m.from) self._send(request);
+        });
+        this._emit("leader", { leader: m.from, self: false });
+      }
+    }
+    _positions() {
+      var out = {};
+      this._topics.forEach(function(entry, topic) {
+        out[topic] = { seq: entry.lastSeq, cursor: entry.cursor };
+      });
+      return out;
+    }
+    // -- requests -------------------------------------------------------------------------
+    _requestTimeout() {
+      return this.options.requestTimeout;
+    }
+    _request(op, args, timeout, timeoutCode) {
+      if (this._closed) return Promise.reject(new this._Error("The client is closed.", "closed"));
+      var self = this;
+      return new Promise(function(resolve, reject) {
+        var request = { id: randomId2(), op, args, sentTo: null };
+        var done = function() {
+          clearTimeout(request.timer);
+          self._pending.delete(request.id);
+          if (op === "publish") self._emit("outbox", { size: self.outbox.length });
+        };
+        request.resolve = function(value) {
+          done();
+          resolve(value);
+        };
+        request.reject = function(error) {
+          done();
+          reject(error);
+        };
+        request.timer = setTimeout(function() {
+          request.reject(new self._Error("No answer to " + op + " in time.", timeoutCode));
+        }, timeout);
+        self._pending.set(request.id, request);
+        self._send(request);
+        if (op === "publish") self._emit("outbox", { size: self.outbox.length });
+      });
+    }
+    /** To the leader (again, with the same id and key, when the leader changed). */
+    _send(request) {
+      if (this._leader) {
+        request.sentTo = this.tabId;
+        this._leader.serve({ id: request.id, op: request.op, args: request.args, from: this.tabId });
+      } else if (this.leader) {
+        request.sentTo = this.leader;
+        this._post({ t: "req", to: this.leader, id: request.id, op: request.op, args: request.args });
+      }
+    }
+    _answer(m) {
+      var request = this._pending.get(m.id);
+      if (!request) return;
+      if (m.ok) {
+        request.resolve(m.value);
+      } else {
+        var e = m.error || {};
+        var error = new this._Error(e.message || "Request failed.", e.code, e.status);
+        if (e.topic) error.topic = e.topic;
+        request.reject(error);
+      }
+    }
+    // -- delivery -------------------------------------------------------------------------
+    /** Delivers an event once, in seq order; a gap is filled from history first. */
+    _deliver(event) {
+      var entry = event && this._topics.get(event.topic);
+      if (!entry) return;
+      if (entry.catching) {
+        entry.buffer.push(event);
+        return;
+      }
+      if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
+        this._own.duplicates += 1;
+        return;
+      }
+      if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1 && !entry.noCatchUp) {
+        entry.buffer.push(event);
+        this._catchUp(entry);
+        return;
+      }
+      this._hand(entry, event);
+    }
+    _hand(entry, event) {
+      entry.lastSeq = event.seq;
+      if (event.id) entry.cursor = event.id;
+      this._own.delivered += 1;
+      var self = this;
+      entry.handlers.forEach(function(handler) {
+        try {
+          handler.fn(event);
+        } catch (error) {
+          self._emit("error", error);
+        }
+      });
+    }
+    async _catchUp(entry) {
+      if (entry.catching) return;
+      entry.catching = true;
+      this._own.catchUps += 1;
+      var cursor = entry.cursor;
+      try {
+        for (var page = 0; page < MAX_CATCH_UP_PAGES2 && cursor; page++) {
+          var answer = await this.history(entry.topic, { cursor });
+          if (this._topics.get(entry.topic) !== entry) return;
+          if (answer.recovered === false) {
+            this._resetEntry(entry, answer.cursor);
+            break;
+          }
+          var events = answer.events || [];
+          for (var i = 0; i < events.length; i++) {
+            if (entry.lastSeq === null || events[i].seq > entry.lastSeq) this._hand(entry, events[i]);
+          }
+          if (events.length === 0 || !answer.cursor || answer.cursor === cursor) break;
+          cursor = answer.cursor;
+        }
+      } catch (error) {
+        if (this._topics.get(entry.topic) === entry) {
+          this._emit("error", error);
+          this._resetEntry(entry, null);
+        }
+      } finally {
+        entry.catching = false;
+        var buffer = entry.buffer.sort(function(a, b) {
+          return a.seq - b.seq;
+        });
+        entry.buffer = [];
+        entry.noCatchUp = true;
+        for (var k = 0; k < buffer.length; k++) {
+          var event = buffer[k];
+          if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1) this._resetEntry(entry, null);
+          this._deliver(event);
+        }
+        entry.noCatchUp = false;
+      }
+    }
+    _resetEntry(entry, cursor) {
+      entry.lastSeq = null;
+      if (cursor) entry.cursor = cursor;
+      this._emit("reset", { topic: entry.topic, transport: this.transport });
+    }
+    /** A client event from the leader's client (in the leader tab or through the channel). */
+    _clientEvent(name, data, cursor) {
+      if (data && data.__error) data = this._error(data.__error);
+      else if (data && typeof data === "object" && !Array.isArray(data)) {
+        var self = this;
+        Object.keys(data).forEach(function(key) {
+          if (data[key] && data[key].__error) data[key] = self._error(data[key].__error);
+        });
+      }
+      var topic = data && typeof data === "object" ? data.topic : void 0;
+      var entry = typeof topic === "string" ? this._topics.get(topic) : void 0;
+      if (typeof topic === "string" && !entry && name !== "presence") return;
+      if (entry) {
+        if (name === "reset") {
+          if (entry.catching) return;
+          entry.lastSeq = null;
+        } else if (name === "subscribed") {
+          if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
+          this._subState(entry, "live", null);
+        } else if (name === "subscription") {
+          if (data.state !== "ended") this._subState(entry, data.state, data.error || null);
+          return;
+        } else if (name === "error" && entry.state !== "refused") {
+          this._subState(entry, "refused", data);
+        } else if (name === "unsubscribed") {
+          this._topics.delete(topic);
+          this._subState(entry, "ended", null);
+        }
+      }
+      this._emit(name, data);
+    }
+    _subState(entry, state, error) {
+      if (!state || entry.state === state && entry.error === error) return;
+      entry.state = state;
+      entry.error = error;
+      this._emit("subscription", { topic: entry.topic, state, error });
+      var self = this;
+      entry.handlers.forEach(function(handler) {
+        if (handler.onState) self._call(handler.onState, state, handler.sub);
+        if (state === "refused" && error && handler.onError) self._call(handler.onError, error, handler.sub);
+      });
+    }
+    _call(fn, value, sub) {
+      try {
+        fn(value, sub);
+      } catch (error) {
+        this._emit("error", error);
+      }
+    }
+    _error(plain) {
+      var error = new this._Error(plain.message, plain.code, plain.status);
+      if (plain.topic) error.topic = plain.topic;
+      return error;
+    }
+    _applySnap(snap) {
+      if (this._closed) return;
+      var previous = this.state;
+      this.state = snap.state;
+      this.transport = snap.transport;
+      if (snap.online !== void 0) this.online = snap.online;
+      if (previous !== snap.state) {
+        this._emit("state", { state: snap.state, previous, transport: snap.transport });
+      }
+    }
+    _emit(name, data) {
+      var set = this._listeners.get(name);
+      if (!set) return;
+      Array.from(set).forEach(function(fn) {
+        try {
+          fn(data);
+        } catch (error) {
+          if (name !== "error" && typeof console !== "undefined") console.error(error);
+        }
+      });
+    }
+  };
+
   // src/index.mjs
+  useSharedClient(createSharedClient);
   var TRANSPORTS2 = TRANSPORTS.slice();
   var index_default = { VERSION, TRANSPORTS: TRANSPORTS2, Client, RTDeliveryError, backoffDelay };
 
