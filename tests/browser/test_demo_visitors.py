@@ -112,8 +112,13 @@ def stored_count(server: DaphneServer, text: str) -> int:
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_every_page_fits(open_page: Callable[..., Any], viewport: dict[str, int]) -> None:
+def test_every_page_fits(
+    open_page: Callable[..., Any], admin: Any, viewport: dict[str, int]
+) -> None:
     tag = "phone" if viewport is PHONE else "desktop"
+    # A feed item of long words too (a title of 120 characters, the longest there is).
+    marker = uuid4().hex[:8]
+    admin_add(admin, "feeditem", {"title": marker + "T" * 112, "body": LONG_WORD})
     page = open_page(viewport)
     for path, name in [("/", "index"), ("/login/", "login"), ("/signup/", "signup")]:
         page.goto(path)
@@ -139,6 +144,8 @@ def test_every_page_fits(open_page: Callable[..., Any], viewport: dict[str, int]
     for path, name in [("/feed/", "feed"), ("/dashboard/", "dashboard")]:
         page.goto(path)
         wait_live(page, "sse" if name == "feed" else "ws")
+        if name == "feed":
+            expect(page.locator("#feed li h3", has_text=marker)).to_have_count(1)
         fits(page)
         shot(page, f"{name}-{tag}")
     # Back links: the room leads to the room list, the room list home.
