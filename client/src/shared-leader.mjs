@@ -221,7 +221,7 @@ export class Leader {
     var tab = this.tab;
     if (!inner) return { state: this.union.size ? "connecting" : "idle", transport: null, online: tab.online };
     return {
-      state: inner.state, transport: inner.transport,
+      state: inner.state, transport: inner.transport, clientId: inner.clientId,
       online: inner.online !== undefined ? inner.online : tab.online,
     };
   }

@@ -79,7 +79,8 @@ export class SharedClient {
     this.state = "idle";
     this.transport = null;
     this.online = typeof navigator === "undefined" || navigator.onLine !== false;
-    this._own = { delivered: 0, duplicates: 0, catchUps: 0 };
+    this._clientId = null;
+    this._own = { delivered: 0, duplicates: 0, resets: 0, catchUps: 0 };
     this._topics = new Map(); // topic -> entry (handlers, lastSeq, cursor, catch-up buffer)
     this._listeners = new Map();
     this._pending = new Map(); // request id -> {op, args, resolve, reject, sentTo}
@@ -230,7 +231,13 @@ export class SharedClient {
   /** This tab's delivery counters (over the leader's client's stats in the leader tab). */
   get stats() {
     var inner = this._leader && this._leader.inner;
-    return Object.assign(inner ? Object.assign({}, inner.stats) : {}, this._own, { role: this.role });
+    var base = { connects: 0, requests: 0, emptyResponses: 0, bytesReceived: 0 };
+    return Object.assign(base, inner ? inner.stats : {}, this._own);
+  }
+
+  /** The leader's client id (`client=` on its polling requests): one for the whole browser. */
+  get clientId() {
+    return this._clientId;
   }
 
   connect() {
@@ -497,6 +504,7 @@ export class SharedClient {
   }
 
   _resetEntry(entry, cursor) {
+    this._own.resets += 1;
     entry.lastSeq = null;
     if (cursor) entry.cursor = cursor;
     this._emit("reset", { topic: entry.topic, transport: this.transport });
@@ -518,6 +526,7 @@ export class SharedClient {
     if (entry) {
       if (name === "reset") {
         if (entry.catching) return; // the catch-up's history answer says it
+        this._own.resets += 1;
         entry.lastSeq = null;
       } else if (name === "subscribed") {
         if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
@@ -568,6 +577,7 @@ export class SharedClient {
     this.state = snap.state;
     this.transport = snap.transport;
     if (snap.online !== undefined) this.online = snap.online;
+    if (snap.clientId) this._clientId = snap.clientId;
     if (previous !== snap.state) {
       this._emit("state", { state: snap.state, previous: previous, transport: snap.transport });
     }

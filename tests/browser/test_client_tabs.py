@@ -204,6 +204,10 @@ def test_eight_tabs_share_one_connection(
         assert len(held) == 1, held  # one stream for eight tabs
     states = tabs.each("() => [T.client.state, T.client.transport]")
     assert states == [["open", transport]] * TABS
+    # One client for the browser: one id on its requests (presence counts the browser once).
+    client_ids = set(tabs.each("() => T.client.clientId"))
+    assert len(client_ids) == 1
+    assert None not in client_ids
     assert tabs.each("() => T.errors()") == [[]] * TABS
 
 

@@ -45,8 +45,10 @@ export interface ClientOptions {
   outboxTimeout?: number;
   /** watchPresence() on poll/long poll: how often the snapshot is asked for, ms (default 15000). */
   presenceInterval?: number;
-  /** One connection for all tabs of this origin and url, when tab sharing is installed. */
+  /** One connection for all tabs of this origin and url: a leader tab, failover (docs/client.md). */
   shared?: boolean;
+  /** Tab sharing: the group of tabs that share one connection (default: origin + url). */
+  sharedName?: string;
   /** Timeout of a WebSocket publish/presence request, ms (default 15000). */
   requestTimeout?: number;
   /** Reconnect backoff with full jitter: random in [0, min(max, base * 2^attempt)) ms. */
@@ -182,6 +184,8 @@ export interface StateEvents {
   subscription: { topic: string; state: SubscriptionState; error: RTDeliveryError | null };
   /** The outbox changed (a publish queued, sent, answered, expired). */
   outbox: { size: number };
+  /** Tab sharing: the leader tab changed (`self`: this tab runs the connection now). */
+  leader: { leader: string; self: boolean };
 }
 
 export declare class RTDeliveryError extends Error {
@@ -205,6 +209,10 @@ export declare class Client {
   readonly outbox: OutboxEntry[];
   /** This client's id (`client=` on poll, long poll and SSE requests, for presence). */
   readonly clientId: string;
+  /** Tab sharing only: whether this tab runs the connection, this tab's id, the leader's. */
+  readonly role?: "leader" | "follower";
+  readonly tabId?: string;
+  readonly leader?: string | null;
   readonly stats: {
     connects: number;
     /** HTTP requests made (poll, long poll, SSE, history, publish). */

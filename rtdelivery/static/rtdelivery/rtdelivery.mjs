@@ -2263,6 +2263,7 @@ var Leader = class {
     return {
       state: inner.state,
       transport: inner.transport,
+      clientId: inner.clientId,
       online: inner.online !== void 0 ? inner.online : tab.online
     };
   }
@@ -2386,7 +2387,8 @@ var SharedClient = class {
     this.state = "idle";
     this.transport = null;
     this.online = typeof navigator === "undefined" || navigator.onLine !== false;
-    this._own = { delivered: 0, duplicates: 0, catchUps: 0 };
+    this._clientId = null;
+    this._own = { delivered: 0, duplicates: 0, resets: 0, catchUps: 0 };
     this._topics = /* @__PURE__ */ new Map();
     this._listeners = /* @__PURE__ */ new Map();
     this._pending = /* @__PURE__ */ new Map();
@@ -2552,7 +2554,12 @@ var SharedClient = class {
   /** This tab's delivery counters (over the leader's client's stats in the leader tab). */
   get stats() {
     var inner = this._leader && this._leader.inner;
-    return Object.assign(inner ? Object.assign({}, inner.stats) : {}, this._own, { role: this.role });
+    var base = { connects: 0, requests: 0, emptyResponses: 0, bytesReceived: 0 };
+    return Object.assign(base, inner ? inner.stats : {}, this._own);
+  }
+  /** The leader's client id (`client=` on its polling requests): one for the whole browser. */
+  get clientId() {
+    return this._clientId;
   }
   connect() {
     if (this._closed) throw new this._Error("The client is closed.", "closed");
@@ -2808,6 +2815,7 @@ var SharedClient = class {
     }
   }
   _resetEntry(entry, cursor) {
+    this._own.resets += 1;
     entry.lastSeq = null;
     if (cursor) entry.cursor = cursor;
     this._emit("reset", { topic: entry.topic, transport: this.transport });
@@ -2827,6 +2835,7 @@ var SharedClient = class {
     if (entry) {
       if (name === "reset") {
         if (entry.catching) return;
+        this._own.resets += 1;
         entry.lastSeq = null;
       } else if (name === "subscribed") {
         if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
@@ -2872,6 +2881,7 @@ var SharedClient = class {
     this.state = snap.state;
     this.transport = snap.transport;
     if (snap.online !== void 0) this.online = snap.online;
+    if (snap.clientId) this._clientId = snap.clientId;
     if (previous !== snap.state) {
       this._emit("state", { state: snap.state, previous, transport: snap.transport });
     }
