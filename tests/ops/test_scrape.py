@@ -4,12 +4,18 @@ multiprocess mode aggregating two worker processes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 
+from rtdelivery.connections import aclose_redis
+from rtdelivery.ops import reporter
 from tests.e2e.clients import http_client, http_publish, make_client
 from tests.e2e.conftest import SERVER_KINDS, running_servers
 from tests.ops.scrape import scrape, value, wait_scrape
@@ -77,9 +83,12 @@ async def test_a_scrape_follows_connections_and_events(
         )
 
 
-async def test_multiprocess_mode_aggregates_two_workers(redis_url: str, tmp_path: Path) -> None:
+async def test_multiprocess_mode_aggregates_two_workers(
+    redis_url: str, tmp_path: Path, settings: Any
+) -> None:
     """Two server processes sharing PROMETHEUS_MULTIPROC_DIR: a scrape of either one
-    reports both processes' connections and deliveries."""
+    reports both processes' connections and deliveries; their ops snapshots in Redis say
+    the same, process by process."""
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     env = {**OPS_ENV, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
@@ -112,6 +121,48 @@ async def test_multiprocess_mode_aggregates_two_workers(redis_url: str, tmp_path
                 # held_requests is per process ("liveall"): B's stream under B's pid.
                 assert value(samples, "rtdelivery_held_requests", pid=str(b.pid)) == 1
                 assert value(samples, "rtdelivery_held_requests", pid=str(a.pid)) == 0
+            # What the live page aggregates: each process's own snapshot, from Redis.
+            settings.RTDELIVERY = {
+                "HISTORY_BACKEND": "redis",
+                "REDIS_URL": redis_url,
+                "KEY_PREFIX": servers.prefix,
+            }
+            try:
+                snaps = await wait_snapshots(lambda s: len(s) == 2 and _reported_both(s))
+            finally:
+                await aclose_redis()
+            by_pid = {snap["pid"]: snap for snap in snaps}
+            assert set(by_pid) == {a.pid, b.pid}
+            assert by_pid[a.pid]["connections"]["ws"] == 1
+            assert by_pid[b.pid]["connections"]["sse"] == 1
+            assert by_pid[b.pid]["held"] == 1
+            assert by_pid[a.pid]["topics"] == {topic: 1}
+            assert by_pid[b.pid]["topics"] == {topic: 1}
+            assert by_pid[a.pid]["counters"]["events_delivered.ws"] == 3
+            assert by_pid[b.pid]["counters"]["events_delivered.sse"] == 3
         files = sorted(p.name for p in multiproc.iterdir())
         assert any(str(a.pid) in name for name in files), files
         assert any(str(b.pid) in name for name in files), files
+
+
+def _reported_both(snaps: list[dict[str, Any]]) -> bool:
+    return all(
+        snap["counters"].get("events_delivered.ws", 0)
+        + snap["counters"].get("events_delivered.sse", 0)
+        == 3
+        for snap in snaps
+    )
+
+
+async def wait_snapshots(
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 20.0,  # noqa: ASYNC109
+) -> list[dict[str, Any]]:
+    """The processes' snapshots in Redis once ``predicate`` holds (they report every
+    OPS_INTERVAL)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snaps = await reporter.load()
+        if predicate(snaps) or time.monotonic() > deadline:
+            return snaps
+        await asyncio.sleep(0.1)  # polling what the servers write on their own, bounded
