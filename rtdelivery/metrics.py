@@ -39,6 +39,17 @@ RECENT = 20
 
 ENABLED = prometheus_client is not None
 
+_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if ENABLED and _multiproc_dir is not None and not os.path.isdir(_multiproc_dir):
+    # prometheus-client would fail below with a bare FileNotFoundError on a .db file.
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR is {_multiproc_dir!r}, which is not a directory; expected "
+        "an existing, writable, empty directory created before the server starts "
+        "(docs/operations.md)."
+    )
+
 
 # -- in-process stand-ins (no prometheus-client) -------------------------------------------
 

@@ -4,6 +4,10 @@ the ops topic's policy, and the counters in process."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,3 +215,23 @@ def test_a_snapshot_carries_totals_and_rates() -> None:
     assert later["counters"]["events_published"] == first["counters"]["events_published"] + 10
     assert later["rates"]["events_published"] == pytest.approx(10, rel=0.5)
     assert later["id"] == reporter.PROCESS_ID
+
+
+def test_a_missing_multiprocess_directory_is_a_clear_error(tmp_path: Any) -> None:
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); import rtdelivery.metrics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: PROMETHEUS_MULTIPROC_DIR is" in done.stderr
+    assert "not a directory" in done.stderr
