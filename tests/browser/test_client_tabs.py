@@ -66,6 +66,24 @@ window.T = {
   },
 };
 """
+#: Lets a test drop the channel message carrying event ``window.dropSeq`` in one tab (once).
+DROP_ONE_EVENT = """
+window.dropSeq = null;
+const slot = Object.getOwnPropertyDescriptor(BroadcastChannel.prototype, "onmessage");
+Object.defineProperty(BroadcastChannel.prototype, "onmessage", {
+  get() { return slot.get.call(this); },
+  set(fn) {
+    slot.set.call(this, (message) => {
+      const m = message.data;
+      if (m && m.t === "event" && m.event.seq === window.dropSeq) {
+        window.dropSeq = null;
+        return;
+      }
+      fn(message);
+    });
+  },
+});
+"""
 NO_WEB_LOCKS = "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined});"
 
 
@@ -137,12 +155,16 @@ def open_tabs(
     """``open_tabs(n, web_locks=True, **options)`` opens n harness pages with a shared client each."""
     contexts: list[Any] = []
 
-    def open_tabs(count: int, web_locks: bool = True, **options: Any) -> Tabs:
+    def open_tabs(
+        count: int, web_locks: bool = True, init_script: str | None = None, **options: Any
+    ) -> Tabs:
         context = browser.new_context()
         contexts.append(context)
         context.set_default_timeout(20_000)
         if not web_locks:
             context.add_init_script(NO_WEB_LOCKS)
+        if init_script:
+            context.add_init_script(init_script)
         context.add_init_script(TAB_HELPER)
         requests = RequestLog(pages=[])
         context.on("request", requests.started)
@@ -354,3 +376,22 @@ def test_publish_in_flight_when_the_leader_goes_is_published_once(
     for page in rest:
         page.wait_for_function("(t) => T.seqs[t].length >= 2", arg=topic)
         assert page.evaluate("(t) => T.seqs[t]", topic) == [1, 2]
+
+
+def test_a_tab_that_misses_an_event_fills_the_gap_from_history(
+    open_tabs: Any, browser_server: DaphneServer
+) -> None:
+    tabs = open_tabs(3, init_script=DROP_ONE_EVENT, transports=["sse"])
+    topic = topic_name("gap")
+    subscribe_all(tabs, topic)
+    (leader,) = tabs.leaders()
+    follower = tabs.pages[(leader + 1) % 3]
+    follower.evaluate("() => { window.dropSeq = 3; }")
+
+    assert publish_range(browser_server, topic, 6) == [1, 2, 3, 4, 5, 6]
+    tabs.wait_all("(t) => T.seqs[t].length >= 6", topic)
+    # Event 3 never reached the follower over the channel: seq 4 showed the gap, history had it.
+    assert follower.evaluate("() => window.dropSeq") is None
+    assert tabs.seqs(topic) == [[1, 2, 3, 4, 5, 6]] * 3
+    assert follower.evaluate("() => T.client.stats.catchUps") == 1
+    assert tabs.each("() => T.errors()") == [[]] * 3

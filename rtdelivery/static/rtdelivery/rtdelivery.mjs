@@ -1900,6 +1900,144 @@ var Client = class extends Wire {
   }
 };
 
+// src/shared-delivery.mjs
+var MAX_CATCH_UP_PAGES2 = 1e3;
+var deliveryMethods = {
+  /** Delivers an event once, in seq order; a gap is filled from history first. */
+  _deliver(event) {
+    var entry = event && this._topics.get(event.topic);
+    if (!entry) return;
+    if (entry.catching) {
+      entry.buffer.push(event);
+      return;
+    }
+    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
+      this._own.duplicates += 1;
+      return;
+    }
+    if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1 && !entry.noCatchUp) {
+      entry.buffer.push(event);
+      this._catchUp(entry);
+      return;
+    }
+    this._hand(entry, event);
+  },
+  _hand(entry, event) {
+    entry.lastSeq = event.seq;
+    if (event.id) entry.cursor = event.id;
+    this._own.delivered += 1;
+    var self = this;
+    entry.handlers.forEach(function(handler) {
+      try {
+        handler.fn(event);
+      } catch (error) {
+        self._emit("error", error);
+      }
+    });
+  },
+  async _catchUp(entry) {
+    if (entry.catching) return;
+    entry.catching = true;
+    this._own.catchUps += 1;
+    var cursor = entry.cursor;
+    try {
+      for (var page = 0; page < MAX_CATCH_UP_PAGES2 && cursor; page++) {
+        var answer = await this.history(entry.topic, { cursor });
+        if (this._topics.get(entry.topic) !== entry) return;
+        if (answer.recovered === false) {
+          this._resetEntry(entry, answer.cursor);
+          break;
+        }
+        var events = answer.events || [];
+        for (var i = 0; i < events.length; i++) {
+          if (entry.lastSeq === null || events[i].seq > entry.lastSeq) this._hand(entry, events[i]);
+        }
+        if (events.length === 0 || !answer.cursor || answer.cursor === cursor) break;
+        cursor = answer.cursor;
+      }
+    } catch (error) {
+      if (this._topics.get(entry.topic) === entry) {
+        this._emit("error", error);
+        this._resetEntry(entry, null);
+      }
+    } finally {
+      entry.catching = false;
+      var buffer = entry.buffer.sort(function(a, b) {
+        return a.seq - b.seq;
+      });
+      entry.buffer = [];
+      entry.noCatchUp = true;
+      for (var k = 0; k < buffer.length; k++) {
+        var event = buffer[k];
+        if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1) this._resetEntry(entry, null);
+        this._deliver(event);
+      }
+      entry.noCatchUp = false;
+    }
+  },
+  _resetEntry(entry, cursor) {
+    this._own.resets += 1;
+    entry.lastSeq = null;
+    if (cursor) entry.cursor = cursor;
+    this._emit("reset", { topic: entry.topic, transport: this.transport });
+  },
+  /** A client event from the leader's client (in the leader tab or through the channel). */
+  _clientEvent(name, data, cursor) {
+    if (data && data.__error) data = this._error(data.__error);
+    else if (data && typeof data === "object" && !Array.isArray(data)) {
+      var self = this;
+      Object.keys(data).forEach(function(key) {
+        if (data[key] && data[key].__error) data[key] = self._error(data[key].__error);
+      });
+    }
+    var topic = data && typeof data === "object" ? data.topic : void 0;
+    var entry = typeof topic === "string" ? this._topics.get(topic) : void 0;
+    if (typeof topic === "string" && !entry && name !== "presence") return;
+    if (entry) {
+      if (name === "reset") {
+        if (entry.catching) return;
+        this._own.resets += 1;
+        entry.lastSeq = null;
+      } else if (name === "subscribed") {
+        if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
+        this._subState(entry, "live", null);
+      } else if (name === "subscription") {
+        if (data.state !== "ended") this._subState(entry, data.state, data.error || null);
+        return;
+      } else if (name === "error" && entry.state !== "refused") {
+        this._subState(entry, "refused", data);
+      } else if (name === "unsubscribed") {
+        this._topics.delete(topic);
+        this._subState(entry, "ended", null);
+      }
+    }
+    this._emit(name, data);
+  },
+  _subState(entry, state, error) {
+    if (!state || entry.state === state && entry.error === error) return;
+    entry.state = state;
+    entry.error = error;
+    this._emit("subscription", { topic: entry.topic, state, error });
+    var self = this;
+    entry.handlers.forEach(function(handler) {
+      if (handler.onState) self._call(handler.onState, state, handler.sub);
+      if (state === "refused" && error && handler.onError) self._call(handler.onError, error, handler.sub);
+    });
+  },
+  _call(fn, value, sub) {
+    try {
+      fn(value, sub);
+    } catch (error) {
+      this._emit("error", error);
+    }
+  },
+  _error(plain) {
+    var error = new this._Error(plain.message, plain.code, plain.status);
+    if (plain.topic) error.topic = plain.topic;
+    return error;
+  }
+};
+
 // src/shared-election.mjs
 var HEARTBEAT = 1e3;
 var LEADER_TIMEOUT = 3500;
@@ -2341,7 +2479,6 @@ var Leader = class {
 
 // src/shared.mjs
 var PROTOCOL = 1;
-var MAX_CATCH_UP_PAGES2 = 1e3;
 var EVENTS = CLIENT_EVENTS.concat(["closed", "state", "outbox", "leader"]);
 function randomId2() {
   var c = globalThis.crypto;
@@ -2587,14 +2724,16 @@ var SharedClient = class {
     this._emit("closed", { reason: "client" });
   }
   // -- channel --------------------------------------------------------------------------
+  /** Sends to the other tabs; returns an error when `message` cannot be cloned, else null. */
   _post(message) {
-    if (this._closed) return;
+    if (this._closed) return null;
     message.v = PROTOCOL;
     message.from = this.tabId;
     try {
       this._channel.postMessage(message);
+      return null;
     } catch (error) {
-      this._emit("error", new this._Error("Could not send to the other tabs: " + error.message, "not_cloneable"));
+      return new this._Error("Could not send to the other tabs: " + error.message, "not_cloneable");
     }
   }
   _receive(m) {
@@ -2726,7 +2865,8 @@ var SharedClient = class {
       this._leader.serve({ id: request.id, op: request.op, args: request.args, from: this.tabId });
     } else if (this.leader) {
       request.sentTo = this.leader;
-      this._post({ t: "req", to: this.leader, id: request.id, op: request.op, args: request.args });
+      var error = this._post({ t: "req", to: this.leader, id: request.id, op: request.op, args: request.args });
+      if (error) request.reject(error);
     }
   }
   _answer(m) {
@@ -2740,140 +2880,6 @@ var SharedClient = class {
       if (e.topic) error.topic = e.topic;
       request.reject(error);
     }
-  }
-  // -- delivery -------------------------------------------------------------------------
-  /** Delivers an event once, in seq order; a gap is filled from history first. */
-  _deliver(event) {
-    var entry = event && this._topics.get(event.topic);
-    if (!entry) return;
-    if (entry.catching) {
-      entry.buffer.push(event);
-      return;
-    }
-    if (entry.lastSeq !== null && event.seq <= entry.lastSeq) {
-      this._own.duplicates += 1;
-      return;
-    }
-    if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1 && !entry.noCatchUp) {
-      entry.buffer.push(event);
-      this._catchUp(entry);
-      return;
-    }
-    this._hand(entry, event);
-  }
-  _hand(entry, event) {
-    entry.lastSeq = event.seq;
-    if (event.id) entry.cursor = event.id;
-    this._own.delivered += 1;
-    var self = this;
-    entry.handlers.forEach(function(handler) {
-      try {
-        handler.fn(event);
-      } catch (error) {
-        self._emit("error", error);
-      }
-    });
-  }
-  async _catchUp(entry) {
-    if (entry.catching) return;
-    entry.catching = true;
-    this._own.catchUps += 1;
-    var cursor = entry.cursor;
-    try {
-      for (var page = 0; page < MAX_CATCH_UP_PAGES2 && cursor; page++) {
-        var answer = await this.history(entry.topic, { cursor });
-        if (this._topics.get(entry.topic) !== entry) return;
-        if (answer.recovered === false) {
-          this._resetEntry(entry, answer.cursor);
-          break;
-        }
-        var events = answer.events || [];
-        for (var i = 0; i < events.length; i++) {
-          if (entry.lastSeq === null || events[i].seq > entry.lastSeq) this._hand(entry, events[i]);
-        }
-        if (events.length === 0 || !answer.cursor || answer.cursor === cursor) break;
-        cursor = answer.cursor;
-      }
-    } catch (error) {
-      if (this._topics.get(entry.topic) === entry) {
-        this._emit("error", error);
-        this._resetEntry(entry, null);
-      }
-    } finally {
-      entry.catching = false;
-      var buffer = entry.buffer.sort(function(a, b) {
-        return a.seq - b.seq;
-      });
-      entry.buffer = [];
-      entry.noCatchUp = true;
-      for (var k = 0; k < buffer.length; k++) {
-        var event = buffer[k];
-        if (entry.lastSeq !== null && event.seq > entry.lastSeq + 1) this._resetEntry(entry, null);
-        this._deliver(event);
-      }
-      entry.noCatchUp = false;
-    }
-  }
-  _resetEntry(entry, cursor) {
-    this._own.resets += 1;
-    entry.lastSeq = null;
-    if (cursor) entry.cursor = cursor;
-    this._emit("reset", { topic: entry.topic, transport: this.transport });
-  }
-  /** A client event from the leader's client (in the leader tab or through the channel). */
-  _clientEvent(name, data, cursor) {
-    if (data && data.__error) data = this._error(data.__error);
-    else if (data && typeof data === "object" && !Array.isArray(data)) {
-      var self = this;
-      Object.keys(data).forEach(function(key) {
-        if (data[key] && data[key].__error) data[key] = self._error(data[key].__error);
-      });
-    }
-    var topic = data && typeof data === "object" ? data.topic : void 0;
-    var entry = typeof topic === "string" ? this._topics.get(topic) : void 0;
-    if (typeof topic === "string" && !entry && name !== "presence") return;
-    if (entry) {
-      if (name === "reset") {
-        if (entry.catching) return;
-        this._own.resets += 1;
-        entry.lastSeq = null;
-      } else if (name === "subscribed") {
-        if (cursor && entry.lastSeq === null && !entry.cursor) entry.cursor = cursor;
-        this._subState(entry, "live", null);
-      } else if (name === "subscription") {
-        if (data.state !== "ended") this._subState(entry, data.state, data.error || null);
-        return;
-      } else if (name === "error" && entry.state !== "refused") {
-        this._subState(entry, "refused", data);
-      } else if (name === "unsubscribed") {
-        this._topics.delete(topic);
-        this._subState(entry, "ended", null);
-      }
-    }
-    this._emit(name, data);
-  }
-  _subState(entry, state, error) {
-    if (!state || entry.state === state && entry.error === error) return;
-    entry.state = state;
-    entry.error = error;
-    this._emit("subscription", { topic: entry.topic, state, error });
-    var self = this;
-    entry.handlers.forEach(function(handler) {
-      if (handler.onState) self._call(handler.onState, state, handler.sub);
-      if (state === "refused" && error && handler.onError) self._call(handler.onError, error, handler.sub);
-    });
-  }
-  _call(fn, value, sub) {
-    try {
-      fn(value, sub);
-    } catch (error) {
-      this._emit("error", error);
-    }
-  }
-  _error(plain) {
-    var error = new this._Error(plain.message, plain.code, plain.status);
-    if (plain.topic) error.topic = plain.topic;
-    return error;
   }
   _applySnap(snap) {
     if (this._closed) return;
@@ -2898,6 +2904,7 @@ var SharedClient = class {
     });
   }
 };
+Object.assign(SharedClient.prototype, deliveryMethods);
 
 // src/index.mjs
 useSharedClient(createSharedClient);
