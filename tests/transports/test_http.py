@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rtdelivery import apublish
+from rtdelivery import apublish, metrics
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Cursor, Position
 from rtdelivery.history import get_history, reset_history
@@ -511,6 +511,7 @@ async def test_sse_disconnect_releases_subscription(conf: Any, application: Any)
 
 async def test_sse_slow_consumer_closes_with_cursor(conf: Any, application: Any) -> None:
     conf(QUEUE_SIZE=3)
+    ended = metrics.value("slow_consumer_ends", transport="sse")
     gate = Gate(application)
     stream = await open_sse(gate, {"topic": "t.a"})
     await stream.next_event()
@@ -527,6 +528,7 @@ async def test_sse_slow_consumer_closes_with_cursor(conf: Any, application: Any)
         delivered.append(frame["json"]["data"]["n"])
     assert frame["event"] == "rt.close"
     assert frame["json"]["reason"] == "too_slow"
+    assert metrics.value("slow_consumer_ends", transport="sse") == ended + 1
     assert stream.ended
     assert stream.buffer == ""
     await stream.comm.wait(WAIT)

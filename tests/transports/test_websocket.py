@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from rtdelivery import apublish
+from rtdelivery import apublish, metrics
 from rtdelivery.conf import get_settings
 from rtdelivery.core.cursors import Cursor
 from rtdelivery.hub import get_hub
@@ -411,7 +411,10 @@ async def _overflow(conf: Any, application: Any) -> tuple[list[int], dict[str, A
 
 
 async def test_slow_consumer_error_then_close_4001(conf: Any, application: Any) -> None:
+    ended = metrics.value("slow_consumer_ends", transport="ws")
     delivered, frame = await _overflow(conf, application)
+    assert metrics.value("slow_consumer_ends", transport="ws") == ended + 1
+    assert metrics.recent_slow_ends[-1]["topics"] == ["t.a"]
     assert frame["op"] == "error"
     assert frame["code"] == "too_slow"
     assert frame["message"]
