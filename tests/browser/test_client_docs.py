@@ -109,14 +109,16 @@ def test_history_pages(page: Any, browser_server: DaphneServer) -> None:
     assert pages == [[[2, 3], True], [[2], True], [[3], True]]
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "poll"])
 def test_watch_presence_applies_joins_and_leaves(
     page: Any, browser_server: DaphneServer, transport: str
 ) -> None:
     open_harness(page, browser_server)
     topic = topic_name("presence")  # harness.*: presence on
-    watcher = make_client(page, transports=[transport])
-    other = make_client(page, transports=[transport])
+    # On poll no changes arrive: the snapshot is asked for every presenceInterval ms, and the
+    # server counts the polling watcher by its client= id.
+    watcher = make_client(page, transports=[transport], presenceInterval=300)
+    other = make_client(page, transports=["ws"])
     page.evaluate(
         """([i, t]) => {
             H.sub(i, t);

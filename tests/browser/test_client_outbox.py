@@ -7,6 +7,8 @@ conftest.py; the server's history proves "published once".
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import httpx
@@ -155,3 +157,64 @@ def test_closed_client_rejects_publish(page: Any, browser_server: DaphneServer) 
     page.evaluate("(i) => H.clients[i].close()", client)
     start_publish(page, client, topic_name("closed"), {"n": 2})
     assert outcomes(page, 2) == [{"error": "closed"}, {"error": "closed"}]
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_repeated_key_publishes_once(
+    page: Any, browser_server: DaphneServer, transport: str
+) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("key")
+    client = make_client(page, transports=[transport])
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    answers = page.evaluate(
+        """async ([i, t]) => {
+            const c = H.clients[i];
+            const first = await c.publish(t, {n: 1}, {key: "retry-me"});
+            const again = await c.publish(t, {n: 1}, {key: "retry-me"});
+            return [first, again];
+        }""",
+        [client, topic],
+    )
+    assert answers[0]["seq"] == answers[1]["seq"] == 1
+    assert answers[1]["id"] == answers[0]["id"]
+    assert "duplicate" not in answers[0]
+    assert answers[1]["duplicate"] is True
+    assert publish_many(browser_server, topic, 1) == [2]
+    assert wait_seqs(page, topic, 2) == [1, 2]
+    assert [e["seq"] for e in history(browser_server, topic)] == [1, 2]
+
+
+def test_publish_in_flight_when_socket_drops_is_sent_again(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("inflight")
+    client = make_client(page, transports=["ws"], livenessTimeout=60000, pingInterval=0)
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    process = browser_server.process
+    assert process is not None
+    # Frozen: the frame is sent on the open socket and never answered.
+    os.kill(process.pid, signal.SIGSTOP)  # by PID: the server this fixture started
+    try:
+        start_publish(page, client, topic, {"n": 1})
+        page.wait_for_function(
+            "(i) => H.clients[i].outbox.length === 1 && H.clients[i].outbox[0].state === 'sending'",
+            arg=client,
+        )
+        key = page.evaluate("(i) => H.clients[i].outbox[0].key", client)
+        mark = log_mark(page)
+    finally:
+        browser_server.kill()  # SIGKILL ends it stopped or not; the socket drops
+    wait_log(page, "disconnected", after=mark)
+    # Not rejected as "disconnected": back in the queue with the same key.
+    waiting = page.evaluate("(i) => H.clients[i].outbox", client)
+    assert [(w["key"], w["state"]) for w in waiting] == [(key, "queued")]
+    assert page.evaluate("() => H.outcomes") == [None]
+    browser_server.start()
+    done = outcomes(page, 1)
+    assert done[0]["ok"]["seq"] == 1
+    assert wait_seqs(page, topic, 1) == [1]
+    assert [e["data"] for e in history(browser_server, topic)] == [{"n": 1}]
