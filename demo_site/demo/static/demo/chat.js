@@ -237,7 +237,8 @@
         redirect: "manual", // signed out: a redirect to the login page, not its HTML
         headers: { "Content-Type": "application/json", "X-CSRFToken": Demo.csrfToken() },
         body: JSON.stringify({ text: entry.text, key: entry.key }),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT),
+        // No answer in time: an unknown outcome like a dropped connection (sent again, same key).
+        signal: typeof AbortSignal.timeout === "function" ? AbortSignal.timeout(REQUEST_TIMEOUT) : undefined,
       });
       if (res.type !== "opaqueredirect") body = await res.json().catch(() => null);
     } catch (err) {

@@ -76,7 +76,7 @@
     closed: "closed",
   };
   const OUTAGE = {
-    reconnecting: "Connection lost. Reconnecting… Messages you write wait here until it is back.",
+    reconnecting: "Connection lost. Reconnecting… Nothing you typed is lost.",
     offline: "You are offline. The page reconnects by itself when the network is back.",
     ended: "The server ended this connection (signed out?). Reload the page to connect again.",
   };
