@@ -125,6 +125,13 @@
 
   let sent = 0;
   let inFlight = 0;
+  // The latest requests, each with its own figures (the browser tests compare them one by one).
+  const records = [];
+  const MAX_RECORDS = 5000;
+  function addTo(rec, field, n) {
+    rec[field] += n;
+    add(rec.t, field, n);
+  }
   const awaitingTiming = new Map(); // entry name -> request record
 
   function finish(rec, complete) {
@@ -149,7 +156,7 @@
     rec.reconciled = true;
     meters[rec.t].confirmed += 1;
     const delta = rec.entry.encodedBodySize - rec.body;
-    if (delta) add(rec.t, "down", delta);
+    if (delta) addTo(rec, "down", delta);
   }
 
   if (typeof PerformanceObserver === "function") {
@@ -173,14 +180,17 @@
       const marked = String(url) + "#" + MARK + t + "-" + sent;
       const headers = (init && init.headers) || {};
       const rec = {
-        t: t, name: new URL(marked, location.href).href, body: 0, json: null,
+        t: t, id: t + "-" + sent, name: new URL(marked, location.href).href, body: 0, json: null,
+        up: 0, down: 0,
         done: false, complete: false, reconciled: false, entry: null,
       };
       inFlight += 1;
       meters[t].http += 1;
       awaitingTiming.set(rec.name, rec);
       add(t, "requests", 1);
-      add(t, "up", requestBytes(url, headers));
+      addTo(rec, "up", requestBytes(url, headers));
+      records.push(rec);
+      if (records.length > MAX_RECORDS) records.shift();
       let res;
       try {
         res = await fetch(marked, init);
@@ -188,7 +198,7 @@
         finish(rec, false);
         throw err;
       }
-      add(t, "down", responseHead(res));
+      addTo(rec, "down", responseHead(res));
       if (res.status === 304) add(t, "empty", 1);
       if (!res.body) {
         finish(rec, true);
@@ -217,7 +227,7 @@
           const n = chunk.value.byteLength;
           rec.body += n;
           // A streamed body arrives in HTTP/1.1 chunks: "<hex size>\r\n" ... "\r\n" each.
-          add(t, "down", n + (stream ? n.toString(16).length + 4 : 0));
+          addTo(rec, "down", n + (stream ? n.toString(16).length + 4 : 0));
           if (rec.json !== null && rec.json.length < 65536) rec.json += decoder.decode(chunk.value, { stream: true });
           controller.enqueue(chunk.value);
         },
@@ -366,24 +376,36 @@
 
   rateButtons.forEach((b) => b.addEventListener("click", () => setRate(Number(b.dataset.rate))));
 
+  // Paused by the visitor, or while the tab is hidden: the clients stop (and free their
+  // connections) and the window's clock stops; resuming continues the same window.
   const pauseButton = document.getElementById("pause");
+  let pausedByUser = false;
   function pause() {
     if (pausedAt !== null) return;
     stop();
     pausedAt = performance.now();
-    pauseButton.textContent = "Resume";
-    pauseButton.setAttribute("aria-pressed", "true");
+    document.getElementById("paused-note").hidden = false;
     render();
   }
   function resume() {
     if (pausedAt === null) return;
+    windowStart += performance.now() - pausedAt;
     pausedAt = null;
-    resetWindow();
-    pauseButton.textContent = "Pause";
-    pauseButton.setAttribute("aria-pressed", "false");
+    document.getElementById("paused-note").hidden = true;
     start();
   }
-  pauseButton.addEventListener("click", () => (pausedAt === null ? pause() : resume()));
+  function togglePause(paused) {
+    pausedByUser = paused;
+    pauseButton.textContent = paused ? "Resume" : "Pause";
+    pauseButton.setAttribute("aria-pressed", String(paused));
+    if (paused) pause();
+    else if (document.visibilityState !== "hidden") resume();
+  }
+  pauseButton.addEventListener("click", () => togglePause(!pausedByUser));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") pause();
+    else if (!pausedByUser) resume();
+  });
   document.getElementById("reset").addEventListener("click", () => {
     resetWindow();
     render();
@@ -600,14 +622,19 @@
     },
     /** No measured HTTP request is in flight (after pause(): every figure is final). */
     settled: () => inFlight === 0,
+    /** The latest measured HTTP requests: [{id: "poll-12", up, down, complete}]. */
+    records: () => records.map((r) => ({ id: r.id, up: r.up, down: r.down, complete: r.complete })),
     rate: () => currentRate,
     setRate: setRate,
-    pause: pause,
-    resume: resume,
+    pause: () => togglePause(true),
+    resume: () => togglePause(false),
     render: render,
   };
   showRate(currentRate);
-  probeReady.then(start);
+  probeReady.then(() => {
+    start();
+    if (document.visibilityState === "hidden") pause(); // opened in a background tab
+  });
   render();
   setInterval(render, 500);
 })();
