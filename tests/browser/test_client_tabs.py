@@ -395,3 +395,25 @@ def test_a_tab_that_misses_an_event_fills_the_gap_from_history(
     assert tabs.seqs(topic) == [[1, 2, 3, 4, 5, 6]] * 3
     assert follower.evaluate("() => T.client.stats.catchUps") == 1
     assert tabs.each("() => T.errors()") == [[]] * 3
+
+
+def test_short_polling_goes_on_while_the_leader_tab_is_hidden(
+    open_tabs: Any, browser_server: DaphneServer
+) -> None:
+    # A plain client pauses short polling in a hidden tab; the shared one may be serving
+    # visible tabs, so it polls on.
+    tabs = open_tabs(2, transports=["poll"], pollInterval=100)
+    topic = topic_name("hidden")
+    subscribe_all(tabs, topic)
+    (leader,) = tabs.leaders()
+    tabs.pages[leader].evaluate(
+        """() => {
+            Object.defineProperty(document, "visibilityState", {
+                configurable: true, get: () => "hidden",
+            });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    assert publish_range(browser_server, topic, 3) == [1, 2, 3]
+    tabs.wait_all("(t) => T.seqs[t].length >= 3", topic)
+    assert tabs.seqs(topic) == [[1, 2, 3]] * 2
