@@ -20,6 +20,7 @@
   const TOPIC = "dashboard.sensors";
   const CHART_SECONDS = 60;
   const CHART_POINTS = 300; // per transport
+  const LATENCY_SAMPLES = 2000; // p50/p95 of each transport's latest deliveries
   const root = document.getElementById("dashboard");
   const POLL_INTERVAL = Number(root.dataset.pollInterval) || 2000;
   const RT_URL = JSON.parse(document.getElementById("rtdelivery-config").textContent).url || "/rt/";
@@ -317,7 +318,9 @@
     if (windowSeq === null || event.seq <= windowSeq) return; // published before the window
     const ms = Math.max(0, now - event.time);
     add(t, "deliveries", 1);
-    meters[t].win.latencies.push(ms);
+    const latencies = meters[t].win.latencies;
+    latencies.push(ms);
+    if (latencies.length > LATENCY_SAMPLES) latencies.shift();
     points[t].push([now / 1000, ms]);
     if (points[t].length > CHART_POINTS) points[t].shift();
   }
@@ -587,8 +590,8 @@
     document.getElementById("v-temperature").textContent = d.temperature.toFixed(1);
     document.getElementById("v-humidity").textContent = d.humidity.toFixed(0);
     document.getElementById("v-load").textContent = d.load.toFixed(2);
-    document.getElementById("v-published").textContent = d.published;
-    document.getElementById("v-held").textContent = d.held_requests;
+    if (d.published !== undefined) document.getElementById("v-published").textContent = d.published;
+    if (d.held_requests !== undefined) document.getElementById("v-held").textContent = d.held_requests;
     push(sensors.t, event.time / 1000);
     push(sensors.temperature, d.temperature);
     push(sensors.humidity, d.humidity);
