@@ -20,11 +20,11 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
-from . import procstat
+from . import procstat, publishing
 
 PY = sys.executable
 #: The repository root: the subprocesses import ``bench`` from here whatever their cwd.
@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["burst", "steady", "idle", "transports", "workers", "poll-cost"],
+        choices=["burst", "steady", "idle", "transports", "workers", "poll-cost", "publish"],
         help="run only these scenarios (repeatable)",
     )
     parser.add_argument("--json", help="write the results as JSON to this file")
@@ -601,16 +601,51 @@ def main(argv: list[str] | None = None) -> int:
             if args.server == "daphne":
                 case.workers = 1  # one Daphne process per port; scale with more processes
     results = run_all(cases)
-    print(markdown(results))
-    print()
-    for line in ratios(results):
-        print("- " + line)
+    if cases:
+        print(markdown(results))
+        print()
+        for line in ratios(results):
+            print("- " + line)
+    publish_results: list[dict[str, Any]] = []
+    if args.only is None or "publish" in args.only:
+        publish_results = run_publish(args.quick)
+        print()
+        print(publishing.markdown(publish_results))
+        print()
+        for line in publishing.ratios(publish_results):
+            print("- " + line)
     info = versions()
     print()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"versions": info, "results": results, "ratios": ratios(results)}, f, indent=2
+                {
+                    "versions": info,
+                    "results": results,
+                    "ratios": ratios(results),
+                    "publish": publish_results,
+                },
+                f,
+                indent=2,
             )
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any("error" in r for r in [*results, *publish_results]) else 0
+
+
+def run_publish(quick: bool) -> list[dict[str, Any]]:
+    """The publish-throughput scenario (bench.publishing), each case on its own key prefix."""
+    results = []
+    for case in publishing.cases(quick):
+        print(
+            f"# publish: {case.target} x{case.concurrency} subscribers={case.subscribers} ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        prefix = f"rtdbench:{uuid.uuid4().hex[:8]}:"
+        try:
+            results.append(publishing.run_case(case, _env(prefix)))
+        except Exception as exc:
+            results.append({**asdict(case), "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            _cleanup(prefix)
+    return publishing.with_ratios(results)

@@ -26,12 +26,15 @@ layer answers group_add/group_discard from memory when it can, even with Redis d
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import NoScriptError
 
 from . import outage
 from .conf import get_settings
@@ -244,3 +247,155 @@ async def send_control(layer: BaseChannelLayer, message: dict[str, Any]) -> None
     except BACKEND_ERRORS as exc:
         raise outage.unavailable(exc, "channel layer group_send") from exc
     outage.record_success()
+
+
+# -- publishing straight into channels-redis's groups ---------------------------------------
+#
+# channels-redis's RedisChannelLayer.group_send costs the publisher two round trips to read
+# the group (ZREMRANGEBYSCORE, ZRANGE), then one pipeline and one script per connection
+# shard. When the layer has one Redis and it is rtdelivery's own, the publisher does the
+# same work itself, in fewer requests: the group is read by the history append's script
+# (the same request), and every event of a batch is queued on its members' channels by one
+# script (the next request). Messages are the layer's own (its serializer: msgpack, its
+# random prefix, its encryption if configured; ``__asgi_channel__``), stored where and how
+# its receivers look for them (sorted sets scored by time, capacity checked per channel,
+# old messages expired, the key's TTL), so any channels-redis process receives them.
+
+#: KEYS: a channel key per message (repeated for several messages to one channel). ARGV:
+#: the messages, their channels' capacities, then the first score (time), the drop-before
+#: score (time - expiry) and the expiry. Scores grow by a microsecond per message, so the
+#: events of a batch are popped (lowest score first) in the order they were sent.
+_SEND = """
+local n = #KEYS
+local first = tonumber(ARGV[2 * n + 1])
+local cutoff, expiry = ARGV[2 * n + 2], ARGV[2 * n + 3]
+local over, cleaned = 0, {}
+for i = 1, n do
+  local key = KEYS[i]
+  if not cleaned[key] then
+    redis.call('ZREMRANGEBYSCORE', key, 0, cutoff)
+    cleaned[key] = true
+  end
+  if redis.call('ZCOUNT', key, '-inf', '+inf') < tonumber(ARGV[n + i]) then
+    redis.call('ZADD', key, string.format('%.6f', first + (i - 1) / 1e6), ARGV[i])
+    redis.call('EXPIRE', key, expiry)
+  else
+    over = over + 1
+  end
+end
+return over
+"""
+_SEND_SHA = hashlib.sha1(_SEND.encode()).hexdigest()
+
+
+class DirectGroups:
+    """Group sends of a channels-redis ``RedisChannelLayer`` done in rtdelivery's requests.
+
+    Built by :func:`direct_groups` only for a layer that keeps its groups and channels in
+    the Redis rtdelivery's history uses. Not thread-safe: one per event loop.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.group_expiry = int(layer.group_expiry)
+        self.expiry = int(layer.expiry)
+        self._last_score = 0.0
+
+    def group_key(self, topic: str) -> str:
+        key: bytes = self.layer._group_key(group_name(topic))
+        return key.decode()
+
+    def group_cutoff(self) -> int:
+        """Members older than this (seconds) left the group (channels-redis's rule)."""
+        return int(time.time()) - self.group_expiry
+
+    async def send(self, client: Any, sends: list[tuple[Event, list[Any]]]) -> int:
+        """Queue each event on its group members' channels, in this order, in one script;
+        how many messages found their channel full (dropped, as channels-redis does)."""
+        keys: list[str] = []
+        messages: list[bytes] = []
+        capacities: list[int] = []
+        mapper = self.layer._map_channel_keys_to_connection
+        for event, members in sends:
+            names = [m.decode() if isinstance(m, bytes) else m for m in members]
+            by_connection, message_of, capacity_of = mapper(names, event_message(event))
+            for channel_keys in by_connection.values():  # one connection (ring_size 1)
+                for key in channel_keys:
+                    keys.append(key)
+                    messages.append(message_of[key])
+                    capacities.append(capacity_of[key])
+        if not keys:
+            return 0
+        now = time.time()
+        # Later than anything this process sent before: its messages stay in order.
+        first = max(now, self._last_score + 1e-6)
+        self._last_score = first + len(keys) / 1e6
+        args = (*messages, *capacities, f"{first:.6f}", int(now) - self.expiry, self.expiry)
+        try:
+            try:
+                over = await client.evalsha(_SEND_SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                over = await client.eval(_SEND, len(keys), *keys, *args)
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "channel layer group_send") from exc
+        outage.record_success()
+        return int(over)
+
+
+def direct_groups(layer: BaseChannelLayer, conf: Any) -> DirectGroups | None:
+    """A :class:`DirectGroups` for ``layer`` when its group sends can go in rtdelivery's
+    own requests: exactly channels-redis's ``RedisChannelLayer`` send (not overridden), one
+    host, and that host is rtdelivery's Redis (``REDIS_URL``: same address and database;
+    not Sentinel or Cluster). Else None: events go through ``layer.group_send``."""
+    try:
+        from channels_redis.core import RedisChannelLayer
+    except ImportError:  # pragma: no cover - channels-redis is a dependency
+        return None
+    if not isinstance(layer, RedisChannelLayer):
+        return None
+    if type(layer).group_send is not RedisChannelLayer.group_send:
+        return None
+    needed = ("_group_key", "_map_channel_keys_to_connection", "group_expiry", "expiry", "hosts")
+    if not all(hasattr(layer, name) for name in needed) or len(layer.hosts) != 1:
+        return None
+    target = getattr(conf, "redis", None)
+    if conf.history_backend != "redis" or target is None or target.kind != "url":
+        return None
+    if _server(layer.hosts[0]) is None or _server(layer.hosts[0]) != _server(target.url):
+        return None
+    return DirectGroups(layer)
+
+
+def _server(host: Any) -> tuple[Any, ...] | None:
+    """(scheme, host, port, db) or (unix, path, db) of a Redis URL or channels-redis host
+    dict; None when it can't be told (a Sentinel host, anything unexpected)."""
+    if isinstance(host, dict):
+        if "address" in host:
+            return _server(host["address"]) if isinstance(host["address"], str) else None
+        if "host" in host and "master_name" not in host:
+            return (
+                "redis",
+                str(host["host"]).lower(),
+                int(host.get("port", 6379)),
+                int(host.get("db", 0)),
+            )
+        return None
+    if not isinstance(host, str):
+        return None
+    try:
+        parts = urlsplit(host)
+        query = parse_qs(parts.query)
+        db = query.get("db", [None])[0]
+        if parts.scheme == "unix":
+            return ("unix", parts.path, int(db or 0))
+        if parts.scheme not in ("redis", "rediss"):
+            return None
+        path_db = parts.path.lstrip("/")
+        return (
+            "redis",
+            (parts.hostname or "localhost").lower(),
+            parts.port or 6379,
+            int(db or path_db or 0),
+        )
+    except ValueError:
+        return None

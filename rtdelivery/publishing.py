@@ -13,17 +13,19 @@ import logging
 import re
 import threading
 import time
-from typing import Any, NamedTuple
+import weakref
+from typing import Any, NamedTuple, TypeAlias
 
 from django.db import transaction
 
 from . import backplane, metrics, outage
 from .conf import get_settings
-from .connections import aclose_redis
+from .connections import aclose_redis, get_redis
 from .core.errors import BadRequest, Unavailable
 from .core.events import Event, encode_data, validate_type
 from .core.topics import validate_topic
 from .history import get_history
+from .history.redis import RedisHistory
 from .hub import running_hub_loops
 
 logger = logging.getLogger("rtdelivery.publish")
@@ -73,28 +75,163 @@ def _prepare(topic: str, data: Any, type: str, key: str | None) -> _Prepared:  #
 
 
 async def _publish_prepared(p: _Prepared) -> Event:
-    topic = p.topic
-    event = await get_history().append(topic, p.type, p.data_json, int(time.time() * 1000), p.key)
-    if event.duplicate:
-        # Stored (and broadcast) by the first publish with this key: nothing to send.
-        return event
-    metrics.events_published.inc()
-    try:
-        try:
-            await backplane.send_event(backplane.get_layer(), event)
-        except Unavailable:
-            # Once more: after a Redis restart the first send fails on a pooled connection
-            # from before it, and the next one reconnects. (A duplicate is dropped by seq.)
-            await backplane.send_event(backplane.get_layer(), event)
-    except Exception as exc:
-        # The event is stored: subscribers get it from history (gap repair and the
-        # hub's tail check). Raising would invite a retry and a duplicate.
-        if isinstance(exc, Unavailable):  # the outage is logged once, not per event
-            logger.debug("Event %s#%s stored but not broadcast", topic, event.seq)
-        else:
-            logger.exception("Event %s#%s stored but not broadcast", topic, event.seq)
-        metrics.broadcast_failures.inc()
+    history = get_history()
+    if isinstance(history, RedisHistory):
+        return await _batcher(history).publish(p, int(time.time() * 1000))
+    event = await history.append(p.topic, p.type, p.data_json, int(time.time() * 1000), p.key)
+    if not event.duplicate:  # a duplicate was stored and broadcast by the first publish
+        metrics.events_published.inc()
+        await _broadcast(backplane.get_layer(), [event])
     return event
+
+
+async def _broadcast(layer: Any, events: list[Event]) -> None:
+    """Send stored events on the layer, in order. Never raises: they are stored, so
+    subscribers get them from history (gap repair and the hub's tail check); raising
+    would invite a retry and a duplicate."""
+    for event in events:
+        try:
+            try:
+                await backplane.send_event(layer, event)
+            except Unavailable:
+                # Once more: after a Redis restart the first send fails on a pooled
+                # connection from before it, and the next one reconnects. (A duplicate is
+                # dropped by seq.)
+                await backplane.send_event(layer, event)
+        except Exception as exc:
+            _not_broadcast([event], exc)
+
+
+def _not_broadcast(events: list[Event], exc: BaseException) -> None:
+    for event in events:
+        if isinstance(exc, Unavailable):  # the outage is logged once, not per event
+            logger.debug("Event %s#%s stored but not broadcast", event.topic, event.seq)
+        else:
+            logger.error(
+                "Event %s#%s stored but not broadcast", event.topic, event.seq, exc_info=exc
+            )
+        metrics.broadcast_failures.inc()
+
+
+_Item: TypeAlias = "tuple[_Prepared, int, asyncio.Future[Event] | None]"
+
+
+class _Batcher:
+    """Publishes on one event loop with Redis history: concurrent publishes share requests.
+
+    A publish while none is in flight goes at once, alone. Publishes made meanwhile queue
+    up, and all of them go together as soon as it is done: one pipeline appends them all
+    (in the order they were made, so each topic's seqs follow that order), then they are
+    broadcast, in that order too. With channels-redis's layer on the same Redis
+    (:class:`~rtdelivery.backplane.DirectGroups`) the append also reads each topic's group
+    and one script queues the whole batch on the members' channels: one request per batch
+    without subscribers, two with. Every publish returns (or raises) only once its event
+    is stored and broadcast, as :func:`apublish` says.
+    """
+
+    def __init__(self, history: RedisHistory, layer: Any) -> None:
+        self.history = history
+        self.layer = layer
+        self.direct = backplane.direct_groups(layer, history.conf)
+        self.loop = asyncio.get_running_loop()
+        self.queue: list[_Item] = []
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def publish(self, prepared: _Prepared, time_ms: int) -> Event:
+        if self.busy:
+            future: asyncio.Future[Event] = self.loop.create_future()
+            self.queue.append((prepared, time_ms, future))
+            return await future
+        self.busy = True
+        try:
+            (result,) = await self._run([(prepared, time_ms, None)])
+        finally:
+            if self.queue:  # queued meanwhile: they go together, in a task of their own
+                self.task = self.loop.create_task(self._drain())
+            else:
+                self.busy = False
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    await self._run(batch)
+                except BaseException as exc:  # a bug, or the loop closing: tell them
+                    for _, _, future in batch:
+                        if future is not None and not future.done():
+                            future.set_exception(exc)
+                    raise
+        finally:
+            self.busy = False
+            self.task = None
+
+    async def _run(self, batch: list[_Item]) -> list[Event | BaseException]:
+        items = [(p.topic, p.type, p.data_json, t, p.key) for p, t, _ in batch]
+        direct = self.direct
+        results: list[Event | BaseException]
+        try:
+            appended = await self.history.append_many(
+                items,
+                direct.group_key if direct else None,
+                direct.group_cutoff() if direct else 0,
+            )
+        except Exception as exc:  # Unavailable: nobody knows what is stored
+            results = [exc] * len(batch)
+        else:
+            results = [result for result, _ in appended]
+            stored = [(e, m) for e, m in appended if isinstance(e, Event) and not e.duplicate]
+            if stored:
+                metrics.events_published.inc(len(stored))
+                if direct is None:
+                    await _broadcast(self.layer, [e for e, _ in stored])
+                else:
+                    await self._send_direct(direct, [(e, m) for e, m in stored if m])
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future is None or future.done():  # its caller is gone (cancelled)
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        return results
+
+    async def _send_direct(
+        self, direct: backplane.DirectGroups, sends: list[tuple[Event, list[Any]]]
+    ) -> None:
+        if not sends:
+            return
+        client = get_redis()
+        try:
+            try:
+                over = await direct.send(client, sends)
+            except Unavailable:
+                over = await direct.send(client, sends)  # once more, as _broadcast does
+        except Exception as exc:
+            _not_broadcast([e for e, _ in sends], exc)
+            return
+        if over:
+            logger.info("%s message(s) dropped: layer channels over capacity", over)
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batcher(history: RedisHistory) -> _Batcher:
+    """The running loop's batcher for ``history`` and the configured layer."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    layer = backplane.get_layer()
+    if batcher is None or batcher.history is not history or batcher.layer is not layer:
+        # (New settings: one in flight on the previous batcher finishes there.)
+        batcher = _batchers[loop] = _Batcher(history, layer)
+    return batcher
 
 
 async def apublish(

@@ -241,7 +241,9 @@ def test_sync_publish_reuses_one_loop_and_its_connections(
     assert loop is not None
     assert loop.is_running()
     opened = connections()
-    assert opened >= 2  # history and layer, both ours
+    # History and layer, both ours; with channels-redis's RedisChannelLayer on the same
+    # Redis the group sends go through the history's connection (backplane.DirectGroups).
+    assert opened >= (1 if layer == "redis" else 2)
     for n in range(50):
         publish("sync.reuse", n)
     assert publishing._publisher._loop is loop

@@ -21,13 +21,14 @@ reached (the Redis error goes to the ``rtdelivery.outage`` log, never to clients
 
 from __future__ import annotations
 
-import hashlib
+import itertools
+import os
 import secrets
 import threading
 import time as _time
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias
 
 from redis.exceptions import NoScriptError
 
@@ -38,6 +39,12 @@ from ..core.cursors import Position
 from ..core.events import Event
 from ..outage import BACKEND_ERRORS
 from .base import BEFORE_FIRST, History, ReadResult, new_epoch
+from .scripts import APPEND as _APPEND
+from .scripts import READ as _READ
+from .scripts import SHAS as _SHAS
+
+#: One append: topic, type, data (JSON text), time (ms), idempotency key (or None).
+Append: TypeAlias = tuple[str, str, str, int, "str | None"]
 
 #: How long (seconds) an append's publish id is remembered, for a retry of it.
 PUBLISH_ID_TTL = 300
@@ -45,146 +52,21 @@ PUBLISH_ID_TTL = 300
 #: How many topics a process remembers the highest position of (evidence of rollback).
 SEEN_TOPICS = 10_000
 
-# Shared by the scripts.
-#
-# load(): the topic's record, or nil when it has none (nothing is written then). A record
-# whose history may have gone back is replaced by a new, empty epoch before anything
-# else happens, so no (epoch, seq) is issued twice. The evidence:
-# - `run` (the Redis server's run_id at the record's last write) is not the running
-#   server's: Redis restarted or failed over since (RDB, AOF everysec, a promoted replica
-#   may all have lost the last writes; continuity cannot be proven, so it is not assumed);
-# - a position (this process's highest seen, or a reader's cursor) is beyond the head in
-#   the current epoch: only a rollback makes the head go back.
-# A record without `run` (written by an older rtdelivery) adopts the running server's.
-#
-# trim_old(): drop records older than the age limit, oldest first (at most the list's
-# length, which the size limit bounds; each record is dropped once, so the work is
-# amortized over the appends).
-_PRELUDE = """
-local function run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-end
-local function load(meta, log, fresh, seen_epoch, seen_seq, since_epoch, since_seq)
-  local m = redis.call('HMGET', meta, 'epoch', 'seq', 'run', 'reset')
-  local epoch = m[1]
-  if not epoch then return nil end
-  local head = tonumber(m[2])
-  local run = run_id()
-  if (m[3] and m[3] ~= run)
-      or (seen_epoch == epoch and tonumber(seen_seq) > head)
-      or (since_epoch == epoch and tonumber(since_seq) > head) then
-    -- (exact: epochs are below 2^48, and %.0f never switches to an exponent)
-    if fresh == epoch then fresh = string.format('%.0f', tonumber(fresh) + 2) end
-    redis.call('HSET', meta, 'epoch', fresh, 'seq', 0, 'run', run, 'reset', 1)
-    redis.call('DEL', log)
-    return fresh, 0, true
-  end
-  if not m[3] then redis.call('HSET', meta, 'run', run) end
-  return epoch, head, m[4] == '1'
-end
-local function trim_old(log, min_time)
-  for _ = 1, redis.call('LLEN', log) do
-    local first = redis.call('LINDEX', log, 0)
-    if not first then return end
-    local t = tonumber(string.match(first, '^%d+|(%d+)|'))
-    if t and t < min_time then redis.call('LPOP', log) else return end
-  end
-end
-"""
 
-# KEYS: meta, log, mark (the idempotency key's, else the publish id's). ARGV: new epoch,
-# record without seq ("<time>|<type>|<data>"), max size, min time, meta ttl, log ttl,
-# seen epoch, seen seq, publish id, mark ttl. Returns {epoch, seq}, or for a repeated
-# idempotency key {epoch, seq, time, type} of the first publish (nothing is written).
-#
-# The mark "<epoch>|<seq>|<publish id>|<time>|<type>" makes the append idempotent twice
-# over: a retried append (its reply was lost) finds its own publish id and answers the
-# seq it already got instead of storing the event twice; another publish with the same
-# idempotency key finds another publish id and gets the first one's answer.
-_APPEND = (
-    _PRELUDE
-    + """
-local mark = redis.call('GET', KEYS[3])
-local e, s, pid, t, ty
-if mark then
-  e, s, pid, t, ty = string.match(mark, '^(%d+)|(%d+)|(%w+)|(%d+)|(.*)$')
-  if e and pid ~= ARGV[9] then return {e, tonumber(s), t, ty} end
-end
-local epoch = load(KEYS[1], KEYS[2], ARGV[1], ARGV[7], ARGV[8], '', 0)
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0, 'run', run_id())
-  redis.call('DEL', KEYS[2])  -- a leftover list (its record expired): its seqs would clash
-end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-if e == epoch then return {epoch, tonumber(s)} end  -- our own retry
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-t, ty = string.match(ARGV[2], '^(%d+)|([^|]*)|')
-redis.call('SET', KEYS[3], epoch .. '|' .. seq .. '|' .. ARGV[9] .. '|' .. t .. '|' .. ty,
-           'EX', ARGV[10])
-local size = tonumber(ARGV[3])
-if size > 0 then
-  redis.call('RPUSH', KEYS[2], seq .. '|' .. ARGV[2])
-  redis.call('LTRIM', KEYS[2], -size, -1)
-  trim_old(KEYS[2], tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
-else
-  redis.call('DEL', KEYS[2])
-end
-return {epoch, seq}
-"""
-)
+class _PublishIds:
+    """Publish ids: unique per process (a random prefix, new in a forked child) and per
+    append (a counter). No system call per append, unlike a random id each time."""
 
-# KEYS: meta, log. ARGV: new epoch, mode, since epoch, since seq, limit (-1: none),
-# min time, meta ttl, seen epoch, seen seq. Modes:
-# - 'peek' (heads): {epoch, head}, without touching the TTL or the list;
-# - 'head': {epoch, head, first}; 'latest': the same and the last `limit` records;
-# - 'after': {epoch, head, first, how, records...} where how is
-#   'ok' (records after `since`), 'lost' (`since` is older than what is retained: no
-#   records, the reader goes to the live end) or 'reset' (`since` is of another epoch:
-#   the current epoch's records from its oldest retained).
-# A topic with no record answers {} (and nothing is written).
-_READ = (
-    _PRELUDE
-    + """
-local mode = ARGV[2]
-local since_epoch, since_seq = ARGV[3], tonumber(ARGV[4])
-local epoch, head, reset = load(KEYS[1], KEYS[2], ARGV[1], ARGV[8], ARGV[9],
-                                since_epoch, since_seq)
-if not epoch then return {} end
-if mode == 'peek' then return {epoch, head} end
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-trim_old(KEYS[2], tonumber(ARGV[6]))
-local first = head - redis.call('LLEN', KEYS[2]) + 1
-local limit = tonumber(ARGV[5])
-if mode == 'head' then
-  return {epoch, head, first}
-elseif mode == 'latest' then
-  local out = {epoch, head, first}
-  if limit <= 0 then return out end
-  for _, r in ipairs(redis.call('LRANGE', KEYS[2], -limit, -1)) do table.insert(out, r) end
-  return out
-end
-local how, after = 'ok', since_seq
-if since_epoch == epoch then
-  if since_seq < first - 1 then return {epoch, head, first, 'lost'} end
-elseif not (since_epoch == '0' and since_seq == 0 and first == 1 and not reset) then
-  -- (0, 0) is "before the first event": it continues with seq 1 of a topic's first
-  -- epoch, unless that epoch replaced a lost one.
-  how, after = 'reset', first - 1
-end
-local out = {epoch, head, first, how}
-if limit == 0 then return out end
-local start = after - first + 1
-local stop = -1
-if limit > 0 then stop = start + limit - 1 end
-for _, r in ipairs(redis.call('LRANGE', KEYS[2], start, stop)) do table.insert(out, r) end
-return out
-"""
-)
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = secrets.token_hex(6)
+        self.counter = itertools.count(1)
 
 
-_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_APPEND, _READ)}
+_ids = _PublishIds()
+os.register_at_fork(after_in_child=_ids.renew)
 
 
 def _text(value: Any) -> str:
@@ -260,37 +142,100 @@ class RedisHistory(History):
         time: int,
         key: str | None = None,
     ) -> Event:
+        ((result, _members),) = await self.append_many([(topic, type, data_json, time, key)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _append_call(self, item: Append, group_key: str | None, cutoff: int) -> list[Any]:
+        """EVALSHA arguments (after the sha) of one append."""
+        topic, type_, data_json, time, key = item
         options = self.conf.topic_options(topic)
         # A publish id per append makes the script idempotent, so the client may retry it
         # after a connection error without storing the event twice.
-        publish_id = secrets.token_hex(8)
+        publish_id = f"{_ids.prefix}.{next(_ids.counter)}"
         base = f"{self.prefix}{{{topic}}}"
         if key is None:
             mark, mark_ttl = f"{base}:p:{publish_id}", PUBLISH_ID_TTL
         else:
             mark, mark_ttl = f"{base}:k:{key}", self.conf.idempotency_ttl
-        reply = await self._eval(
-            _APPEND,
-            (base + ":m", base + ":l", mark),
-            new_epoch(),
-            f"{time}|{type}|{data_json}",
-            options.history_size,
-            time - options.history_max_age * 1000,
-            max(self.conf.topic_idle_ttl, options.history_max_age),
-            options.history_max_age + 60,
-            *self._seen_args(topic),
-            publish_id,
-            mark_ttl,
+        max_age = options.history_max_age
+        seen = self.seen.get(topic)
+        params = (
+            f"{new_epoch()}|{publish_id}|{options.history_size}|{time - max_age * 1000}|"
+            f"{max(self.conf.topic_idle_ttl, max_age)}|{max_age + 60}|{mark_ttl}|"
+            f"{seen.epoch if seen else ''}|{seen.seq if seen else 0}|{cutoff}"
         )
+        record = f"{time}|{type_}|{data_json}"
+        if group_key is None:
+            return [3, base + ":m", base + ":l", mark, params, record]
+        return [4, base + ":m", base + ":l", mark, group_key, params, record]
+
+    def _appended(self, item: Append, reply: Any) -> tuple[Event | BaseException, list[Any]]:
+        topic, type_, data_json, time, _key = item
+        if isinstance(reply, BaseException):
+            return outage.unavailable(reply, "history append"), []
         epoch, seq = int(_text(reply[0])), int(reply[1])
-        if len(reply) > 2:  # a repeated idempotency key: the first publish's answer
-            first_time, first_type = int(_text(reply[2])), _text(reply[3])
-            return Event(
+        if reply[2]:  # a repeated idempotency key: the first publish's answer
+            first_time, first_type = int(_text(reply[3])), _text(reply[4])
+            duplicate = Event(
                 topic, seq, epoch, first_type, data_json, first_time, key=self.key, duplicate=True
             )
-        event = Event(topic, seq, epoch, type, data_json, time, key=self.key)
+            return duplicate, []
+        event = Event(topic, seq, epoch, type_, data_json, time, key=self.key)
         self.seen.note(topic, event.position)
-        return event
+        return event, reply[3:]
+
+    async def append_many(
+        self,
+        items: Sequence[Append],
+        group_key: Callable[[str], str] | None = None,
+        group_cutoff: int = 0,
+    ) -> list[tuple[Event | BaseException, list[Any]]]:
+        """Append several events in one request (a pipeline), in this order.
+
+        Per item: the stored :class:`Event` (a ``duplicate`` one for a repeated idempotency
+        key) or the :class:`~rtdelivery.core.errors.Unavailable` to raise for it, and, with
+        ``group_key`` (a topic's channel layer group key, on this Redis), the group's
+        members read right after the append (members whose score is below
+        ``group_cutoff`` are removed first). Raises ``Unavailable`` when the request
+        itself failed (then any of them may or may not be stored).
+        """
+        client = get_redis()
+        sha = _SHAS[_APPEND]
+        calls = [
+            self._append_call(item, group_key(item[0]) if group_key else None, group_cutoff)
+            for item in items
+        ]
+        replies: list[Any]
+        try:
+            if len(calls) == 1:
+                try:
+                    replies = [await client.evalsha(sha, *calls[0])]
+                except NoScriptError:
+                    # Redis restarted or SCRIPT FLUSH: send the script itself once.
+                    replies = [await client.eval(_APPEND, *calls[0])]
+            else:
+                replies = await self._pipeline(client, sha, calls)
+        except BACKEND_ERRORS as exc:
+            raise outage.unavailable(exc, "history append") from exc
+        if any(not isinstance(r, BaseException) for r in replies):
+            outage.record_success()
+        return [self._appended(item, reply) for item, reply in zip(items, replies, strict=True)]
+
+    async def _pipeline(self, client: Any, sha: str, calls: list[list[Any]]) -> list[Any]:
+        for attempt in (1, 2):
+            async with client.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    pipe.evalsha(sha, *call)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis restarted or SCRIPT FLUSH. Appends that ran are found again by
+                # their publish ids: running every one again stores none twice.
+                await client.script_load(_APPEND)
+                continue
+            return replies
+        raise AssertionError("unreachable")
 
     async def _read(
         self, topic: str, mode: str, since: Position | None, limit: int | None

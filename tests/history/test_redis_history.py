@@ -236,7 +236,8 @@ async def test_a_retried_append_is_stored_once(redis_settings: dict[str, Any]) -
     history = redis_history()
     first = await history.append(TOPIC, "message", "1", now_ms())
     keys = (*history.keys(TOPIC), f"{history.prefix}{{{TOPIC}}}:p:fixed-id")
-    args = (123, f"{now_ms()}|message|2", 1000, 0, 3600, 660, "", 0, "fixedid", 300)
+    # "<new epoch>|<publish id>|<size>|<min time>|<meta ttl>|<log ttl>|<mark ttl>|<seen>|<cutoff>"
+    args = ("123|fixedid|1000|0|3600|660|300||0|0", f"{now_ms()}|message|2")
     a = await history._eval(redis_module._APPEND, keys, *args)
     b = await history._eval(redis_module._APPEND, keys, *args)
     assert int(a[1]) == int(b[1]) == first.seq + 1
