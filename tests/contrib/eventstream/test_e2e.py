@@ -8,8 +8,10 @@ topic (WebSocket, SSE, long polling, polling), on the other server too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 from uuid import uuid4
 
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from rtdelivery.contrib.eventstream.names import channel_to_topic
-from tests.e2e.clients import make_client
+from tests.e2e.clients import make_client, open_raw
 from tests.e2e.conftest import SERVER_KINDS, Servers, running_servers
 
 from .esclient import ESClient, Frame, send_event_in_process
@@ -232,3 +234,48 @@ def test_data_text_as_sent(servers: Servers, channel: str) -> None:
         send_event_in_process(servers.a.env, (channel, "message", "line one\nline two"))
         frame = client.next()
     assert json.loads(frame.data) == "line one\nline two"
+
+
+STREAMS = 200
+SLACK = 10  # threads allowed above the warmed-up baseline
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Threads: line for pid {pid}")
+
+
+async def test_bridge_streams_hold_no_thread(servers: Servers, channel: str) -> None:
+    """STREAMS django-eventstream streams on one server: its thread count stays within SLACK
+    of what it was before (django-eventstream's own view holds a thread per stream), and
+    one send_event reaches every one of them."""
+    server = servers.a
+    path = "/events/multi/?channel=" + quote(channel)
+    with ESClient(server.base_url + path) as warm:  # the loop, the hub, Redis: started
+        opened(warm)
+    before = threads(server.pid)
+    async with open_raw(server.port, [path] * STREAMS) as conns:
+        await asyncio.gather(*(raw.read_until(b"event: stream-open") for raw in conns))
+        during = threads(server.pid)
+        await asyncio.to_thread(
+            send_event_in_process, server.env, (channel, "message", {"all": True})
+        )
+        await asyncio.gather(*(raw.read_until(b'data: {"all": true}') for raw in conns))
+    print(f"{server.kind}: {STREAMS} bridge streams, threads {before} -> {during}")
+    assert during <= before + SLACK, (before, during)
+
+
+ORIGINAL = 40
+
+
+async def test_django_eventstreams_own_view_holds_a_thread_each(servers: Servers) -> None:
+    """The contrast, same server: django-eventstream's own view (mounted at /original/)."""
+    server = servers.a
+    before = threads(server.pid)
+    async with open_raw(server.port, ["/original/"] * ORIGINAL) as conns:
+        await asyncio.gather(*(raw.read_until(b"event: stream-open") for raw in conns))
+        during = threads(server.pid)
+    print(f"{server.kind}: {ORIGINAL} django-eventstream streams, threads {before} -> {during}")
+    assert during >= before + ORIGINAL // 2, (before, during)

@@ -40,6 +40,8 @@ urlpatterns = [
     path("events/test/", include(BRIDGE), {"channels": ["test"]}),
     path("events/multi/", include(BRIDGE)),
     path("events/objects/<int:obj_id>/", include(BRIDGE), {"format-channels": ["object-{obj_id}"]}),
+    # django-eventstream's own view, for the thread-count contrast.
+    path("original/", include(django_eventstream.urls), {"channels": ["original"]}),
     path("es/reconnecting-eventsource.js", reconnecting_js),
     path("es/page", page),
     path("send/sync", send_sync),
