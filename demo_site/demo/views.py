@@ -1,4 +1,4 @@
-"""The demo pages: chat, live feed, dashboard, and sign-up / guest login."""
+"""The demo pages: chat, live feed, and sign-up / guest login (the dashboard: dashboard_views)."""
 
 from __future__ import annotations
 
@@ -164,7 +164,3 @@ def _notify_mentions(request: HttpRequest, room: Room, text: str) -> None:
 
 def feed(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/feed.html")
-
-
-def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "demo/dashboard.html")
