@@ -65,8 +65,10 @@ export class SharedClient {
     }
     this._Client = Client;
     this._Error = RTDeliveryError;
-    // The leader's client: this tab's options, without sharing.
+    // The leader's client: this tab's options, without sharing. Checked now (a bad option
+    // throws here, as without sharing, not later in whichever tab comes to lead).
     this._options = Object.assign({}, options, { shared: false });
+    new Client(this._options).close();
     this.options = {
       outboxTimeout: options.outboxTimeout != null ? options.outboxTimeout : 60000,
       presenceInterval: options.presenceInterval != null ? options.presenceInterval : 15000,
@@ -255,6 +257,8 @@ export class SharedClient {
       request.reject(new Err("The client is closed.", "closed"));
     });
     this._pending.clear();
+    var self = this;
+    this._topics.forEach(function (entry) { self._subState(entry, "ended", entry.error); });
     if (this._leader) this._leader.stop();
     this._leader = null;
     this._election.stop(); // releases the lock: the next tab leads
