@@ -342,6 +342,7 @@ export class SharedClient {
   _becomeLeader() {
     if (this._closed || this._leader) return;
     var previous = this.leader;
+    if (previous) this._tabs.delete(previous); // gone: its lock is ours
     this.leader = this.tabId;
     this._leader = new Leader(this);
     this._leader.start(previous);
