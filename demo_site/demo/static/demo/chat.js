@@ -314,6 +314,7 @@
     connected = change.state === "open";
     button.disabled = !connected;
     form.classList.toggle("paused", !connected);
+    root.classList.toggle("disconnected", !connected); // "Here now" is stale meanwhile
     note.hidden = connected;
     if (!connected) {
       note.textContent =
