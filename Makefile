@@ -99,6 +99,7 @@ client: client/node_modules/.stamp
 client-lint: client/node_modules/.stamp
 	cd client && node build.mjs --check
 	cd client && node_modules/.bin/tsc --noEmit -p tsconfig.json
+	cd client && node check-docs.mjs
 
 format: venv
 	$(BIN)/ruff format .

@@ -1,46 +1,11 @@
 /*! rtdelivery 0.1.0: the browser client of rtdelivery (BSD-3-Clause).
  * Built from client/src by client/build.mjs: edit the source, then `make client`. */
-"use strict";
 (() => {
   // src/backoff.mjs
   function backoffDelay(base, max, attempt) {
     var cap = Math.min(max, base * Math.pow(2, Math.min(attempt, 30)));
     return Math.floor(Math.random() * cap);
   }
-
-  // src/constants.mjs
-  var VERSION = "0.1.0";
-  var TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
-  var STATE_EVENTS = [
-    "connecting",
-    "open",
-    "transport",
-    "subscribed",
-    "recovered",
-    "reset",
-    "presence",
-    "disconnected",
-    "error",
-    "closed",
-    "ended",
-    "unsubscribed",
-    "state",
-    "subscription",
-    "outbox"
-  ];
-  var WS_TOO_SLOW = 4001;
-  var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
-  var WS_GOING_AWAY = 1001;
-  var WS_POLICY = 1008;
-  var WS_TOO_MANY_CONNECTIONS = 4029;
-  var WS_TOKEN_EXPIRED = 4003;
-  var WS_ACCESS_ENDED = 4004;
-  var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
-  var POLICY_ATTEMPT_FLOOR = 5;
-  var RATE_ATTEMPT_FLOOR = 3;
-  var MAX_CATCH_UP_PAGES = 1e3;
-  var TOPIC_REFUSALS = ["forbidden", "token_topics", "invalid_topic"];
-  var RETRY_PUBLISH_STATUS = [408, 425, 429, 500, 502, 503, 504];
 
   // src/errors.mjs
   var RTDeliveryError = class extends Error {
@@ -86,61 +51,39 @@
     return found;
   }
 
-  // src/env.mjs
-  function readCookie(name) {
-    if (typeof document === "undefined" || !document.cookie) return null;
-    var parts = document.cookie.split(";");
-    for (var i = 0; i < parts.length; i++) {
-      var part = parts[i].trim();
-      if (part.slice(0, name.length + 1) === name + "=") {
-        return decodeURIComponent(part.slice(name.length + 1));
-      }
-    }
-    return null;
-  }
-  function baseHref() {
-    return typeof location !== "undefined" ? location.href : void 0;
-  }
-  function pageConfig() {
-    var doc = globalThis.document;
-    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
-    if (!element) return {};
-    try {
-      return JSON.parse(element.textContent) || {};
-    } catch (error) {
-      return {};
-    }
-  }
-  function supported(name) {
-    if (name === "ws") return typeof WebSocket !== "undefined";
-    if (name === "sse") {
-      return typeof fetch !== "undefined" && typeof TextDecoder !== "undefined" && typeof ReadableStream !== "undefined";
-    }
-    return typeof fetch !== "undefined";
-  }
-  function randomId(length) {
-    var alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
-    var bytes = new Uint8Array(length);
-    var c = globalThis.crypto;
-    if (c && typeof c.getRandomValues === "function") {
-      c.getRandomValues(bytes);
-    } else {
-      for (var i = 0; i < length; i++) bytes[i] = Math.floor(Math.random() * 256);
-    }
-    var out = "";
-    for (var j = 0; j < length; j++) out += alphabet.charAt(bytes[j] & 63);
-    return out;
-  }
-  function newKey() {
-    var c = globalThis.crypto;
-    if (c && typeof c.randomUUID === "function") {
-      try {
-        return c.randomUUID();
-      } catch (_) {
-      }
-    }
-    return randomId(32);
-  }
+  // src/constants.mjs
+  var VERSION = "0.1.0";
+  var TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
+  var STATE_EVENTS = [
+    "connecting",
+    "open",
+    "transport",
+    "subscribed",
+    "recovered",
+    "reset",
+    "presence",
+    "disconnected",
+    "error",
+    "closed",
+    "ended",
+    "unsubscribed",
+    "state",
+    "subscription",
+    "outbox"
+  ];
+  var WS_TOO_SLOW = 4001;
+  var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
+  var WS_GOING_AWAY = 1001;
+  var WS_POLICY = 1008;
+  var WS_TOO_MANY_CONNECTIONS = 4029;
+  var WS_TOKEN_EXPIRED = 4003;
+  var WS_ACCESS_ENDED = 4004;
+  var RESUMABLE_REASONS = ["too_slow", "going_away", "token_expired"];
+  var POLICY_ATTEMPT_FLOOR = 5;
+  var RATE_ATTEMPT_FLOOR = 3;
+  var MAX_CATCH_UP_PAGES = 1e3;
+  var TOPIC_REFUSALS = ["forbidden", "token_topics", "invalid_topic"];
+  var RETRY_PUBLISH_STATUS = [408, 425, 429, 500, 502, 503, 504];
 
   // src/http.mjs
   var HttpConnection = class {
@@ -549,360 +492,61 @@
     }
   };
 
-  // src/outbox.mjs
-  var KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
-  function retryable(error) {
-    if (!(error instanceof RTDeliveryError)) return true;
-    if (error.code === "network" || error.code === "timeout" || error.code === "disconnected") return true;
-    return RETRY_PUBLISH_STATUS.indexOf(error.status) >= 0 || error.code === "unavailable";
+  // src/env.mjs
+  function readCookie(name) {
+    if (typeof document === "undefined" || !document.cookie) return null;
+    var parts = document.cookie.split(";");
+    for (var i = 0; i < parts.length; i++) {
+      var part = parts[i].trim();
+      if (part.slice(0, name.length + 1) === name + "=") {
+        return decodeURIComponent(part.slice(name.length + 1));
+      }
+    }
+    return null;
   }
-  var Outbox = class {
-    constructor(client) {
-      this.client = client;
-      this.items = [];
-      this.httpBusy = false;
-      this.retryTimer = null;
-      this.attempt = 0;
-    }
-    /** Queues a publish; the promise settles with the server's answer (or why it never came). */
-    add(topic, data, type, key) {
-      if (key === void 0 || key === null) key = newKey();
-      if (typeof key !== "string" || !KEY.test(key)) {
-        return Promise.reject(new RTDeliveryError(
-          "Expected key as 1-128 letters, digits and _.:-, got " + JSON.stringify(key) + ".",
-          "invalid_key"
-        ));
-      }
-      var self = this;
-      return new Promise(function(resolve, reject) {
-        var item = {
-          key,
-          topic,
-          data,
-          type,
-          state: "queued",
-          resolve,
-          reject,
-          expired: false,
-          timer: null
-        };
-        var timeout = self.client.options.outboxTimeout;
-        if (timeout > 0) {
-          item.timer = setTimeout(function() {
-            item.expired = true;
-            if (item.state === "queued") self.expire(item);
-          }, timeout);
-        }
-        self.items.push(item);
-        self.changed();
-        self.flush();
-      });
-    }
-    /** What is waiting: `[{key, topic, data, type, state}]`, oldest first. */
-    list() {
-      return this.items.map(function(item) {
-        return { key: item.key, topic: item.topic, data: item.data, type: item.type, state: item.state };
-      });
-    }
-    changed() {
-      this.client._emit("outbox", { size: this.items.length });
-    }
-    /** Sends what is queued, if the client can: over the WebSocket (pipelined) or HTTP (in turn). */
-    flush() {
-      var client = this.client;
-      var route = client._publishRoute();
-      if (route === null) return;
-      var self = this;
-      if (route !== "http") {
-        this.items.forEach(function(item) {
-          if (item.state === "queued") self.sendWs(route, item);
-        });
-        return;
-      }
-      if (this.httpBusy) return;
-      this.httpBusy = true;
-      var finished = function() {
-        self.httpBusy = false;
-        var queued = self.items.some(function(item) {
-          return item.state === "queued";
-        });
-        if (queued && self.retryTimer === null) self.flush();
-      };
-      this.sendHttp().then(finished, finished);
-    }
-    sendWs(conn, item) {
-      var self = this;
-      item.state = "sending";
-      this.changed();
-      var frame = { op: "publish", topic: item.topic, type: item.type, data: item.data, key: item.key };
-      this.client._wsRequest(conn, frame, "publish").then(
-        function(answer) {
-          self.done(item, answer, null);
-        },
-        function(error) {
-          self.failed(item, error);
-        }
-      );
-    }
-    async sendHttp() {
-      for (; ; ) {
-        var item = this.items.find(function(each) {
-          return each.state === "queued";
-        });
-        if (!item || this.client._publishRoute() !== "http") return;
-        item.state = "sending";
-        this.changed();
-        var answer = null;
-        var error = null;
-        try {
-          answer = await this.client._httpPublish(item);
-        } catch (caught) {
-          error = caught;
-        }
-        if (error === null) {
-          this.done(item, answer, null);
-        } else if (!this.failed(item, error)) {
-          return;
-        }
-      }
-    }
-    done(item, answer, error) {
-      var index = this.items.indexOf(item);
-      if (index < 0) return;
-      this.items.splice(index, 1);
-      clearTimeout(item.timer);
-      if (error === null) this.attempt = 0;
-      this.changed();
-      if (error) item.reject(error);
-      else item.resolve(answer);
-    }
-    /** A send failed: refused (settle it, true) or maybe not sent (queue it again, false). */
-    failed(item, error) {
-      if (this.items.indexOf(item) < 0) return true;
-      if (!retryable(error) || this.client.state === "closed") {
-        this.done(item, null, error);
-        return true;
-      }
-      item.state = "queued";
-      if (item.expired) {
-        this.expire(item);
-        return true;
-      }
-      this.changed();
-      this.retryLater();
-      return false;
-    }
-    retryLater() {
-      if (this.retryTimer !== null) return;
-      var backoff = this.client.options.backoff;
-      var self = this;
-      this.retryTimer = setTimeout(function() {
-        self.retryTimer = null;
-        self.flush();
-      }, backoffDelay(backoff.base, backoff.max, this.attempt++));
-    }
-    expire(item) {
-      this.done(item, null, new RTDeliveryError(
-        "Not published within outboxTimeout (" + this.client.options.outboxTimeout + " ms).",
-        "outbox_expired"
-      ));
-    }
-    /** close(): nothing more will be sent. */
-    rejectAll(message, code) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      var items = this.items;
-      this.items = [];
-      items.forEach(function(item) {
-        clearTimeout(item.timer);
-        item.reject(new RTDeliveryError(message, code));
-      });
-      if (items.length) this.changed();
-    }
-  };
-
-  // src/presence.mjs
-  var SETTLE_MS = 1e3;
-  function copy(snapshot) {
-    return {
-      topic: snapshot.topic,
-      count: snapshot.count || 0,
-      anonymous: snapshot.anonymous || 0,
-      users: (snapshot.users || []).map(function(user) {
-        return Object.assign({}, user);
-      })
-    };
+  function baseHref() {
+    return typeof location !== "undefined" ? location.href : void 0;
   }
-  var PresenceWatch = class {
-    constructor(client, topic, onChange) {
-      this.client = client;
-      this.topic = topic;
-      this.onChange = onChange;
-      this.snapshot = null;
-      this.stopped = false;
-      this.timer = null;
-      this.asking = false;
-      this.again = false;
-      var self = this;
-      this.offs = [
-        client.on("presence", function(change) {
-          if (change && change.topic === topic && change.action) self.apply(change);
-        }),
-        client.on("open", function() {
-          self.refresh();
-        })
-      ];
-      this.refresh();
+  function pageConfig() {
+    var doc = globalThis.document;
+    var element = doc && doc.getElementById ? doc.getElementById("rtdelivery-config") : null;
+    if (!element) return {};
+    try {
+      return JSON.parse(element.textContent) || {};
+    } catch (error) {
+      return {};
     }
-    /** Asks for a fresh snapshot (one request at a time), then schedules the next one. */
-    refresh() {
-      if (this.stopped) return;
-      if (this.asking) {
-        this.again = true;
-        return;
-      }
-      clearTimeout(this.timer);
-      this.timer = null;
-      this.asking = true;
-      var self = this;
-      this.client.presence(this.topic).then(
-        function(snapshot) {
-          self.asking = false;
-          if (self.stopped) return;
-          self.snapshot = copy(snapshot);
-          self.notify();
-          self.next();
-        },
-        function(error) {
-          self.asking = false;
-          if (self.stopped) return;
-          if (self.client.state !== "closed") self.client._emit("error", error);
-          self.next();
-        }
-      );
+  }
+  function supported(name) {
+    if (name === "ws") return typeof WebSocket !== "undefined";
+    if (name === "sse") {
+      return typeof fetch !== "undefined" && typeof TextDecoder !== "undefined" && typeof ReadableStream !== "undefined";
     }
-    next() {
-      if (this.stopped || this.client.state === "closed") return;
-      if (this.again) {
-        this.again = false;
-        this.schedule(SETTLE_MS);
-        return;
-      }
-      var transport = this.client.transport;
-      var polling = transport === "poll" || transport === "longpoll" || this.client.state !== "open";
-      if (polling) this.schedule(this.client.options.presenceInterval);
+    return typeof fetch !== "undefined";
+  }
+  function randomId(length) {
+    var alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    var bytes = new Uint8Array(length);
+    var c = globalThis.crypto;
+    if (c && typeof c.getRandomValues === "function") {
+      c.getRandomValues(bytes);
+    } else {
+      for (var i = 0; i < length; i++) bytes[i] = Math.floor(Math.random() * 256);
     }
-    schedule(ms) {
-      var self = this;
-      clearTimeout(this.timer);
-      this.timer = setTimeout(function() {
-        self.timer = null;
-        self.refresh();
-      }, ms);
-    }
-    /** One join or leave, applied to the snapshot as it stands. */
-    apply(change) {
-      if (this.snapshot === null) return;
-      var snapshot = this.snapshot;
-      var user = change.user || {};
-      var step = change.action === "join" ? 1 : change.action === "leave" ? -1 : 0;
-      if (step === 0) return;
-      if (step < 0 && snapshot.count === 0) return;
-      snapshot.count += step;
-      if (user.id === null || user.id === void 0) {
-        snapshot.anonymous = Math.max(0, snapshot.anonymous + step);
-      } else {
-        var id = String(user.id);
-        var index = snapshot.users.findIndex(function(each) {
-          return String(each.id) === id;
-        });
-        if (index < 0 && step > 0) {
-          snapshot.users.push({ id, name: user.name, connections: 1 });
-          snapshot.users.sort(function(a, b) {
-            return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-          });
-        } else if (index >= 0) {
-          snapshot.users[index].connections += step;
-          if (snapshot.users[index].connections <= 0) snapshot.users.splice(index, 1);
-        }
-      }
-      this.notify();
-      if (this.timer === null && !this.asking) this.schedule(SETTLE_MS);
-    }
-    notify() {
+    var out = "";
+    for (var j = 0; j < length; j++) out += alphabet.charAt(bytes[j] & 63);
+    return out;
+  }
+  function newKey() {
+    var c = globalThis.crypto;
+    if (c && typeof c.randomUUID === "function") {
       try {
-        this.onChange(copy(this.snapshot));
-      } catch (error) {
-        this.client._emit("error", error);
+        return c.randomUUID();
+      } catch (_) {
       }
     }
-    stop() {
-      this.stopped = true;
-      clearTimeout(this.timer);
-      this.offs.forEach(function(off) {
-        off();
-      });
-    }
-  };
-
-  // src/sharing.mjs
-  var factory = null;
-  function useSharedClient(fn) {
-    factory = typeof fn === "function" ? fn : null;
+    return randomId(32);
   }
-  function sharedClient(options, client) {
-    return factory ? factory(options, client) : null;
-  }
-
-  // src/subscription.mjs
-  var Subscription = class {
-    constructor(client, entry, onEvent, options) {
-      this.topic = entry.topic;
-      this._client = client;
-      this._entry = entry;
-      this._fn = onEvent;
-      this._onState = typeof options.onState === "function" ? options.onState : null;
-      this._onError = typeof options.onError === "function" ? options.onError : null;
-      this._left = false;
-      this._last = null;
-    }
-    /** "pending" | "live" | "refused" | "ended" */
-    get state() {
-      return this._left ? "ended" : this._entry.state;
-    }
-    /** Why the server refused it (an RTDeliveryError with `.topic`), else null. */
-    get error() {
-      return this._entry.error;
-    }
-    /** Removes this handler; the topic is left when its last handler goes. */
-    unsubscribe() {
-      if (this._left) return;
-      var entry = this._entry;
-      var client = this._client;
-      entry.handlers.delete(this);
-      this._left = true;
-      if (client._topics.get(this.topic) === entry && entry.handlers.size === 0) {
-        client.unsubscribe(this.topic);
-      }
-      this._changed();
-    }
-    _changed() {
-      var state = this.state;
-      if (state === this._last) return;
-      this._last = state;
-      if (this._onState) this._call(this._onState, state);
-    }
-    _error(error) {
-      if (this._onError) this._call(this._onError, error);
-    }
-    _call(fn, value) {
-      try {
-        fn(value, this);
-      } catch (error) {
-        this._client._emit("error", error);
-      }
-    }
-  };
 
   // src/wire.mjs
   var Wire = class {
@@ -1262,281 +906,8 @@
     }
   };
 
-  // src/client.mjs
-  function option(value, fallback) {
-    return value !== void 0 && value !== null ? value : fallback;
-  }
-  var Client = class extends Wire {
-    /**
-     * @param {object} [options]
-     * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
-     *   page's `{% rtdelivery_config %}` element says (the URLconf's prefix), else "/rt/"
-     * @param {string[]} [options.transports] candidates in order; one entry pins it
-     * @param {number} [options.pollInterval=5000] short polling interval (ms)
-     * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
-     */
-    constructor(options) {
-      super();
-      options = options || {};
-      if (options.shared) {
-        var shared = sharedClient(options, this);
-        if (shared) return shared;
-      }
-      var url = options.url || pageConfig().url || "/rt/";
-      this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
-      var transports = options.transports || TRANSPORTS;
-      if (typeof transports === "string") transports = [transports];
-      if (!Array.isArray(transports) || transports.length === 0) {
-        throw new TypeError("Expected transports as a non-empty list of " + TRANSPORTS.join(", ") + ".");
-      }
-      transports.forEach(function(name) {
-        if (TRANSPORTS.indexOf(name) < 0) {
-          throw new TypeError("Unknown transport " + JSON.stringify(name) + "; expected one of " + TRANSPORTS.join(", ") + ".");
-        }
-      });
-      var backoff = options.backoff || {};
-      this.options = {
-        transports: transports.slice(),
-        wsUrl: options.wsUrl || null,
-        pollInterval: options.pollInterval != null ? options.pollInterval : 5e3,
-        longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
-        openTimeout: options.openTimeout != null ? options.openTimeout : 1e4,
-        pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
-        // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
-        livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5e3)),
-        outboxTimeout: option(options.outboxTimeout, 6e4),
-        presenceInterval: option(options.presenceInterval, 15e3),
-        shared: Boolean(options.shared),
-        requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
-        maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
-        csrfCookieName: options.csrfCookieName || "csrftoken",
-        backoff: {
-          base: backoff.base != null ? backoff.base : 500,
-          max: backoff.max != null ? backoff.max : 3e4
-        },
-        fetch: options.fetch || null,
-        getToken: options.getToken || null
-      };
-      if (this.options.getToken !== null && typeof this.options.getToken !== "function") {
-        throw new TypeError("Expected getToken to be a function returning a token (or its promise).");
-      }
-      this._candidates = this.options.transports.filter(supported);
-      if (this._candidates.length === 0) {
-        throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
-      }
-      this.state = "idle";
-      this.clientId = randomId(22);
-      this.transport = null;
-      this.stats = {
-        connects: 0,
-        requests: 0,
-        emptyResponses: 0,
-        bytesReceived: 0,
-        delivered: 0,
-        duplicates: 0,
-        resets: 0
-      };
-      this._topics = /* @__PURE__ */ new Map();
-      this._listeners = /* @__PURE__ */ new Map();
-      this._pending = /* @__PURE__ */ new Map();
-      this._refs = 0;
-      this._conn = null;
-      this._timer = null;
-      this._openTimer = null;
-      this._attempt = 0;
-      this._index = 0;
-      this._proven = null;
-      this._provenFailures = 0;
-      this._lastOpened = null;
-      this._reopenQueued = false;
-      this._connectQueued = false;
-      this._outbox = new Outbox(this);
-      this._multiCursor = true;
-      this._skipMultiCursor = false;
-      this._livenessFailures = 0;
-      this._token = null;
-      this._tokenPromise = null;
-      this._tokenRefreshes = 0;
-      this._ended = null;
-      this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
-      this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
-      this._bindEnvironment();
-    }
-    // -- public API ---------------------------------------------------------------
-    /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
-    on(name, fn) {
-      if (STATE_EVENTS.indexOf(name) < 0) {
-        throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
-      }
-      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
-      var set = this._listeners.get(name);
-      set.add(fn);
-      return function() {
-        set.delete(fn);
-      };
-    }
-    /** Removes a listener added with on(). */
-    off(name, fn) {
-      var set = this._listeners.get(name);
-      if (set) set.delete(fn);
-    }
-    /**
-     * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
-     * (an event's `id`); `options.onState(state, sub)` and `options.onError(error, sub)` follow
-     * this subscription. Returns a Subscription (`topic`, `state`, `error`, `unsubscribe()`).
-     */
-    subscribe(topic, onEvent, options) {
-      if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
-      if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
-      if (typeof onEvent !== "function") throw new TypeError("Expected a function for events.");
-      options = options || {};
-      var entry = this._topics.get(topic);
-      var added = !entry;
-      var retry = !added && entry.state === "refused";
-      if (added) {
-        entry = {
-          topic,
-          handlers: /* @__PURE__ */ new Set(),
-          cursor: options.since || null,
-          lastSeq: null,
-          resuming: false,
-          state: "pending",
-          error: null
-        };
-        this._topics.set(topic, entry);
-      }
-      var sub = new Subscription(this, entry, onEvent, options);
-      entry.handlers.add(sub);
-      if (added) {
-        this._subscriptionChanged(entry);
-        this._topicsChanged(topic, true);
-      } else if (retry) {
-        this._subState(entry, "pending", null);
-        this._topicsChanged(topic, true);
-      }
-      return sub;
-    }
-    /** Stops every subscription to `topic`. */
-    unsubscribe(topic) {
-      var entry = this._topics.get(topic);
-      if (!entry) return;
-      this._topics.delete(topic);
-      var wasActive = entry.state !== "refused";
-      this._subState(entry, "ended", entry.error);
-      if (wasActive) this._topicsChanged(topic, false);
-    }
-    /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
-    cursor(topic) {
-      var entry = this._topics.get(topic);
-      return entry ? entry.cursor : null;
-    }
-    /** The topics subscribed to. */
-    topics() {
-      return Array.from(this._topics.keys());
-    }
-    /**
-     * Publishes; resolves to `{topic, seq, id, duplicate?}` (WebSocket ack or HTTP answer).
-     * Works in every state but "closed": while not connected the publish waits in the outbox
-     * and is sent once, in order, when the client is; `options.key` (default a random UUID)
-     * makes sending it again harmless (the server answers a repeated key with the first seq).
-     */
-    publish(topic, data, options) {
-      if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
-      if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
-      options = options || {};
-      return this._outbox.add(topic, data, options.type || "message", options.key);
-    }
-    /** Publishes waiting to be sent (or sent, answer pending), oldest first. */
-    get outbox() {
-      return this._outbox.list();
-    }
-    /** True when the browser is online and the connection is open. */
-    get online() {
-      return !this._offline && this.state === "open";
-    }
-    /**
-     * A page of `topic`'s history: `{events, cursor, recovered}`. Without `cursor` the latest
-     * `limit` events; with it, the next ones after it.
-     */
-    history(topic, options) {
-      options = options || {};
-      var params = new URLSearchParams({ topic });
-      if (options.limit != null) params.set("limit", String(options.limit));
-      if (options.cursor) params.set("cursor", options.cursor);
-      var self = this;
-      this.stats.requests += 1;
-      return this._fetch(this.url + "history?" + params.toString(), {
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "application/json" }
-      }).then(async function(response) {
-        if (!response.ok) throw await httpError(response);
-        var body = await response.json();
-        return { events: body.events || [], cursor: body.cursor, recovered: body.recovered !== false };
-      }).catch(function(error) {
-        throw self._asError(error);
-      });
-    }
-    /**
-     * Keeps `topic`'s presence snapshot for you: `onChange(snapshot)` with
-     * `{topic, count, anonymous, users: [{id, name, connections}]}` on every change.
-     * Returns `{topic, snapshot, stop()}` (`snapshot`: the latest, or null before the first).
-     */
-    watchPresence(topic, onChange) {
-      if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
-      var watch = new PresenceWatch(this, topic, onChange);
-      return {
-        topic,
-        get snapshot() {
-          return watch.snapshot;
-        },
-        stop: function() {
-          watch.stop();
-        }
-      };
-    }
-    /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
-    presence(topic) {
-      var conn = this._conn;
-      if (conn && conn.name === "ws" && conn.opened) {
-        return this._wsRequest(conn, { op: "presence", topic }, "presence");
-      }
-      var self = this;
-      var url = this.url + "presence?" + new URLSearchParams({ topic }).toString();
-      return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
-        if (!response.ok) throw await httpError(response);
-        return response.json();
-      }).catch(function(error) {
-        throw self._asError(error);
-      });
-    }
-    /**
-     * Opens the connection now (subscribe() does it too). After the server ended access
-     * ("ended": logout, rtdelivery.disconnect()), it is the way to start again, e.g. once
-     * the user has logged in again; subscriptions resume from their cursors.
-     */
-    connect() {
-      if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
-      this._ended = null;
-      if (!this._conn && this._timer === null) this._connect();
-    }
-    /** Closes the connection for good; emits "closed". */
-    close() {
-      if (this.state === "closed") return;
-      this._stopConnection();
-      clearTimeout(this._timer);
-      this._timer = null;
-      this._unbindEnvironment();
-      this._rejectPending("The client is closed.", "closed");
-      this._outbox.rejectAll("The client is closed.", "closed");
-      this._setState("closed");
-      var self = this;
-      Array.from(this._topics.values()).forEach(function(entry) {
-        self._subState(entry, "ended", entry.error);
-      });
-      this._emit("closed", { reason: "client" });
-    }
-    // -- connection management ------------------------------------------------------
+  // src/connection.mjs
+  var Connector = class extends Wire {
     /** Opens a connection; `quiet`: a reopen with a new set of topics, the state stays "open". */
     _connect(quiet) {
       clearTimeout(this._timer);
@@ -1816,6 +1187,637 @@
       if (typeof document !== "undefined" && document.removeEventListener) {
         document.removeEventListener("visibilitychange", this._onVisibility);
       }
+    }
+  };
+
+  // src/outbox.mjs
+  var KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
+  function retryable(error) {
+    if (!(error instanceof RTDeliveryError)) return true;
+    if (error.code === "network" || error.code === "timeout" || error.code === "disconnected") return true;
+    return RETRY_PUBLISH_STATUS.indexOf(error.status) >= 0 || error.code === "unavailable";
+  }
+  var Outbox = class {
+    constructor(client) {
+      this.client = client;
+      this.items = [];
+      this.httpBusy = false;
+      this.retryTimer = null;
+      this.attempt = 0;
+    }
+    /** Queues a publish; the promise settles with the server's answer (or why it never came). */
+    add(topic, data, type, key) {
+      if (key === void 0 || key === null) key = newKey();
+      if (typeof key !== "string" || !KEY.test(key)) {
+        return Promise.reject(new RTDeliveryError(
+          "Expected key as 1-128 letters, digits and _.:-, got " + JSON.stringify(key) + ".",
+          "invalid_key"
+        ));
+      }
+      var self = this;
+      return new Promise(function(resolve, reject) {
+        var item = {
+          key,
+          topic,
+          data,
+          type,
+          state: "queued",
+          resolve,
+          reject,
+          expired: false,
+          timer: null
+        };
+        var timeout = self.client.options.outboxTimeout;
+        if (timeout > 0) {
+          item.timer = setTimeout(function() {
+            item.expired = true;
+            if (item.state === "queued") self.expire(item);
+          }, timeout);
+        }
+        self.items.push(item);
+        self.changed();
+        self.flush();
+      });
+    }
+    /** What is waiting: `[{key, topic, data, type, state}]`, oldest first. */
+    list() {
+      return this.items.map(function(item) {
+        return { key: item.key, topic: item.topic, data: item.data, type: item.type, state: item.state };
+      });
+    }
+    changed() {
+      this.client._emit("outbox", { size: this.items.length });
+    }
+    /** Sends what is queued, if the client can: over the WebSocket (pipelined) or HTTP (in turn). */
+    flush() {
+      var client = this.client;
+      var route = client._publishRoute();
+      if (route === null) return;
+      var self = this;
+      if (route !== "http") {
+        this.items.forEach(function(item) {
+          if (item.state === "queued") self.sendWs(route, item);
+        });
+        return;
+      }
+      if (this.httpBusy) return;
+      this.httpBusy = true;
+      var finished = function() {
+        self.httpBusy = false;
+        var queued = self.items.some(function(item) {
+          return item.state === "queued";
+        });
+        if (queued && self.retryTimer === null) self.flush();
+      };
+      this.sendHttp().then(finished, finished);
+    }
+    sendWs(conn, item) {
+      var self = this;
+      item.state = "sending";
+      this.changed();
+      var frame = { op: "publish", topic: item.topic, type: item.type, data: item.data, key: item.key };
+      this.client._wsRequest(conn, frame, "publish").then(
+        function(answer) {
+          self.done(item, answer, null);
+        },
+        function(error) {
+          self.failed(item, error);
+        }
+      );
+    }
+    async sendHttp() {
+      for (; ; ) {
+        var item = this.items.find(function(each) {
+          return each.state === "queued";
+        });
+        if (!item || this.client._publishRoute() !== "http") return;
+        item.state = "sending";
+        this.changed();
+        var answer = null;
+        var error = null;
+        try {
+          answer = await this.client._httpPublish(item);
+        } catch (caught) {
+          error = caught;
+        }
+        if (error === null) {
+          this.done(item, answer, null);
+        } else if (!this.failed(item, error)) {
+          return;
+        }
+      }
+    }
+    done(item, answer, error) {
+      var index = this.items.indexOf(item);
+      if (index < 0) return;
+      this.items.splice(index, 1);
+      clearTimeout(item.timer);
+      if (error === null) this.attempt = 0;
+      this.changed();
+      if (error) item.reject(error);
+      else item.resolve(answer);
+    }
+    /** A send failed: refused (settle it, true) or maybe not sent (queue it again, false). */
+    failed(item, error) {
+      if (this.items.indexOf(item) < 0) return true;
+      if (!retryable(error) || this.client.state === "closed") {
+        this.done(item, null, error);
+        return true;
+      }
+      item.state = "queued";
+      if (item.expired) {
+        this.expire(item);
+        return true;
+      }
+      this.changed();
+      this.retryLater();
+      return false;
+    }
+    retryLater() {
+      if (this.retryTimer !== null) return;
+      var backoff = this.client.options.backoff;
+      var self = this;
+      this.retryTimer = setTimeout(function() {
+        self.retryTimer = null;
+        self.flush();
+      }, backoffDelay(backoff.base, backoff.max, this.attempt++));
+    }
+    expire(item) {
+      this.done(item, null, new RTDeliveryError(
+        "Not published within outboxTimeout (" + this.client.options.outboxTimeout + " ms).",
+        "outbox_expired"
+      ));
+    }
+    /** close(): nothing more will be sent. */
+    rejectAll(message, code) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      var items = this.items;
+      this.items = [];
+      items.forEach(function(item) {
+        clearTimeout(item.timer);
+        item.reject(new RTDeliveryError(message, code));
+      });
+      if (items.length) this.changed();
+    }
+  };
+
+  // src/presence.mjs
+  var SETTLE_MS = 1e3;
+  function copy(snapshot) {
+    return {
+      topic: snapshot.topic,
+      count: snapshot.count || 0,
+      anonymous: snapshot.anonymous || 0,
+      users: (snapshot.users || []).map(function(user) {
+        return Object.assign({}, user);
+      })
+    };
+  }
+  var PresenceWatch = class {
+    constructor(client, topic, onChange) {
+      this.client = client;
+      this.topic = topic;
+      this.onChange = onChange;
+      this.snapshot = null;
+      this.stopped = false;
+      this.timer = null;
+      this.asking = false;
+      this.again = false;
+      var self = this;
+      this.offs = [
+        client.on("presence", function(change) {
+          if (change && change.topic === topic && change.action) self.apply(change);
+        }),
+        client.on("open", function() {
+          self.refresh();
+        })
+      ];
+      this.refresh();
+    }
+    /** Asks for a fresh snapshot (one request at a time), then schedules the next one. */
+    refresh() {
+      if (this.stopped) return;
+      if (this.asking) {
+        this.again = true;
+        return;
+      }
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.asking = true;
+      var self = this;
+      this.client.presence(this.topic).then(
+        function(snapshot) {
+          self.asking = false;
+          if (self.stopped) return;
+          self.snapshot = copy(snapshot);
+          self.notify();
+          self.next();
+        },
+        function(error) {
+          self.asking = false;
+          if (self.stopped) return;
+          if (self.client.state !== "closed") self.client._emit("error", error);
+          self.next();
+        }
+      );
+    }
+    next() {
+      if (this.stopped || this.client.state === "closed") return;
+      if (this.again) {
+        this.again = false;
+        this.schedule(SETTLE_MS);
+        return;
+      }
+      var transport = this.client.transport;
+      var polling = transport === "poll" || transport === "longpoll" || this.client.state !== "open";
+      if (polling) this.schedule(this.client.options.presenceInterval);
+    }
+    schedule(ms) {
+      var self = this;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(function() {
+        self.timer = null;
+        self.refresh();
+      }, ms);
+    }
+    /** One join or leave, applied to the snapshot as it stands. */
+    apply(change) {
+      if (this.snapshot === null) return;
+      var snapshot = this.snapshot;
+      var user = change.user || {};
+      var step = change.action === "join" ? 1 : change.action === "leave" ? -1 : 0;
+      if (step === 0) return;
+      if (step < 0 && snapshot.count === 0) return;
+      snapshot.count += step;
+      if (user.id === null || user.id === void 0) {
+        snapshot.anonymous = Math.max(0, snapshot.anonymous + step);
+      } else {
+        var id = String(user.id);
+        var index = snapshot.users.findIndex(function(each) {
+          return String(each.id) === id;
+        });
+        if (index < 0 && step > 0) {
+          snapshot.users.push({ id, name: user.name, connections: 1 });
+          snapshot.users.sort(function(a, b) {
+            return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+          });
+        } else if (index >= 0) {
+          snapshot.users[index].connections += step;
+          if (snapshot.users[index].connections <= 0) snapshot.users.splice(index, 1);
+        }
+      }
+      this.notify();
+      if (this.timer === null && !this.asking) this.schedule(SETTLE_MS);
+    }
+    notify() {
+      try {
+        this.onChange(copy(this.snapshot));
+      } catch (error) {
+        this.client._emit("error", error);
+      }
+    }
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      this.offs.forEach(function(off) {
+        off();
+      });
+    }
+  };
+
+  // src/sharing.mjs
+  var factory = null;
+  function useSharedClient(fn) {
+    factory = typeof fn === "function" ? fn : null;
+  }
+  function sharedClient(options, client) {
+    return factory ? factory(options, client) : null;
+  }
+
+  // src/subscription.mjs
+  var Subscription = class {
+    constructor(client, entry, onEvent, options) {
+      this.topic = entry.topic;
+      this._client = client;
+      this._entry = entry;
+      this._fn = onEvent;
+      this._onState = typeof options.onState === "function" ? options.onState : null;
+      this._onError = typeof options.onError === "function" ? options.onError : null;
+      this._left = false;
+      this._last = null;
+    }
+    /** "pending" | "live" | "refused" | "ended" */
+    get state() {
+      return this._left ? "ended" : this._entry.state;
+    }
+    /** Why the server refused it (an RTDeliveryError with `.topic`), else null. */
+    get error() {
+      return this._entry.error;
+    }
+    /** Removes this handler; the topic is left when its last handler goes. */
+    unsubscribe() {
+      if (this._left) return;
+      var entry = this._entry;
+      var client = this._client;
+      entry.handlers.delete(this);
+      this._left = true;
+      if (client._topics.get(this.topic) === entry && entry.handlers.size === 0) {
+        client.unsubscribe(this.topic);
+      }
+      this._changed();
+    }
+    _changed() {
+      var state = this.state;
+      if (state === this._last) return;
+      this._last = state;
+      if (this._onState) this._call(this._onState, state);
+    }
+    _error(error) {
+      if (this._onError) this._call(this._onError, error);
+    }
+    _call(fn, value) {
+      try {
+        fn(value, this);
+      } catch (error) {
+        this._client._emit("error", error);
+      }
+    }
+  };
+
+  // src/client.mjs
+  function option(value, fallback) {
+    return value !== void 0 && value !== null ? value : fallback;
+  }
+  var Client = class extends Connector {
+    /**
+     * @param {object} [options]
+     * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
+     *   page's `{% rtdelivery_config %}` element says (the URLconf's prefix), else "/rt/"
+     * @param {string[]} [options.transports] candidates in order; one entry pins it
+     * @param {number} [options.pollInterval=5000] short polling interval (ms)
+     * @param {{base?: number, max?: number}} [options.backoff] reconnect backoff (ms)
+     */
+    constructor(options) {
+      super();
+      options = options || {};
+      if (options.shared) {
+        var shared = sharedClient(options, this);
+        if (shared) return shared;
+      }
+      var url = options.url || pageConfig().url || "/rt/";
+      this.url = url.charAt(url.length - 1) === "/" ? url : url + "/";
+      var transports = options.transports || TRANSPORTS;
+      if (typeof transports === "string") transports = [transports];
+      if (!Array.isArray(transports) || transports.length === 0) {
+        throw new TypeError("Expected transports as a non-empty list of " + TRANSPORTS.join(", ") + ".");
+      }
+      transports.forEach(function(name) {
+        if (TRANSPORTS.indexOf(name) < 0) {
+          throw new TypeError("Unknown transport " + JSON.stringify(name) + "; expected one of " + TRANSPORTS.join(", ") + ".");
+        }
+      });
+      var backoff = options.backoff || {};
+      this.options = {
+        transports: transports.slice(),
+        wsUrl: options.wsUrl || null,
+        pollInterval: options.pollInterval != null ? options.pollInterval : 5e3,
+        longpollTimeout: options.longpollTimeout != null ? options.longpollTimeout : 25,
+        openTimeout: options.openTimeout != null ? options.openTimeout : 1e4,
+        pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
+        // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
+        livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5e3)),
+        outboxTimeout: option(options.outboxTimeout, 6e4),
+        presenceInterval: option(options.presenceInterval, 15e3),
+        shared: Boolean(options.shared),
+        requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
+        maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
+        csrfCookieName: options.csrfCookieName || "csrftoken",
+        backoff: {
+          base: backoff.base != null ? backoff.base : 500,
+          max: backoff.max != null ? backoff.max : 3e4
+        },
+        fetch: options.fetch || null,
+        getToken: options.getToken || null
+      };
+      if (this.options.getToken !== null && typeof this.options.getToken !== "function") {
+        throw new TypeError("Expected getToken to be a function returning a token (or its promise).");
+      }
+      this._candidates = this.options.transports.filter(supported);
+      if (this._candidates.length === 0) {
+        throw new TypeError("None of the transports " + transports.join(", ") + " is supported here.");
+      }
+      this.state = "idle";
+      this.clientId = randomId(22);
+      this.transport = null;
+      this.stats = {
+        connects: 0,
+        requests: 0,
+        emptyResponses: 0,
+        bytesReceived: 0,
+        delivered: 0,
+        duplicates: 0,
+        resets: 0
+      };
+      this._topics = /* @__PURE__ */ new Map();
+      this._listeners = /* @__PURE__ */ new Map();
+      this._pending = /* @__PURE__ */ new Map();
+      this._refs = 0;
+      this._conn = null;
+      this._timer = null;
+      this._openTimer = null;
+      this._attempt = 0;
+      this._index = 0;
+      this._proven = null;
+      this._provenFailures = 0;
+      this._lastOpened = null;
+      this._reopenQueued = false;
+      this._connectQueued = false;
+      this._outbox = new Outbox(this);
+      this._multiCursor = true;
+      this._skipMultiCursor = false;
+      this._livenessFailures = 0;
+      this._token = null;
+      this._tokenPromise = null;
+      this._tokenRefreshes = 0;
+      this._ended = null;
+      this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
+      this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
+      this._bindEnvironment();
+    }
+    // -- public API ---------------------------------------------------------------
+    /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
+    on(name, fn) {
+      if (STATE_EVENTS.indexOf(name) < 0) {
+        throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
+      }
+      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
+      var set = this._listeners.get(name);
+      set.add(fn);
+      return function() {
+        set.delete(fn);
+      };
+    }
+    /** Removes a listener added with on(). */
+    off(name, fn) {
+      var set = this._listeners.get(name);
+      if (set) set.delete(fn);
+    }
+    /**
+     * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
+     * (an event's `id`); `options.onState(state, sub)` and `options.onError(error, sub)` follow
+     * this subscription. Returns a Subscription (`topic`, `state`, `error`, `unsubscribe()`).
+     */
+    subscribe(topic, onEvent, options) {
+      if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
+      if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
+      if (typeof onEvent !== "function") throw new TypeError("Expected a function for events.");
+      options = options || {};
+      var entry = this._topics.get(topic);
+      var added = !entry;
+      var retry = !added && entry.state === "refused";
+      if (added) {
+        entry = {
+          topic,
+          handlers: /* @__PURE__ */ new Set(),
+          cursor: options.since || null,
+          lastSeq: null,
+          resuming: false,
+          state: "pending",
+          error: null
+        };
+        this._topics.set(topic, entry);
+      }
+      var sub = new Subscription(this, entry, onEvent, options);
+      entry.handlers.add(sub);
+      if (added) {
+        this._subscriptionChanged(entry);
+        this._topicsChanged(topic, true);
+      } else if (retry) {
+        this._subState(entry, "pending", null);
+        this._topicsChanged(topic, true);
+      }
+      return sub;
+    }
+    /** Stops every subscription to `topic`. */
+    unsubscribe(topic) {
+      var entry = this._topics.get(topic);
+      if (!entry) return;
+      this._topics.delete(topic);
+      var wasActive = entry.state !== "refused";
+      this._subState(entry, "ended", entry.error);
+      if (wasActive) this._topicsChanged(topic, false);
+    }
+    /** The cursor to resume `topic` from (the last event's id, or the stream's cursor). */
+    cursor(topic) {
+      var entry = this._topics.get(topic);
+      return entry ? entry.cursor : null;
+    }
+    /** The topics subscribed to. */
+    topics() {
+      return Array.from(this._topics.keys());
+    }
+    /**
+     * Publishes; resolves to `{topic, seq, id, duplicate?}` (WebSocket ack or HTTP answer).
+     * Works in every state but "closed": while not connected the publish waits in the outbox
+     * and is sent once, in order, when the client is; `options.key` (default a random UUID)
+     * makes sending it again harmless (the server answers a repeated key with the first seq).
+     */
+    publish(topic, data, options) {
+      if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
+      if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
+      options = options || {};
+      return this._outbox.add(topic, data, options.type || "message", options.key);
+    }
+    /** Publishes waiting to be sent (or sent, answer pending), oldest first. */
+    get outbox() {
+      return this._outbox.list();
+    }
+    /** True when the browser is online and the connection is open. */
+    get online() {
+      return !this._offline && this.state === "open";
+    }
+    /**
+     * A page of `topic`'s history: `{events, cursor, recovered}`. Without `cursor` the latest
+     * `limit` events; with it, the next ones after it.
+     */
+    history(topic, options) {
+      options = options || {};
+      var params = new URLSearchParams({ topic });
+      if (options.limit != null) params.set("limit", String(options.limit));
+      if (options.cursor) params.set("cursor", options.cursor);
+      var self = this;
+      this.stats.requests += 1;
+      return this._fetch(this.url + "history?" + params.toString(), {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "application/json" }
+      }).then(async function(response) {
+        if (!response.ok) throw await httpError(response);
+        var body = await response.json();
+        return { events: body.events || [], cursor: body.cursor, recovered: body.recovered !== false };
+      }).catch(function(error) {
+        throw self._asError(error);
+      });
+    }
+    /**
+     * Keeps `topic`'s presence snapshot for you: `onChange(snapshot)` with
+     * `{topic, count, anonymous, users: [{id, name, connections}]}` on every change.
+     * Returns `{topic, snapshot, stop()}` (`snapshot`: the latest, or null before the first).
+     */
+    watchPresence(topic, onChange) {
+      if (typeof onChange !== "function") throw new TypeError("Expected a function for presence changes.");
+      var watch = new PresenceWatch(this, topic, onChange);
+      return {
+        topic,
+        get snapshot() {
+          return watch.snapshot;
+        },
+        stop: function() {
+          watch.stop();
+        }
+      };
+    }
+    /** Resolves to the presence snapshot of `topic` (`{topic, ...}`). */
+    presence(topic) {
+      var conn = this._conn;
+      if (conn && conn.name === "ws" && conn.opened) {
+        return this._wsRequest(conn, { op: "presence", topic }, "presence");
+      }
+      var self = this;
+      var url = this.url + "presence?" + new URLSearchParams({ topic }).toString();
+      return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
+        if (!response.ok) throw await httpError(response);
+        return response.json();
+      }).catch(function(error) {
+        throw self._asError(error);
+      });
+    }
+    /**
+     * Opens the connection now (subscribe() does it too). After the server ended access
+     * ("ended": logout, rtdelivery.disconnect()), it is the way to start again, e.g. once
+     * the user has logged in again; subscriptions resume from their cursors.
+     */
+    connect() {
+      if (this.state === "closed") throw new RTDeliveryError("The client is closed.", "closed");
+      this._ended = null;
+      if (!this._conn && this._timer === null) this._connect();
+    }
+    /** Closes the connection for good; emits "closed". */
+    close() {
+      if (this.state === "closed") return;
+      this._stopConnection();
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._unbindEnvironment();
+      this._rejectPending("The client is closed.", "closed");
+      this._outbox.rejectAll("The client is closed.", "closed");
+      this._setState("closed");
+      var self = this;
+      Array.from(this._topics.values()).forEach(function(entry) {
+        self._subState(entry, "ended", entry.error);
+      });
+      this._emit("closed", { reason: "client" });
     }
     _setState(state) {
       var previous = this.state;
@@ -2514,6 +2516,7 @@
       this._Client = Client2;
       this._Error = RTDeliveryError;
       this._options = Object.assign({}, options, { shared: false });
+      new Client2(this._options).close();
       this.options = {
         outboxTimeout: options.outboxTimeout != null ? options.outboxTimeout : 6e4,
         presenceInterval: options.presenceInterval != null ? options.presenceInterval : 15e3,
@@ -2714,6 +2717,10 @@
         request.reject(new Err("The client is closed.", "closed"));
       });
       this._pending.clear();
+      var self = this;
+      this._topics.forEach(function(entry) {
+        self._subState(entry, "ended", entry.error);
+      });
       if (this._leader) this._leader.stop();
       this._leader = null;
       this._election.stop();
