@@ -2798,6 +2798,7 @@
     _becomeLeader() {
       if (this._closed || this._leader) return;
       var previous = this.leader;
+      if (previous) this._tabs.delete(previous);
       this.leader = this.tabId;
       this._leader = new Leader(this);
       this._leader.start(previous);
