@@ -1,5 +1,6 @@
 /*! rtdelivery 0.1.0: the browser client of rtdelivery (BSD-3-Clause).
  * Built from client/src by client/build.mjs: edit the source, then `make client`. */
+"use strict";
 (() => {
   // src/backoff.mjs
   function backoffDelay(base, max, attempt) {
