@@ -135,3 +135,48 @@ def test_watch_presence_applies_joins_and_leaves(
     page.wait_for_function("() => H.watch.snapshot.count === 1")
     page.evaluate("() => H.watch.stop()")
     assert page.evaluate("() => H.counts.at(-1)") == 1
+
+
+def test_ambiguous_cursors_fall_back_to_history_catch_up(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    responses: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: responses.append((r.url, r.status)) if "/rt/" in r.url else None,
+    )
+    open_harness(page, browser_server)
+    a, b = topic_name("amb-a"), topic_name("amb-b")
+    client = make_client(page, transports=["sse"])
+    page.evaluate("([i, a, b]) => { H.sub(i, a); H.sub(i, b); }", [client, a, b])
+    page.wait_for_function(
+        "([a, b]) => H.has('subscribed', a) && H.has('subscribed', b)", arg=[a, b]
+    )
+    assert publish_many(browser_server, a, 1) == [1]
+    assert publish_many(browser_server, b, 1) == [1]
+    assert wait_seqs(page, a, 1) == [1]
+    assert wait_seqs(page, b, 1) == [1]
+    # a's cursor is now the stream's (it covers a and b). Leave b and come back from b's own
+    # event id: the two cursors both cover b, which the server refuses as ambiguous.
+    since_b = page.evaluate("(b) => H.events[b][0].id", b)
+    # Published while b is away (from this page's point of view, after the resubscribe below).
+    assert publish_many(browser_server, b, 1) == [2]
+    # In one tick, so the stream is reopened once, with a's stream cursor and b's own.
+    page.evaluate(
+        """([i, b, since]) => {
+            H.clients[i].unsubscribe(b);
+            H.events[b] = [];
+            H.sub(i, b, {since});
+        }""",
+        [client, b, since_b],
+    )
+    assert wait_seqs(page, b, 1) == [2]  # caught up from b's own cursor, exactly once
+    assert publish_many(browser_server, b, 1) == [3]
+    assert publish_many(browser_server, a, 1) == [2]
+    assert wait_seqs(page, b, 2) == [2, 3]
+    assert wait_seqs(page, a, 2) == [1, 2]
+    refused = [url for url, status in responses if status == 400]
+    assert len(refused) == 1, responses
+    assert refused[0].count("cursor=") == 2
+    assert any("/rt/history?" in url and f"topic={b}" in url for url, _ in responses)
+    assert page.evaluate("(i) => H.clients[i].state", client) == "open"
