@@ -1,7 +1,7 @@
 """Every Python snippet of docs/*.md, run as written on a fresh ``startproject``.
 
-README.md (tests/browser/test_readme.py) and docs/testing.md (tests/test_testing_docs.py)
-have walkthroughs of their own. In the other docs each fenced ``python`` block follows a
+README.md (tests/browser/test_readme.py), docs/testing.md and the django-eventstream
+migration guide (:data:`OWN_RUNNERS`) have walkthroughs of their own. In the other docs each fenced ``python`` block follows a
 marker saying what it is::
 
     <!-- doc-test: MODE [TARGET] [given=NAME,NAME] -->
@@ -35,7 +35,12 @@ import pytest
 from tests.browser.test_readme import snippets as readme_snippets
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "testing.md")
+#: Docs whose snippets form one walkthrough, run by a test of their own.
+OWN_RUNNERS = {
+    "testing.md": "tests/test_testing_docs.py",
+    "migrating-from-django-eventstream.md": "tests/contrib/eventstream/test_migration_doc.py",
+}
+DOCS = sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in OWN_RUNNERS)
 MARKER = re.compile(r"<!-- doc-test: ([\w-]+)((?: [^\s>]+)*) -->\n```python\n(.*?)```", re.S)
 RUN_TIMEOUT = 60.0
 PROJECT_NAMES = re.compile(r"\b(?:yourproject|myproject)\b")
@@ -120,6 +125,8 @@ def doc_snippets() -> list[Snippet]:
 
 def test_every_python_block_is_marked() -> None:
     """No snippet escapes: each ``python`` fence follows a doc-test marker."""
+    for runner in OWN_RUNNERS.values():
+        assert (ROOT / runner).is_file(), runner
     for doc in DOCS:
         text = doc.read_text()
         fences = len(re.findall(r"^```python$", text, re.M))
