@@ -162,9 +162,14 @@ class _Batcher:
                 try:
                     await self._run(batch)
                 except BaseException as exc:  # a bug, or the loop closing: tell them
-                    for _, _, future in batch:
-                        if future is not None and not future.done():
+                    for _, _, future in [*batch, *self.queue]:
+                        if future is None or future.done():
+                            continue
+                        if isinstance(exc, asyncio.CancelledError):
+                            future.cancel()
+                        else:
                             future.set_exception(exc)
+                    self.queue = []
                     raise
         finally:
             self.busy = False

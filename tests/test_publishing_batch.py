@@ -229,3 +229,20 @@ def test_direct_groups_only_for_the_same_single_redis(settings: Any) -> None:
     assert same(layer("redis://127.0.0.1:6379/0", cls=Custom), conf) is None
     memory = build({"HISTORY_BACKEND": "memory"})
     assert same(layer("redis://127.0.0.1:6379/0"), memory) is None
+
+
+async def test_a_cancelled_batch_leaves_no_caller_waiting(redis_layer: str) -> None:
+    # The loop closing (shutdown cancels every task) while a batch is in flight: its
+    # callers and those queued behind it are told (cancelled), none waits forever.
+    first = asyncio.ensure_future(apublish("batch.cancel", 0))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(apublish("batch.cancel", i)) for i in range(1, 4)]
+    await asyncio.wait_for(first, WAIT)
+    batcher = publishing._batchers[asyncio.get_running_loop()]
+    assert batcher.task is not None
+    batcher.task.cancel()
+    done, pending = await asyncio.wait(queued, timeout=WAIT)
+    assert not pending
+    assert all(t.cancelled() or t.exception() is None for t in done)
+    assert not batcher.busy
+    assert (await apublish("batch.cancel", 9)).seq >= 2  # and it publishes again
