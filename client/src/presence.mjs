@@ -86,6 +86,8 @@ export class PresenceWatch {
 
   /** One join or leave, applied to the snapshot as it stands. */
   apply(change) {
+    // A change while a snapshot is on its way may or may not be in it: ask again after it.
+    if (this.asking) this.again = true;
     if (this.snapshot === null) return;
     var snapshot = this.snapshot;
     var user = change.user || {};

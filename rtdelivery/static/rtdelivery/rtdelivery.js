@@ -1444,6 +1444,7 @@
     }
     /** One join or leave, applied to the snapshot as it stands. */
     apply(change) {
+      if (this.asking) this.again = true;
       if (this.snapshot === null) return;
       var snapshot = this.snapshot;
       var user = change.user || {};

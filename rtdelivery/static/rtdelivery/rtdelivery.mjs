@@ -1443,6 +1443,7 @@ var PresenceWatch = class {
   }
   /** One join or leave, applied to the snapshot as it stands. */
   apply(change) {
+    if (this.asking) this.again = true;
     if (this.snapshot === null) return;
     var snapshot = this.snapshot;
     var user = change.user || {};
