@@ -3,11 +3,11 @@
 Started by the first hub of the process (:meth:`rtdelivery.hub.Hub.start`, i.e. with the
 first subscription), never at import. Each round, one pipeline to Redis:
 
-- ``SET <prefix>{rtdelivery.ops}:p:<process id> <json> EX <3 intervals>``: the snapshot
+- ``SET <prefix>{rtdelivery:ops}:p:<process id> <json> EX <3 intervals>``: the snapshot
   (connections by transport, held requests, subscriptions, its busiest topics, counter
   totals and rates, recent slow-consumer ends and gaps), gone on its own when the process is;
-- ``ZADD <prefix>{rtdelivery.ops}:procs`` (the index the page reads, by expiry);
-- ``GET <prefix>{rtdelivery.ops}:viewers``: set by the live page while it is open; only
+- ``ZADD <prefix>{rtdelivery:ops}:procs`` (the index the page reads, by expiry);
+- ``GET <prefix>{rtdelivery:ops}:viewers``: set by the live page while it is open; only
   then does the process also publish a small ``process`` event on the ``rtdelivery.ops``
   topic, which makes the open pages refresh.
 
@@ -67,8 +67,9 @@ _viewers_until = 0.0
 
 
 def keys(conf: Settings) -> tuple[str, str, str]:
-    """(snapshot key prefix, index, viewers) under the topic's hash tag: one cluster slot."""
-    base = f"{conf.key_prefix}{{{OPS_TOPIC}}}"
+    """(snapshot key prefix, index, viewers) under one hash tag: one cluster slot. The tag
+    has a ``:``, which no topic name has, so it never meets a topic's history keys."""
+    base = f"{conf.key_prefix}{{rtdelivery:ops}}"
     return base + ":p:", base + ":procs", base + ":viewers"
 
 

@@ -58,8 +58,13 @@ def scan(redis: RedisServer, prefix: str) -> list[str]:
 
 
 def history_keys(redis: RedisServer, prefix: str) -> list[str]:
-    """Keys of rtdelivery's history (``<prefix>{<topic>}:…``)."""
-    return [k for k in scan(redis, prefix) if k.startswith(prefix + "{")]
+    """Keys of rtdelivery's history (``<prefix>{<topic>}:…``), not the live operations
+    page's process snapshots (``<prefix>{rtdelivery:ops}:…``)."""
+    return [
+        k
+        for k in scan(redis, prefix)
+        if k.startswith(prefix + "{") and not k.startswith(prefix + "{rtdelivery:ops}")
+    ]
 
 
 def naming(keys: list[str], marker: str) -> list[str]:
