@@ -55,6 +55,11 @@ class _TopicLog:
         return [self.events[i] for i in range(start, stop)], stop < total
 
 
+#: At most this many idempotency keys are remembered per process (the oldest is forgotten
+#: first): the memory backend is for one process, and every browser publish has a key.
+MAX_REMEMBERED_KEYS = 100_000
+
+
 class MemoryHistory(History):
     """Keeps each topic's log in a bounded deque; thread-safe (sync publish uses a thread).
 
@@ -64,7 +69,8 @@ class MemoryHistory(History):
     def __init__(self, conf: Settings) -> None:
         super().__init__(conf)
         self._topics: dict[str, _TopicLog] = {}
-        #: (topic, idempotency key) -> (expiry on the monotonic clock, first event).
+        #: (topic, idempotency key) -> (expiry on the monotonic clock, first event without
+        #: its data: a key answers with the first seq and id, never with the first data).
         self._keys: dict[tuple[str, str], tuple[float, Event]] = {}
         self._lock = threading.Lock()
 
@@ -101,7 +107,14 @@ class MemoryHistory(History):
                 log.events.append(event)
             log.trim(time)
             if key is not None:
-                self._keys[topic, key] = (_clock() + self.conf.idempotency_ttl, event)
+                if len(self._keys) >= MAX_REMEMBERED_KEYS:
+                    # Bounded memory: the oldest key goes first (insertion order), as it
+                    # would on expiry.
+                    del self._keys[next(iter(self._keys))]
+                self._keys[topic, key] = (
+                    _clock() + self.conf.idempotency_ttl,
+                    duplicate_of(event, "null"),
+                )
             return event
 
     def _keyed(self, topic: str, key: str) -> Event | None:

@@ -83,6 +83,25 @@ async def test_memory_keys_expire_after_the_ttl(
     assert set(history._keys) == {(TOPIC, "k")}  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("backend", ["memory"])
+async def test_memory_keys_are_bounded_and_keep_no_data(
+    configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_module, "MAX_REMEMBERED_KEYS", 3)
+    history = configure()
+    big = '"' + "x" * 10_000 + '"'
+    for n in range(4):
+        await history.append(TOPIC, "message", big, now_ms(), f"k{n}")
+    remembered = history._keys  # type: ignore[attr-defined]
+    assert list(remembered) == [(TOPIC, "k1"), (TOPIC, "k2"), (TOPIC, "k3")]
+    # What a key answers with: the first seq and id, not the first (large) data.
+    assert all(event.data_json == "null" for _expiry, event in remembered.values())
+    again = await history.append(TOPIC, "message", "1", now_ms(), "k3")
+    assert (again.duplicate, again.seq) == (True, 4)
+    forgotten = await history.append(TOPIC, "message", "1", now_ms(), "k0")
+    assert (forgotten.duplicate, forgotten.seq) == (False, 5)
+
+
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_redis_key_lives_idempotency_ttl_on_the_topic_slot(
     configure: Configure, redis_url: str, key_prefix: str
