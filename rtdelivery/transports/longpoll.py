@@ -40,26 +40,27 @@ async def handle(request: Request, send: Send) -> None:
     claims = token_claims(getattr(identity, "user", None))
     if claims is not None:
         timeout = max(0.0, min(timeout, claims.remaining()))
-    # client=: present while held, and PRESENCE_POLL_TTL seconds more (presence topics only).
-    seen = client_seen(request, topics, client, hold=timeout)
     if cursor:
         # A backlog (or a lost topic) is answered at once from history, paged by POLL_LIMIT,
         # exactly like a poll: no group to join and no inbox to fill for a request that
         # will not be held.
-        reading = read_after(topics, cursor, conf.poll_limit)
-        if seen is None:
-            backlog, read_positions, read_lost = await reading
-        else:
-            (backlog, read_positions, read_lost), _ = await asyncio.gather(reading, seen)
+        backlog, read_positions, read_lost = await read_after(topics, cursor, conf.poll_limit)
         if backlog or read_lost:
+            # client=: present for PRESENCE_POLL_TTL seconds (presence topics only).
+            seen = client_seen(request, topics, client)
+            if seen is not None:
+                await seen
             metrics.delivered["longpoll"].n += len(backlog)
             cursor_text = Cursor(read_positions).encode(conf.cursor_key)
             await respond(send, 200, events_body(backlog, cursor_text, not read_lost, read_lost))
             return
         cursor = Cursor(read_positions)
-    elif seen is not None:
-        await seen
     with limits.hold("longpoll", *await limits.client_of(request)):
+        # Present while held and PRESENCE_POLL_TTL seconds more; only once the hold is
+        # granted, so a request refused with 429 is nobody's presence.
+        seen = client_seen(request, topics, client, hold=timeout)
+        if seen is not None:
+            await seen
         sub = Subscriber(conf.queue_size)
         # A shutdown closes the inbox: the hold ends at once and the answer carries the
         # cursor (rtdelivery.shutdown).

@@ -181,6 +181,29 @@ async def test_a_refused_request_is_not_present(app: Any) -> None:
     assert len(watcher.sub) == 0
 
 
+async def test_a_long_poll_refused_with_429_is_not_present(
+    app: Any, configure: Callable[..., Any]
+) -> None:
+    configure(MAX_HELD_REQUESTS=1)
+    watcher = await Watcher().watch("room.h")
+    # The one hold there is: a long poll of another client, present while held.
+    held = asyncio.ensure_future(http(app, f"/rt/longpoll?topic=room.h&timeout=5&client={OTHER}"))
+    join = await watcher.notice()
+    status, body = await http(app, f"/rt/longpoll?topic=room.h&timeout=1&client={CLIENT}")
+    assert (status, body["error"]["code"]) == (429, "rate_limited")
+    assert await count("room.h") == 1
+    await apublish("room.h", {"n": 1})
+    assert (await asyncio.wait_for(held, WAIT))[0] == 200
+    # Only the held client ever joined.
+    snapshot = await get_presence().snapshot("room.h")
+    assert snapshot["count"] == 1, snapshot
+    assert join["action"] == "join"
+    # What the watcher got meanwhile: the event, and no join of the refused client.
+    items = await asyncio.wait_for(watcher.sub.get(), WAIT)
+    joins = [i for i in items if getattr(i, "kind", None) == "presence"]
+    assert [i.data["action"] for i in joins if i.data["action"] == "join"] == [], joins
+
+
 @pytest.mark.parametrize("endpoint", ["poll", "longpoll", "sse"])
 @pytest.mark.parametrize(
     "client", ["short", "x" * 65, "bad id!", "", "caf%C3%A9-0123", "a" * 8 + "%2F"]
