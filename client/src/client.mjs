@@ -89,6 +89,8 @@ export class Client extends Connector {
     this._listeners = new Map();
     this._pending = new Map();
     this._refs = 0;
+    // Refs of requests that timed out (their answers may still come), the latest few.
+    this._lateRefs = new Set();
     this._conn = null;
     this._timer = null;
     this._openTimer = null;

@@ -5,6 +5,8 @@ export const TRANSPORTS = ["ws", "sse", "longpoll", "poll"];
 export const STATE_EVENTS = [
   "connecting", "open", "transport", "subscribed", "recovered", "reset", "presence",
   "disconnected", "error", "closed", "ended", "unsubscribed", "state", "subscription", "outbox",
+  // Tab sharing's; accepted on a plain client too (never emitted there), as declared.
+  "leader",
 ];
 // client.state values (docs/client.md, "States").
 export const STATES = ["idle", "connecting", "open", "reconnecting", "offline", "closed"];

@@ -12,8 +12,11 @@ var KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /** True when the publish may have failed for reasons that sending it again can cure. */
 function retryable(error) {
-  if (!(error instanceof RTDeliveryError)) return true;
-  if (error.code === "network" || error.code === "timeout" || error.code === "disconnected") return true;
+  // Anything else (a TypeError, a bad answer body) would fail the same way again; fetch's
+  // network failures arrive here already as RTDeliveryError("network").
+  if (!(error instanceof RTDeliveryError)) return false;
+  var code = error.code;
+  if (code === "network" || code === "timeout" || code === "disconnected" || code === "offline") return true;
   return RETRY_PUBLISH_STATUS.indexOf(error.status) >= 0 || error.code === "unavailable";
 }
 
@@ -34,6 +37,17 @@ export class Outbox {
         "Expected key as 1-128 letters, digits and _.:-, got " + JSON.stringify(key) + ".", "invalid_key"
       ));
     }
+    // Serialised once, here: data JSON cannot carry (a BigInt, a cycle) is refused at once
+    // rather than blocking the head of the outbox; the copy is what gets sent.
+    var json;
+    try {
+      json = JSON.stringify(data);
+    } catch (error) {
+      return Promise.reject(new RTDeliveryError(
+        "Expected data JSON can carry: " + (error && error.message ? error.message : String(error)), "invalid_data"
+      ));
+    }
+    data = json === undefined ? null : JSON.parse(json);
     var self = this;
     return new Promise(function (resolve, reject) {
       var item = {

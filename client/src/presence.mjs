@@ -31,6 +31,8 @@ export class PresenceWatch {
         if (change && change.topic === topic && change.action) self.apply(change);
       }),
       client.on("open", function () { self.refresh(); }),
+      // close() ends every watch of the client.
+      client.on("closed", function () { self.stop(); }),
     ];
     this.refresh();
   }
@@ -38,6 +40,16 @@ export class PresenceWatch {
   /** Asks for a fresh snapshot (one request at a time), then schedules the next one. */
   refresh() {
     if (this.stopped) return;
+    if (this.client.state === "closed") {
+      this.stop();
+      return;
+    }
+    if (this.client._offline || this.client.state === "offline") {
+      // Nothing to ask while offline: the next "open" asks again.
+      clearTimeout(this.timer);
+      this.timer = null;
+      return;
+    }
     if (this.asking) {
       this.again = true;
       return;

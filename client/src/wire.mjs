@@ -90,9 +90,25 @@ export class Wire {
       }
       if (pending && pending.reject) {
         pending.reject(error);
+      } else if (pending && pending.kind === "subscribe" && frame.code === "invalid_cursor") {
+        // A cursor the server can't read (another SECRET_KEY?): as on SSE and polling, this
+        // topic restarts at the live end, not refused.
+        var stale = this._topics.get(pending.topic);
+        if (stale && stale.state !== "refused") {
+          stale.cursor = null;
+          this._reset(pending.topic, null);
+          conn.subscribe(stale);
+          return;
+        }
+      } else if (pending === undefined && frame.ref != null && this._lateRefs.has(frame.ref)) {
+        // The answer to a publish (or presence) that timed out: not about any subscription.
+        this._lateRefs.delete(frame.ref);
+        this._emit("error", error);
       } else {
         var topic = pending && pending.kind === "subscribe" ? pending.topic : null;
-        if (topic === null && frame.topic && TOPIC_REFUSALS.indexOf(frame.code) >= 0) topic = frame.topic;
+        if (topic === null && frame.ref == null && frame.topic && TOPIC_REFUSALS.indexOf(frame.code) >= 0) {
+          topic = frame.topic;
+        }
         // "unavailable" is not a refusal: the server closes (1013) and the topic is
         // resubscribed from its cursor on the next connection.
         var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
@@ -124,6 +140,9 @@ export class Wire {
       frame.ref = ref;
       var timer = setTimeout(function () {
         if (self._pending.delete(ref)) {
+          // Its answer may still come: remembered (a few), so it is not taken for a refusal.
+          self._lateRefs.add(ref);
+          if (self._lateRefs.size > 64) self._lateRefs.delete(self._lateRefs.values().next().value);
           reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
         }
       }, self.options.requestTimeout);

@@ -207,8 +207,11 @@ export declare class Client {
   readonly online: boolean;
   /** Publishes waiting to be sent or answered, oldest first. */
   readonly outbox: OutboxEntry[];
-  /** This client's id (`client=` on poll, long poll and SSE requests, for presence). */
-  readonly clientId: string;
+  /**
+   * This client's id (`client=` on poll, long poll and SSE requests, for presence). A shared
+   * client (`shared: true`) has the leader's, null until the leader's first snapshot.
+   */
+  readonly clientId: string | null;
   /** Tab sharing only: whether this tab runs the connection, this tab's id, the leader's. */
   readonly role?: "leader" | "follower";
   readonly tabId?: string;

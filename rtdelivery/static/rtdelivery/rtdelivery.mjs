@@ -69,7 +69,9 @@ var STATE_EVENTS = [
   "unsubscribed",
   "state",
   "subscription",
-  "outbox"
+  "outbox",
+  // Tab sharing's; accepted on a plain client too (never emitted there), as declared.
+  "leader"
 ];
 var WS_TOO_SLOW = 4001;
 var STAND_INS = { 4002: 1001, 4008: 1008, 4009: 1009, 4011: 1011, 4013: 1013 };
@@ -635,9 +637,22 @@ var Wire = class {
       }
       if (pending && pending.reject) {
         pending.reject(error);
+      } else if (pending && pending.kind === "subscribe" && frame.code === "invalid_cursor") {
+        var stale = this._topics.get(pending.topic);
+        if (stale && stale.state !== "refused") {
+          stale.cursor = null;
+          this._reset(pending.topic, null);
+          conn.subscribe(stale);
+          return;
+        }
+      } else if (pending === void 0 && frame.ref != null && this._lateRefs.has(frame.ref)) {
+        this._lateRefs.delete(frame.ref);
+        this._emit("error", error);
       } else {
         var topic = pending && pending.kind === "subscribe" ? pending.topic : null;
-        if (topic === null && frame.topic && TOPIC_REFUSALS.indexOf(frame.code) >= 0) topic = frame.topic;
+        if (topic === null && frame.ref == null && frame.topic && TOPIC_REFUSALS.indexOf(frame.code) >= 0) {
+          topic = frame.topic;
+        }
         var keep = frame.code === "already_subscribed" || frame.code === "unavailable";
         if (topic !== null && !keep && this._topics.has(topic)) {
           error.topic = topic;
@@ -661,6 +676,8 @@ var Wire = class {
       frame.ref = ref;
       var timer = setTimeout(function() {
         if (self._pending.delete(ref)) {
+          self._lateRefs.add(ref);
+          if (self._lateRefs.size > 64) self._lateRefs.delete(self._lateRefs.values().next().value);
           reject(new RTDeliveryError("No answer to " + kind + " in time.", "timeout"));
         }
       }, self.options.requestTimeout);
@@ -1193,8 +1210,9 @@ var Connector = class extends Wire {
 // src/outbox.mjs
 var KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
 function retryable(error) {
-  if (!(error instanceof RTDeliveryError)) return true;
-  if (error.code === "network" || error.code === "timeout" || error.code === "disconnected") return true;
+  if (!(error instanceof RTDeliveryError)) return false;
+  var code = error.code;
+  if (code === "network" || code === "timeout" || code === "disconnected" || code === "offline") return true;
   return RETRY_PUBLISH_STATUS.indexOf(error.status) >= 0 || error.code === "unavailable";
 }
 var Outbox = class {
@@ -1214,6 +1232,16 @@ var Outbox = class {
         "invalid_key"
       ));
     }
+    var json;
+    try {
+      json = JSON.stringify(data);
+    } catch (error) {
+      return Promise.reject(new RTDeliveryError(
+        "Expected data JSON can carry: " + (error && error.message ? error.message : String(error)),
+        "invalid_data"
+      ));
+    }
+    data = json === void 0 ? null : JSON.parse(json);
     var self = this;
     return new Promise(function(resolve, reject) {
       var item = {
@@ -1391,6 +1419,10 @@ var PresenceWatch = class {
       }),
       client.on("open", function() {
         self.refresh();
+      }),
+      // close() ends every watch of the client.
+      client.on("closed", function() {
+        self.stop();
       })
     ];
     this.refresh();
@@ -1398,6 +1430,15 @@ var PresenceWatch = class {
   /** Asks for a fresh snapshot (one request at a time), then schedules the next one. */
   refresh() {
     if (this.stopped) return;
+    if (this.client.state === "closed") {
+      this.stop();
+      return;
+    }
+    if (this.client._offline || this.client.state === "offline") {
+      clearTimeout(this.timer);
+      this.timer = null;
+      return;
+    }
     if (this.asking) {
       this.again = true;
       return;
@@ -1624,6 +1665,7 @@ var Client = class extends Connector {
     this._listeners = /* @__PURE__ */ new Map();
     this._pending = /* @__PURE__ */ new Map();
     this._refs = 0;
+    this._lateRefs = /* @__PURE__ */ new Set();
     this._conn = null;
     this._timer = null;
     this._openTimer = null;

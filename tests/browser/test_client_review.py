@@ -1,0 +1,172 @@
+"""rtdelivery.js in Chromium: the defects of the client's review (issue 11), each shown fixed.
+
+A WebSocket publish in flight when the browser goes offline is queued again and sent once; data
+JSON cannot carry is refused at once; a WebSocket cursor the server cannot read resets that
+topic (as on SSE and polling) instead of refusing it; a publish's error answered after its
+request timed out is not taken for a subscription refusal; watchPresence() stops with the
+client and asks nothing while offline; a plain client accepts the "leader" event.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+from uuid import uuid4
+
+from .conftest import DaphneServer
+from .test_client import (
+    make_client,
+    open_harness,
+    publish_many,
+    subscribe,
+    topic_name,
+    wait_log,
+    wait_seqs,
+)
+from .test_client_outbox import history, outcomes, start_publish
+
+
+def test_ws_publish_in_flight_when_offline_is_sent_once_after(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("offline-inflight")
+    client = make_client(page, transports=["ws"], livenessTimeout=60000, pingInterval=0)
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    process = browser_server.process
+    assert process is not None
+    # Frozen: the publish frame is sent on the open socket and not answered yet.
+    os.kill(process.pid, signal.SIGSTOP)  # by PID: the server this fixture started
+    try:
+        start_publish(page, client, topic, {"n": 1})
+        page.wait_for_function(
+            "(i) => H.clients[i].outbox.length === 1 && H.clients[i].outbox[0].state === 'sending'",
+            arg=client,
+        )
+        key = page.evaluate("(i) => H.clients[i].outbox[0].key", client)
+        page.context.set_offline(True)
+        page.wait_for_function("(i) => H.clients[i].state === 'offline'", arg=client)
+        # Not rejected as "offline": back in the queue, same key.
+        waiting = page.evaluate("(i) => H.clients[i].outbox", client)
+        assert [(w["key"], w["state"]) for w in waiting] == [(key, "queued")]
+        assert page.evaluate("() => H.outcomes") == [None]
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    page.context.set_offline(False)
+    done = outcomes(page, 1)
+    assert done[0]["ok"]["seq"] == 1  # the frozen frame may have landed: then a duplicate, seq 1
+    assert wait_seqs(page, topic, 1) == [1]
+    assert [e["data"] for e in history(browser_server, topic)] == [{"n": 1}]
+    assert page.evaluate("(i) => H.clients[i].outbox", client) == []
+
+
+def test_unserialisable_data_is_refused_at_once(page: Any, browser_server: DaphneServer) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("badjson")
+    client = make_client(page, transports=["sse"], outboxTimeout=5000)
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    answers = page.evaluate(
+        """async ([i, t]) => {
+            const c = H.clients[i];
+            const cyclic = {}; cyclic.self = cyclic;
+            const codes = [];
+            for (const data of [{n: 10n}, cyclic]) {
+                try { await c.publish(t, data); codes.push("published"); }
+                catch (error) { codes.push([error.name, error.code, c.outbox.length]); }
+            }
+            const after = await c.publish(t, {n: 1});
+            return {codes, seq: after.seq};
+        }""",
+        [client, topic],
+    )
+    assert answers["codes"] == [
+        ["RTDeliveryError", "invalid_data", 0],
+        ["RTDeliveryError", "invalid_data", 0],
+    ]
+    assert answers["seq"] == 1  # not stuck behind them
+    assert [e["data"] for e in history(browser_server, topic)] == [{"n": 1}]
+
+
+def test_ws_unreadable_cursor_resets_the_topic(page: Any, browser_server: DaphneServer) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("badcursor")
+    client = make_client(page, transports=["ws"])
+    subscribe(page, client, topic, since="not-a-cursor")
+    wait_log(page, "reset", topic)
+    wait_log(page, "subscribed", topic)
+    assert page.evaluate("([i, t]) => H.clients[i].cursor(t)", [client, topic]) != "not-a-cursor"
+    assert publish_many(browser_server, topic, 2) == [1, 2]
+    assert wait_seqs(page, topic, 2) == [1, 2]
+    errors = page.evaluate("() => H.log.filter((e) => e.name === 'error').map((e) => e.data.code)")
+    assert errors == []
+
+
+def test_late_publish_error_is_not_a_refusal(page: Any, browser_server: DaphneServer) -> None:
+    open_harness(page, browser_server)
+    topic = f"demo.review{uuid4().hex[:8]}"  # anyone may subscribe, only staff publish
+    client = make_client(page, transports=["ws"], outboxTimeout=2000)
+    page.evaluate(
+        """([i, t]) => {
+            H.events[t] = [];
+            H.sub0 = H.clients[i].subscribe(t, (e) => H.events[t].push(e));
+        }""",
+        [client, topic],
+    )
+    page.wait_for_function("() => H.sub0.state === 'live'")
+    # Every request times out before its answer can come: the forbidden answer comes late.
+    page.evaluate("(i) => { H.clients[i].options.requestTimeout = 0; }", client)
+    start_publish(page, client, topic, {"n": 1})
+    page.wait_for_function(
+        "() => H.log.some((e) => e.name === 'error' && e.data.code === 'forbidden')"
+    )
+    assert page.evaluate("() => H.sub0.state") == "live"
+    # Timed out and retried until expired, or (a retry answered in time) refused.
+    assert outcomes(page, 1)[0]["error"] in {"outbox_expired", "forbidden"}
+    assert publish_many(browser_server, topic, 1) == [1]
+    assert wait_seqs(page, topic, 1) == [1]
+    assert page.evaluate("() => H.sub0.state") == "live"
+
+
+def test_presence_watch_stops_on_close_and_rests_offline(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("presence-watch")
+    client = make_client(page, transports=["longpoll"], presenceInterval=100)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/rt/presence" in r.url else None)
+    page.evaluate(
+        """([i, t]) => {
+            H.snapshots = 0;
+            H.watch = H.clients[i].watchPresence(t, () => { H.snapshots += 1; });
+        }""",
+        [client, topic],
+    )
+    page.wait_for_function("() => H.snapshots >= 3")  # every 100 ms on long poll
+    page.context.set_offline(True)
+    page.wait_for_function("(i) => H.clients[i].state === 'offline'", arg=client)
+    page.wait_for_timeout(150)  # the refresh under way when the browser went offline ends
+    count = len(requests)
+    page.wait_for_timeout(600)  # six intervals: nothing asked, no error
+    assert len(requests) == count
+    errors = page.evaluate("() => H.log.filter((e) => e.name === 'error').length")
+    page.context.set_offline(False)
+    page.evaluate("(i) => H.clients[i].close()", client)
+    count = len(requests)
+    page.wait_for_timeout(400)
+    assert len(requests) == count
+    assert page.evaluate("() => H.log.filter((e) => e.name === 'error').length") == errors
+    assert errors <= 1  # at most the one refresh cut off by going offline
+
+
+def test_plain_client_accepts_leader_event(page: Any, browser_server: DaphneServer) -> None:
+    open_harness(page, browser_server)
+    client = make_client(page, transports=["sse"])
+    result = page.evaluate(
+        "(i) => { const off = H.clients[i].on('leader', () => {}); off(); return typeof off; }",
+        client,
+    )
+    assert result == "function"
