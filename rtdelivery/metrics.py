@@ -9,8 +9,9 @@ still reads them). :func:`read` gives this process's values either way.
 Hot paths pay little: labelled children are bound once here (no label lookup per
 event), the publish->fan-out latency is observed once per event per process (in the
 hub, not per subscriber), and deliveries are added to a plain integer per transport
-(:class:`Pending`) that :func:`flush` moves to the counter about once a second (the
-ops reporter, and every scrape of this process).
+(:class:`Pending`) that :func:`flush` moves to the counter: by the writer itself
+once the last flush is over a second old, and by every ops report and scrape of this
+process (a process that only answers short polls flushes too).
 
 Names follow Prometheus' conventions (docs/operations.md lists them): a
 ``rtdelivery_`` prefix, ``_total`` on counters, seconds for time.
@@ -252,27 +253,45 @@ _DELIVERED = {t: events_delivered.labels(t) for t in TRANSPORTS}
 
 
 class Pending:
-    """Deliveries of one transport: a plain integer, the cheapest thing a writer can add
-    to per batch; :func:`flush` adds what came since the last flush to the counter.
-    Writers only ever add (no lost update when a flush runs on another thread)."""
+    """Deliveries of one transport: a plain integer a writer adds to per batch
+    (``metrics.delivered["ws"].n += count``); :func:`flush` adds what came since the last
+    flush to the counter. Adding also flushes when the last flush is more than
+    :data:`FLUSH_EVERY` seconds old (one clock read and one float compare per batch), so
+    a process's deliveries reach Prometheus even when nothing else flushes (no reporter,
+    no scrape of that process). Writers only ever add (no lost update when a flush runs
+    on another thread)."""
 
-    __slots__ = ("flushed", "n")
+    __slots__ = ("_n", "flushed")
 
     def __init__(self) -> None:
-        self.n = 0
+        self._n = 0
         self.flushed = 0
 
+    @property
+    def n(self) -> int:
+        return self._n
 
+    @n.setter
+    def n(self, value: int) -> None:
+        self._n = value
+        if time.monotonic() - _last_flush[0] > FLUSH_EVERY:
+            flush()
+
+
+#: How old the last flush may be when a writer adds deliveries (seconds).
+FLUSH_EVERY = 1.0
 #: ``metrics.delivered["ws"].n += count`` from a transport's writer, per batch.
 delivered = {t: Pending() for t in TRANSPORTS}
 _flush_lock = threading.Lock()
+_last_flush = [time.monotonic()]
 
 
 def flush() -> None:
     """Move the pending deliveries to ``rtdelivery_events_delivered_total``."""
     with _flush_lock:
+        _last_flush[0] = time.monotonic()
         for transport, pending in delivered.items():
-            n = pending.n
+            n = pending._n
             if n != pending.flushed:
                 _DELIVERED[transport].inc(n - pending.flushed)
                 pending.flushed = n
@@ -330,7 +349,11 @@ def observe_latency(event_time_ms: int) -> None:
 
 def endpoint_of(handler: Any) -> str:
     """The transport (``poll``, ``longpoll``, ``sse``) or endpoint (``publish``,
-    ``history``, ``presence``) a request handler serves, for labels."""
+    ``history``, ``presence``) a request handler serves, for labels (a handler may name
+    its own in a ``metrics_label`` attribute: the django-eventstream bridge's)."""
+    label = getattr(handler, "metrics_label", None)
+    if isinstance(label, str):
+        return label
     module = getattr(handler, "__module__", "") or ""
     name = module.rsplit(".", 1)[-1]
     return name if name in TRANSPORTS else str(getattr(handler, "__name__", name))

@@ -1,7 +1,8 @@
 """Each serving process reports a small snapshot of itself every ``OPS_INTERVAL`` seconds.
 
-Started by the first hub of the process (:meth:`rtdelivery.hub.Hub.start`, i.e. with the
-first subscription), never at import. Each round, one pipeline to Redis:
+Started by the process's first rtdelivery request (:func:`rtdelivery.transports.serving.
+run_handler`: a poll, a publish, a stream) or its first hub (a WebSocket's subscription),
+whichever comes first, never at import. Each round, one pipeline to Redis:
 
 - ``SET <prefix>{rtdelivery:ops}:p:<process id> <json> EX <3 intervals>``: the snapshot
   (connections by transport, held requests, subscriptions, its busiest topics, counter
@@ -32,13 +33,54 @@ from . import OPS_TOPIC
 
 logger = logging.getLogger("rtdelivery.ops")
 
-#: This process, as the page names it.
-PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
-STARTED = time.time()
 #: Topics per process snapshot (the busiest by local subscribers).
 MAX_TOPICS = 100
-#: How long the page counts as open after its last look (seconds).
+#: Connections of signed-in users per process snapshot (those the page can end one by one).
+MAX_CONNECTIONS = 200
+#: How long the page counts as open after its last look (seconds), at least: three
+#: reporting intervals when that is longer (:func:`viewer_ttl`).
 VIEWER_TTL = 30
+
+
+class _Process:
+    """This process's id and start time, computed again in a forked child (a worker of
+    gunicorn or ``uvicorn --workers`` imports rtdelivery before the fork)."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.id = ""
+        self.started = 0.0
+
+    def current(self) -> _Process:
+        pid = os.getpid()
+        if pid != self.pid:
+            self.pid, self.started = pid, time.time()
+            self.id = f"{socket.gethostname()}:{pid}"
+        return self
+
+
+_process = _Process()
+
+
+def process_id() -> str:
+    """This process, as the page names it: ``<host>:<pid>``."""
+    return _process.current().id
+
+
+def __getattr__(name: str) -> Any:
+    # PROCESS_ID and STARTED as attributes, always this process's (not the parent's).
+    if name == "PROCESS_ID":
+        return process_id()
+    if name == "STARTED":
+        return _process.current().started
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def viewer_ttl(conf: Settings) -> int:
+    """How long the page counts as open after its last look: processes report every
+    ``OPS_INTERVAL``, so it must outlast a few of their rounds."""
+    return int(max(VIEWER_TTL, 3 * (conf.ops_interval or 0)))
+
 
 #: Counters whose totals and rates a snapshot carries (name, label to split by or None).
 COUNTERS: tuple[tuple[str, str | None], ...] = (
@@ -78,13 +120,14 @@ def uses_redis(conf: Settings) -> bool:
 
 
 def start() -> asyncio.Task[None] | None:
-    """Start reporting on the running loop unless a reporter already runs (the hub that
-    started it owns the task: closing the hub stops it)."""
+    """Start reporting on the running loop unless a reporter already runs; the new task,
+    or None. Cheap enough for every request (one check when it runs). A hub that started
+    it owns the task (closing the hub stops it); the next request or hub starts another."""
     global _task
+    if _task is not None and not _task.done() and not _task.get_loop().is_closed():
+        return None
     interval = get_settings().ops_interval
     if not interval:
-        return None
-    if _task is not None and not _task.done():
         return None
     _task = asyncio.create_task(_run(interval), name="rtdelivery-ops-reporter")
     return _task
@@ -125,6 +168,7 @@ def snapshot(previous: tuple[float, dict[str, float]] | None = None) -> dict[str
     from ..transports import limits
 
     conf = get_settings()
+    process = _process.current()
     now = time.time()
     metrics.held_requests_limit.set(conf.max_held_requests)
     counts = totals()
@@ -147,10 +191,10 @@ def snapshot(previous: tuple[float, dict[str, float]] | None = None) -> dict[str
             topics[topic] = topics.get(topic, 0) + hub.local_subscribers(topic)
     busiest = sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:MAX_TOPICS]
     return {
-        "id": PROCESS_ID,
-        "pid": os.getpid(),
+        "id": process.id,
+        "pid": process.pid,
         "host": socket.gethostname(),
-        "started": STARTED,
+        "started": process.started,
         "time": now,
         "interval": conf.ops_interval,
         "connections": connections,
@@ -180,7 +224,7 @@ async def report(
     if watched:
         from ..publishing import apublish
 
-        await apublish(OPS_TOPIC, {"process": PROCESS_ID, "time": snap["time"]}, type="process")
+        await apublish(OPS_TOPIC, {"process": snap["id"], "time": snap["time"]}, type="process")
     return snap["time"], snap["counters"]
 
 
@@ -234,11 +278,11 @@ async def mark_viewed(conf: Settings | None = None) -> None:
     global _viewers_until
     conf = conf or get_settings()
     if not uses_redis(conf):
-        _viewers_until = time.monotonic() + VIEWER_TTL
+        _viewers_until = time.monotonic() + viewer_ttl(conf)
         return
     from ..connections import get_redis
 
-    await get_redis().set(keys(conf)[2], "1", ex=VIEWER_TTL)
+    await get_redis().set(keys(conf)[2], "1", ex=viewer_ttl(conf))
 
 
 def reset() -> None:
@@ -246,3 +290,14 @@ def reset() -> None:
     global _viewers_until
     _local.clear()
     _viewers_until = 0.0
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's reporter task (on a loop this process does not
+    run) and snapshots are not this process's."""
+    global _task
+    _task = None
+    reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -36,6 +36,7 @@ from ..core.errors import (
     Unavailable,
 )
 from ..cors import is_preflight, response_headers
+from ..ops import reporter as ops_reporter
 from .http import Receive, Request, Scope, Send, respond, respond_error
 from .origins import allowed_hosts
 
@@ -49,6 +50,9 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
     """Call ``handler``; answer an ``RTDeliveryError`` (or a crash) with a JSON error if
     nothing was sent yet. Errors after the response started end it quietly."""
     started = False
+    # The process reports to the live page from its first request (a worker that only
+    # answers polls has no hub to start it).
+    ops_reporter.start()
     try:
         cors = request_cors_headers(request)
     except Exception:  # e.g. a project's corsheaders signal receiver: the answer stays JSON
