@@ -259,6 +259,34 @@ async def apublish(
     return await _publish_prepared(_prepare(topic, data, type, key))
 
 
+def publisher_namespace(user_pk: Any, session_key: str | None, ip: str | None) -> str:
+    """The namespace of a client's idempotency keys: ``u:<pk>`` for a signed-in user, else
+    ``s:<session key>`` when the client has a session, else ``a:<address>``. The first
+    letters keep the three apart (a session key of "u:1" is "s:u:1")."""
+    if user_pk is not None:
+        return f"u:{user_pk}"
+    if session_key:
+        return f"s:{session_key}"
+    return f"a:{ip or ''}"
+
+
+async def apublish_as(
+    namespace: str,
+    topic: str,
+    data: Any,
+    type: str = "message",  # noqa: A002
+    *,
+    key: str | None = None,
+) -> Event:
+    """:func:`apublish` for a client (HTTP ``publish``, the WebSocket ``publish`` op): ``key``
+    is stored as ``<namespace>:<key>`` (:func:`publisher_namespace`), so one publisher's key
+    never answers another's publish on the topic. The key is checked as given (1-128)."""
+    prepared = _prepare(topic, data, type, key)
+    if prepared.key is not None:
+        prepared = prepared._replace(key=f"{namespace}:{prepared.key}")
+    return await _publish_prepared(prepared)
+
+
 class _PublisherThread:
     """One event loop in a daemon thread per process, for sync callers without a hub.
 

@@ -18,7 +18,7 @@ from ..core.params import parse_int
 from ..core.topics import validate_topic
 from ..history import get_history
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish
-from ..publishing import apublish, validate_key
+from ..publishing import apublish, apublish_as, publisher_namespace, validate_key
 from ..tokens import is_connection_token
 from . import limits
 from .common import authorize_all
@@ -143,11 +143,19 @@ async def publish(request: Request, send: Send) -> None:
         raise InvalidEvent("Expected 'data' in the body.")
     topic = validate_topic(payload.get("topic"))
     key = validate_key(payload["key"]) if "key" in payload else None
+    event_type = payload.get("type", "message")
     if token is None:
         await authorize_client_publish(request.user, topic)
         # Clients only: a server's publish token is not rate limited.
-        limits.take_publish(await limits.request_user_key(request), limits.request_ip(request))
-    event = await apublish(topic, payload["data"], type=payload.get("type", "message"), key=key)
+        user_pk = await limits.request_user_key(request)
+        ip = limits.request_ip(request)
+        limits.take_publish(user_pk, ip)
+        # A client's key is its own: another publisher on the topic cannot take it first.
+        session = request.session() if key is not None and user_pk is None else None
+        namespace = publisher_namespace(user_pk, getattr(session, "session_key", None), ip)
+        event = await apublish_as(namespace, topic, payload["data"], type=event_type, key=key)
+    else:
+        event = await apublish(topic, payload["data"], type=event_type, key=key)
     answer: dict[str, Any] = {"topic": event.topic, "seq": event.seq, "id": event.id}
     if event.duplicate:  # the first publish with this key: 200, nothing new was created
         answer["duplicate"] = True

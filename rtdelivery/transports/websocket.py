@@ -26,7 +26,7 @@ from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish, effective_user
 from ..presence import connection_id
-from ..publishing import apublish, validate_key
+from ..publishing import apublish_as, publisher_namespace, validate_key
 from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
 from . import flow, limits
 from .http import Receive, Scope, Send
@@ -71,6 +71,7 @@ class Connection:
         "conf",
         "hub",
         "id",
+        "key_namespace",
         "link",
         "presence_topics",
         "scope",
@@ -85,6 +86,10 @@ class Connection:
         self.conf = conf
         self.scope = scope
         self.user = scope.get("user")
+        #: Where this client's idempotency keys live: its user, session or address.
+        self.key_namespace = publisher_namespace(
+            limits.user_key(self.user), _session_key(scope), limits.scope_ip(scope)
+        )
         self.id = connection_id()  # "<pid>.<n>", shared with SSE streams
         self.sub = Subscriber(conf.queue_size)
         # Writes wait for room under every server (Daphne's own send never does), and a
@@ -245,7 +250,10 @@ class Connection:
         if "data" not in frame:
             raise RTDeliveryError("Expected 'data' in a publish frame.", code="invalid_event")
         key = validate_key(frame["key"]) if "key" in frame else None
-        event = await apublish(topic, frame["data"], type=event_type, key=key)
+        # A client's key is its own: another publisher on the topic cannot take it first.
+        event = await apublish_as(
+            self.key_namespace, topic, frame["data"], type=event_type, key=key
+        )
         payload: dict[str, Any] = {"op": "ack", "topic": topic, "seq": event.seq, "id": event.id}
         if event.duplicate:
             payload["duplicate"] = True
