@@ -17,6 +17,13 @@ from django.http import HttpRequest
 from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.utils import get_channelmanager
 
+from ...conf import get_settings
+from ...policy import SUBSCRIBE, allowed, effective_user
+from ...tokens import token_claims
+
+#: The TOPICS rule that asks the ChannelManager (rtdelivery.contrib.eventstream.TOPICS).
+CHANNEL_MANAGER_RULE = "rtdelivery.contrib.eventstream.policy.can_read_channel"
+
 
 def es_user(user: Any) -> Any:
     """The user as django-eventstream passes it to a ChannelManager: None when anonymous."""
@@ -34,22 +41,49 @@ async def channels_for_request(request: HttpRequest, view_kwargs: dict[str, Any]
     return sorted(channels, key=str)
 
 
-def _default_read(manager: Any) -> bool:
+def default_read(manager: Any) -> bool:
     return type(manager).can_read_channel is DefaultChannelManager.can_read_channel
 
 
-async def unreadable(user: Any, channels: list[str]) -> list[str]:
-    """The channels ``user`` may not read (``can_read_channel`` False)."""
+async def unreadable(user: Any, topics: dict[str, str]) -> tuple[list[str], str]:
+    """The channels (``topics``: topic -> channel) ``user`` may not read, and the
+    refusal's code (``token_topics`` when a connection token's topic limits made the
+    difference, else ``forbidden``).
+
+    As on every rtdelivery transport, a client authenticated by a connection token limited
+    to other topics is anonymous on a channel's topic. The ChannelManager's
+    ``can_read_channel`` decides; when ``RTDELIVERY["TOPICS"]`` has a pattern matching the
+    channel's topic, its subscribe rule must allow too (deny by default).
+    """
     manager = get_channelmanager()
-    if _default_read(manager):
-        return []
+    conf = get_settings()
+    claims = token_claims(user)
+    refused: list[str] = []
+    limited = False
+    ask: list[tuple[str, Any, bool]] = []  # (channel, user as its topic sees it, limited)
+    for topic, channel in topics.items():
+        narrowed = claims is not None and not claims.allows(topic)
+        options = conf.topic_options(topic)
+        if options.pattern is not None:
+            if not await allowed(user, topic, SUBSCRIBE):
+                refused.append(channel)
+                limited = limited or narrowed
+                continue
+            if options.subscribe == CHANNEL_MANAGER_RULE:
+                continue  # that rule was the ChannelManager's answer
+        if not default_read(manager):
+            ask.append((channel, effective_user(user, topic), narrowed))
 
-    def check() -> list[str]:
-        who = es_user(user)
-        return [c for c in channels if not manager.can_read_channel(who, c)]
+    def check() -> list[tuple[str, bool]]:
+        return [(c, n) for c, who, n in ask if not manager.can_read_channel(es_user(who), c)]
 
-    refused: list[str] = await sync_to_async(check)()
-    return refused
+    if ask:
+        for channel, narrowed in await sync_to_async(check)():
+            refused.append(channel)
+            limited = limited or narrowed
+    return sorted(refused, key=list(topics.values()).index), (
+        "token_topics" if limited else "forbidden"
+    )
 
 
 def can_read(user: Any, channel: str) -> bool:

@@ -18,17 +18,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from .channels import can_read
+from asgiref.sync import sync_to_async
+from django_eventstream.utils import get_channelmanager
+
+from .channels import can_read, default_read
 from .names import InvalidChannel, topic_to_channel
 
 
-def can_read_channel(user: Any, topic: str, action: str) -> bool:
+async def can_read_channel(user: Any, topic: str, action: str) -> bool:
     """rtdelivery policy hook: subscribe as ``can_read_channel`` says; never publish
-    (django-eventstream's clients only read; servers publish with ``send_event``)."""
+    (django-eventstream's clients only read; servers publish with ``send_event``).
+    A project's ``can_read_channel`` may use the ORM: it runs in a worker thread (the
+    default one, which allows everyone, inline)."""
     if action != "subscribe":
         return False
     try:
         channel = topic_to_channel(topic)
     except InvalidChannel:
         return False
-    return can_read(user, channel)
+    if default_read(get_channelmanager()):
+        return True
+    return bool(await sync_to_async(can_read)(user, channel))

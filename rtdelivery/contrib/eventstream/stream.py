@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from ... import access
+from ... import access, metrics
 from ...authentication import check_refused
 from ...conf import get_settings
 from ...core.cursors import Position
@@ -51,6 +51,8 @@ KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
 #: recovered" (see _since).
 NOT_AN_EPOCH = 2
 _LINES = re.compile(r"\r\n|\r|\n")
+#: The ``transport`` label of the bridge's metrics.
+TRANSPORT = "eventstream"
 
 
 def encode_event(event_type: str, data: str, event_id: str | None = None) -> str:
@@ -76,18 +78,22 @@ def _event_tail(event_type: str, data_json: str) -> str:
 class _Stream:
     """Formats queued items as django-eventstream frames (duck-typed for the SSE pump)."""
 
-    __slots__ = ("channels", "idle", "positions", "sub")
+    __slots__ = ("channels", "ended", "idle", "positions", "sub")
 
     def __init__(self, channels: dict[str, str], positions: dict[str, Position], sub: Subscriber):
         self.channels = channels  # topic -> channel, in the id's order
         self.positions = positions
         self.sub = sub
         self.idle = 0
+        #: A stream-error was written: nothing more is (the response ends).
+        self.ended = False
 
     def event_id(self) -> str:
         return make_id((channel, self.positions[topic]) for topic, channel in self.channels.items())
 
     def frame(self, item: Event | Reset | Notice) -> str:
+        if self.ended:
+            return ""
         if isinstance(item, Event):
             self.positions[item.topic] = item.position
             head = f"event: {item.type}\nid: {self.event_id()}\n"
@@ -98,8 +104,14 @@ class _Stream:
         if item.kind == "heartbeat":
             return KEEP_ALIVE
         if item.kind == access.TOPIC_ENDED and isinstance(item.data, dict):
-            # rtdelivery.unsubscribe(): what django-eventstream sends a kicked listener.
-            channel = self.channels.get(item.data.get("topic", ""), "")
+            # rtdelivery.unsubscribe(): what django-eventstream sends a kicked listener,
+            # and then, as it does after any stream-error, the response ends (closing the
+            # subscriber makes the pump end it; a client cannot resume from id "error").
+            topic = item.data.get("topic", "")
+            channel = self.channels.get(topic, "")
+            self.positions.pop(topic, None)
+            self.ended = True
+            self.sub.close()
             return encode_error(
                 "forbidden", f"Permission denied to channels: {channel}", channels=[channel]
             )
@@ -201,8 +213,9 @@ async def _serve(request: Request, send: Send) -> None:
         except BadEventId as exc:
             raise _Refused.bad_request("Failed to parse Last-Event-ID or lastEventId") from exc
         seqs, epochs = parsed.seqs, parsed.epochs
-    refused = await unreadable(user, channels)
+    refused, code = await unreadable(user, topics)
     if refused:
+        metrics.refused(TRANSPORT, 403, code)
         raise _Refused(
             200,
             encode_error(
@@ -258,3 +271,6 @@ async def _serve(request: Request, send: Send) -> None:
                 await hub.unsubscribe_all(sub)
             finally:
                 link.release()
+
+
+setattr(handle, "metrics_label", TRANSPORT)  # noqa: B010 - read by metrics.endpoint_of

@@ -27,6 +27,7 @@ async def events(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespons
         rt_request.scope["url_route"] = {"args": args, "kwargs": kwargs}
         await stream.handle(rt_request, send)
 
+    setattr(handler, "metrics_label", stream.TRANSPORT)  # noqa: B010 - metrics.endpoint_of
     return await serve_django(handler, "GET", request, streaming=True)
 
 

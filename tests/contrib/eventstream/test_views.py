@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient, Client
 from django_eventstream import send_event
 
+from rtdelivery import metrics
+from rtdelivery.access import aunsubscribe
 from rtdelivery.contrib.eventstream.names import channel_to_topic
 from rtdelivery.policy import allowed
+from rtdelivery.tokens import connection_token
 
 from . import project
 
@@ -70,3 +74,73 @@ async def test_topics_rule_asks_the_channel_manager(es_settings: dict[str, Any])
     assert not await allowed(AnonymousUser(), channel_to_topic("denied.x"), "subscribe")
     assert not await allowed(alice, topic, "publish")
     assert not await allowed(alice, "es.a_41", "subscribe")  # not a channel's topic
+
+
+async def _first_frames(url: str) -> tuple[bytes, Any]:
+    response = await AsyncClient().get(url)
+    assert response.status_code == 200
+    if not response.streaming:  # a refusal: answered whole
+        return response.content, response
+    chunks = aiter(response.streaming_content)
+    return await asyncio.wait_for(anext(chunks), 10), response
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("closing")
+async def test_token_topic_limits_apply_to_the_bridge() -> None:
+    # A token limited to es.open is anonymous on private.alice's topic, as on /rt/poll.
+    alice = await User.objects.acreate(username=f"alice{uuid4().hex[:8]}")
+    private = f"private.{alice.username}"
+    before = metrics.value("refusals", transport="eventstream", code="token_topics")
+    token = connection_token(alice, topics=["es.open"])
+    first, response = await _first_frames(f"/events/multi/?channel={private}&access_token={token}")
+    assert first.startswith(b"event: stream-error\nid: error\n")
+    assert b'"condition": "forbidden"' in first
+    assert private.encode() in first
+    assert metrics.value("refusals", transport="eventstream", code="token_topics") == before + 1
+    # The same limits covering the channel's topic: the stream opens.
+    token = connection_token(alice, topics=[channel_to_topic(private)])
+    first, response = await _first_frames(f"/events/multi/?channel={private}&access_token={token}")
+    assert b"event: stream-open" in first
+    await response.streaming_content.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("closing")
+async def test_topics_rule_for_es_topics_applies_to_the_bridge(
+    settings: Any, es_settings: dict[str, Any]
+) -> None:
+    settings.RTDELIVERY = {**es_settings, "TOPICS": {"es.*": {"subscribe": "nobody"}}}
+    first, _ = await _first_frames("/events/multi/?channel=open")
+    assert first.startswith(b"event: stream-error\nid: error\n")
+    assert metrics.value("refusals", transport="eventstream", code="forbidden") >= 1
+    # No pattern for es.*: the ChannelManager alone decides.
+    settings.RTDELIVERY = {**es_settings, "TOPICS": {"other.*": {"subscribe": "anyone"}}}
+    first, response = await _first_frames("/events/multi/?channel=open")
+    assert b"event: stream-open" in first
+    await response.streaming_content.aclose()  # type: ignore[union-attr]
+    first, _ = await _first_frames("/events/multi/?channel=denied.x")
+    assert first.startswith(b"event: stream-error\nid: error\n")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("closing")
+async def test_unsubscribe_ends_the_stream_after_its_stream_error() -> None:
+    alice = await User.objects.acreate(username=f"alice{uuid4().hex[:8]}")
+    private = f"private.{alice.username}"
+    token = connection_token(alice)
+    first, response = await _first_frames(f"/events/multi/?channel={private}&access_token={token}")
+    assert b"event: stream-open" in first
+    chunks = aiter(response.streaming_content)
+    await aunsubscribe(alice, channel_to_topic(private))
+    error = await asyncio.wait_for(anext(chunks), 10)
+    assert error.startswith(b"event: stream-error\nid: error\n")
+    rest = [chunk async for chunk in _until_end(chunks)]
+    assert b"".join(rest) == b""  # django-eventstream ends the response: no keep-alive
+
+
+async def _until_end(chunks: Any) -> Any:
+    while True:
+        try:
+            yield await asyncio.wait_for(anext(chunks), 10)
+        except StopAsyncIteration:
+            return
