@@ -87,6 +87,8 @@ if (args[0] === "--check") {
 } else if (args.length === 0) {
   write(DIST, files);
   write(STATIC, files);
+  // The npm package carries the project's licence (npm packs a LICENSE at the package root).
+  writeFileSync(join(HERE, "LICENSE"), readFileSync(join(HERE, "..", "LICENSE"), "utf8"));
 } else {
   console.error("usage: node build.mjs [--check | --outdir DIR]");
   process.exit(2);
