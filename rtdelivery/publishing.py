@@ -82,6 +82,8 @@ async def _publish_prepared(p: _Prepared) -> Event:
     if not event.duplicate:  # a duplicate was stored and broadcast by the first publish
         metrics.events_published.inc()
         await _broadcast(backplane.get_layer(), [event])
+    else:
+        metrics.publish_duplicates.inc()
     return event
 
 
@@ -190,6 +192,9 @@ class _Batcher:
         else:
             results = [result for result, _ in appended]
             stored = [(e, m) for e, m in appended if isinstance(e, Event) and not e.duplicate]
+            if len(stored) < len(appended):  # the others repeated an idempotency key
+                duplicates = sum(isinstance(e, Event) and e.duplicate for e, _ in appended)
+                metrics.publish_duplicates.inc(duplicates)
             if stored:
                 metrics.events_published.inc(len(stored))
                 if direct is None:

@@ -97,6 +97,7 @@ COUNTERS: tuple[tuple[str, str | None], ...] = (
     ("redis_outages", None),
     ("history_reads", None),
     ("duplicates_dropped", None),
+    ("publish_duplicates", None),
     ("broadcast_failures", None),
     ("delivery_latency_seconds_count", None),
     ("delivery_latency_seconds_sum", None),
