@@ -15,6 +15,7 @@ from ..hub import Hub
 from ..policy import SUBSCRIBE, authorize, effective_user
 from ..presence import get_presence, poll_connection_id
 from ..subscriber import Subscriber
+from . import limits
 from .http import Receive, Request
 
 
@@ -41,6 +42,7 @@ def client_seen(
 
 async def _see(request: Request, topics: list[str], client: str, ttl: float) -> None:
     user = await request.user()
+    limits.see_poll_client(limits.user_key(user), limits.request_ip(request), client, ttl)
     entries = [(topic, effective_user(user, topic)) for topic in topics]
     await get_presence().seen(entries, poll_connection_id(client, user), ttl)
 

@@ -200,8 +200,41 @@ def _prune(now: float, burst: float, rate: float) -> None:
             del _buckets[key]
 
 
+#: (("user", pk) or ("ip", address)) -> {polling client id: when it stops counting}.
+_poll_clients: dict[Any, dict[str, float]] = {}
+
+
+def see_poll_client(user: Any, ip: str | None, client: str, ttl: float) -> None:
+    """Count a polling client's ``client=`` id as one connection of ``user`` (a pk; else
+    its ``ip``) for ``ttl`` seconds: a client cycling ids is bounded by
+    ``MAX_CONNECTIONS_PER_USER``/``_PER_IP`` in presence as a WebSocket client is, instead
+    of inflating "here now" and sending a join to every subscriber per new id."""
+    conf = get_settings()
+    limit = conf.max_connections_per_user if user is not None else conf.max_connections_per_ip
+    if limit is None:
+        return
+    key: Any = ("user", user) if user is not None else ("ip", ip)
+    now = time.monotonic()
+    ids = _poll_clients.setdefault(key, {})
+    if client not in ids:
+        for stale in [c for c, until in ids.items() if until <= now]:
+            del ids[stale]
+        if len(ids) >= limit:
+            raise TooManyConnections(
+                f"Expected at most {limit} polling client ids (client=) per "
+                f"{'user' if user is not None else 'client address'} on this server; "
+                "reuse one id per page."
+            )
+    ids[client] = now + ttl
+    if len(_poll_clients) > 10000:
+        # Forget keys with no live id: bounded memory however many addresses come by.
+        for other in [k for k, v in _poll_clients.items() if max(v.values(), default=0) <= now]:
+            del _poll_clients[other]
+
+
 def reset() -> None:
     """Forget every count (tests)."""
     _per_user.clear()
     _per_ip.clear()
     _buckets.clear()
+    _poll_clients.clear()

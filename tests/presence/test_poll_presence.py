@@ -204,6 +204,24 @@ async def test_a_long_poll_refused_with_429_is_not_present(
     assert [i.data["action"] for i in joins if i.data["action"] == "join"] == [], joins
 
 
+async def test_polling_client_ids_are_bounded_like_connections(
+    app: Any, configure: Callable[..., Any]
+) -> None:
+    """A client cycling ``client=`` ids counts against MAX_CONNECTIONS_PER_IP (anonymous)
+    as WebSockets do, instead of joining once per id."""
+    configure(MAX_CONNECTIONS_PER_IP=2)
+    ids = [f"cycling-{n:04d}" for n in range(3)]
+    for client in ids[:2]:
+        assert (await http(app, f"/rt/poll?topic=room.c&client={client}"))[0] == 200
+    status, body = await http(app, f"/rt/poll?topic=room.c&client={ids[2]}")
+    assert (status, body["error"]["code"]) == (429, "too_many_connections")
+    assert await count("room.c") == 2
+    # A known id goes on being seen; a topic without presence costs nothing and is not
+    # refused.
+    assert (await http(app, f"/rt/poll?topic=room.c&client={ids[0]}"))[0] == 200
+    assert (await http(app, f"/rt/poll?topic=plain.c&client={ids[2]}"))[0] == 200
+
+
 @pytest.mark.parametrize("endpoint", ["poll", "longpoll", "sse"])
 @pytest.mark.parametrize(
     "client", ["short", "x" * 65, "bad id!", "", "caf%C3%A9-0123", "a" * 8 + "%2F"]
