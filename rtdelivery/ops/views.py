@@ -1,7 +1,9 @@
 """The live operations page and its staff actions, served inside the Django admin.
 
 Every view is wrapped by the admin site's ``admin_view`` (:mod:`rtdelivery.ops.urls`):
-staff only, anyone else gets the admin's login page. Actions follow the admin's
+staff only, anyone else gets the admin's login page. The actions also need the
+``rtdelivery.manage_realtime`` permission (superusers have it; other staff get 403 and see
+the page without them). Actions follow the admin's
 confirmation pattern: a GET shows what will happen (a form with Django's CSRF token), the
 POST with ``confirm`` does it and redirects to the page with a message. Redis work runs on
 the process's background loop (the server's own when it has a hub), like sync
@@ -16,15 +18,16 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
-from ..core.errors import RTDeliveryError
+from ..core.errors import RTDeliveryError, Unavailable
 from ..core.topics import validate_topic
+from ..models import MANAGE_REALTIME
 from . import OPS_TOPIC, reporter, state
 
 T = TypeVar("T")
@@ -34,9 +37,25 @@ TIMEOUT = 15.0
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the background loop; :class:`Unavailable` if it takes longer than
+    :data:`TIMEOUT` (Redis slow or unreachable): the admin shows it, not a 500."""
     from ..transports.serving import background_loop
 
-    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result(TIMEOUT)
+    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    try:
+        return future.result(TIMEOUT)
+    except TimeoutError:
+        future.cancel()
+        raise Unavailable(
+            f"No answer within {TIMEOUT:g} s (Redis slow or unreachable?). It may still have "
+            "happened: check before trying again."
+        ) from None
+
+
+def can_act(request: HttpRequest) -> bool:
+    """Whether the user may take the page's actions: ``rtdelivery.manage_realtime``."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.has_perm(MANAGE_REALTIME))
 
 
 def _context(request: HttpRequest, site: admin.AdminSite, **extra: Any) -> dict[str, Any]:
@@ -54,6 +73,7 @@ def page(request: HttpRequest, site: admin.AdminSite = admin.site) -> HttpRespon
             request,
             site,
             title="Real-time operations",
+            can_act=can_act(request),
             announce_form=AnnounceForm(),
             trim_form=TrimForm(),
             disconnect_form=DisconnectForm(),
@@ -151,6 +171,10 @@ def action(request: HttpRequest, name: str, site: admin.AdminSite = admin.site) 
     """GET: the confirmation page for action ``name``; POST with ``confirm``: do it."""
     if name not in ACTIONS:
         raise Http404(f"No action {name!r}; expected one of {', '.join(ACTIONS)}.")
+    if not can_act(request):
+        raise PermissionDenied(
+            f"Expected the {MANAGE_REALTIME} permission to act from the live page."
+        )
     form_class, perform, subject = ACTIONS[name]
     form = form_class(request.POST if request.method == "POST" else request.GET)
     back = reverse(f"{site.name}:rtdelivery_ops", current_app=site.name)

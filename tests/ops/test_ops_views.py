@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client, TestCase, override_settings
 
 from demo_site.settings import RTDELIVERY as DEMO_RTDELIVERY
@@ -75,7 +77,11 @@ class MetricsViewTests(TestCase):
 class OpsPageTests(TestCase):
     def setUp(self) -> None:
         users = get_user_model()
+        # Staff who may act: the rtdelivery.manage_realtime permission.
         self.staff = users.objects.create_user("staff", password="pw", is_staff=True)
+        self.staff.user_permissions.add(
+            Permission.objects.get(content_type__app_label="rtdelivery", codename="manage_realtime")
+        )
         self.user = users.objects.create_user("user", password="pw")
         reporter.reset()
 
@@ -156,6 +162,60 @@ class OpsPageTests(TestCase):
         self.assertContains(self.client.get(url, {"user": "42"}), "End the connections of 42")
         done = self.client.post(url, {"user": "42", "confirm": "yes"}, follow=True)
         self.assertContains(done, "end the connections of user 42")
+
+    def test_staff_without_the_permission_see_the_page_but_cannot_act(self) -> None:
+        viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+        for n in range(3):
+            publish("feed", {"n": n})
+        self.client.force_login(viewer)
+        page = self.client.get(PAGE)
+        self.assertEqual(page.status_code, 200)
+        self.assertContains(page, "rtdelivery.manage_realtime")
+        self.assertNotContains(page, 'id="rtops-trim"')
+        self.assertEqual(self.client.get(PAGE + "state.json").status_code, 200)
+        with capture_events("announcements") as captured:
+            for name, data in [
+                ("trim", {"topic": "feed", "keep": "0"}),
+                ("announce", {"topic": "announcements", "text": "hi"}),
+                ("disconnect", {"user": "42"}),
+            ]:
+                self.assertEqual(self.client.get(PAGE + f"{name}/", data).status_code, 403)
+                done = self.client.post(PAGE + f"{name}/", {**data, "confirm": "yes"})
+                self.assertEqual(done.status_code, 403)
+            captured.assert_no_event()
+        latest = asyncio.run(get_history().latest("feed", 10))
+        self.assertEqual(len(latest.events), 3)  # not trimmed
+
+    def test_superusers_may_act(self) -> None:
+        admin = get_user_model().objects.create_superuser("admin", password="pw")
+        self.client.force_login(admin)
+        self.assertContains(self.client.get(PAGE), 'id="rtops-trim"')
+        done = self.client.post(PAGE + "trim/", {"topic": "feed", "keep": "0", "confirm": "yes"})
+        self.assertRedirects(done, PAGE, fetch_redirect_response=False)
+
+    def test_an_action_that_takes_too_long_is_an_error_message_not_a_500(self) -> None:
+        from rtdelivery.ops import views
+
+        async def hang(*args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(30)
+
+        self.client.force_login(self.staff)
+        with (
+            mock.patch.object(views, "TIMEOUT", 0.05),
+            mock.patch("rtdelivery.access.adisconnect", hang),
+        ):
+            done = self.client.post(
+                PAGE + "disconnect/", {"user": "42", "confirm": "yes"}, follow=True
+            )
+        self.assertEqual(done.status_code, 200)
+        self.assertContains(done, "Could not disconnect: No answer within 0.05 s")
+        with (
+            mock.patch.object(views, "TIMEOUT", 0.05),
+            mock.patch.object(views.state, "collect", hang),
+        ):
+            state = self.client.get(PAGE + "state.json")
+        self.assertEqual(state.status_code, 503)
+        self.assertEqual(state.json()["error"]["code"], "unavailable")
 
 
 # -- units ---------------------------------------------------------------------------------
