@@ -207,16 +207,17 @@ def decode_positions(text: object, key: bytes) -> dict[str, Position]:
 
 def merge_cursors(texts: Sequence[str], key: bytes) -> Cursor:
     """Several cursors (``cursor=`` repeated) read as one: each topic at the position the
-    cursor that covers it gives. A topic covered by two cursors is ambiguous, and refused
-    (naming it); in all they cover at most ``MAX_CURSOR_TOPICS`` topics, as one cursor."""
+    cursor that covers it gives. A topic two cursors put at different positions is
+    ambiguous, and refused (naming it); the same position twice is not (a client resending
+    what it was given). In all they cover at most ``MAX_CURSOR_TOPICS`` topics, as one."""
     if len(texts) == 1:
         return Cursor.decode(texts[0], key)
     positions: dict[str, Position] = {}
     for text in texts:
         for topic, position in decode_positions(text, key).items():
-            if topic in positions:
+            if positions.get(topic, position) != position:
                 raise InvalidCursor(
-                    f"Expected each topic in at most one cursor, got {topic!r} in two.",
+                    f"Expected each topic at one position, got {topic!r} at two.",
                     topic=topic,
                 )
             positions[topic] = position
