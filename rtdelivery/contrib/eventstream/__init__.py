@@ -16,6 +16,7 @@ format from rtdelivery's history and hub.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .names import TOPIC_PREFIX, InvalidChannel, channel_to_topic, topic_to_channel
@@ -45,11 +46,34 @@ async def asend_event(channel: str, event_type: str, data: Any, json_encode: boo
     return ESEvent(channel, event_type, text, id=event.seq)
 
 
+async def aget_current_event_id(channels: Iterable[str]) -> str:
+    """django-eventstream's ``get_current_event_id(channels)`` for async code (no blocking
+    call on the loop), with the epoch part: a page that renders it and resumes from it
+    after Redis lost the history gets ``stream-reset``, never a silent skip."""
+    from ...history import get_history
+    from .ids import make_id
+
+    topics = {channel_to_topic(channel): channel for channel in channels}
+    heads = await get_history().heads(list(topics))
+    return make_id((channel, heads.get(topic)) for topic, channel in topics.items())
+
+
+def get_current_event_id(channels: Iterable[str]) -> str:
+    """``aget_current_event_id`` for sync code (a view rendering the page): use it in place
+    of ``django_eventstream.get_current_event_id``, whose ids have no epoch part."""
+    from .storage import run
+
+    channels = list(channels)
+    return run(lambda: aget_current_event_id(channels))
+
+
 __all__ = [
     "TOPICS",
     "TOPIC_PREFIX",
     "InvalidChannel",
+    "aget_current_event_id",
     "asend_event",
     "channel_to_topic",
+    "get_current_event_id",
     "topic_to_channel",
 ]

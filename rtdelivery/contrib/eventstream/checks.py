@@ -1,5 +1,6 @@
-"""System check rtdelivery.W010: the bridge's URLs are mounted but ``send_event`` does not
-publish through rtdelivery (docs/checks.md)."""
+"""System checks rtdelivery.W010: the bridge's URLs are mounted but ``send_event`` does not
+publish through rtdelivery, and W011: the URLconf could not be loaded to tell
+(docs/checks.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning  # noqa: A004 - Django's name
-from django.core.exceptions import ImproperlyConfigured
 
 STORAGE = "rtdelivery.contrib.eventstream.storage.RTDeliveryStorage"
 BRIDGE_VIEW = "rtdelivery.contrib.eventstream.views.events"
@@ -31,18 +31,32 @@ def _mounted(patterns: Iterable[Any], depth: int = 0) -> bool:
 
 
 def bridge_mounted() -> bool:
-    """Whether the project's URLconf includes ``rtdelivery.contrib.eventstream.urls``."""
+    """Whether the project's URLconf includes ``rtdelivery.contrib.eventstream.urls``
+    (raises what loading the URLconf raises)."""
     from django.urls import get_resolver
 
-    try:
-        return _mounted(get_resolver().url_patterns)
-    except (ImportError, ImproperlyConfigured):
-        return False  # a broken URLconf: Django's own URL checks report it
+    return _mounted(get_resolver().url_patterns)
 
 
 def check_eventstream() -> list[CheckMessage]:
     storage = getattr(settings, "EVENTSTREAM_STORAGE_CLASS", None)
-    if storage == STORAGE or not bridge_mounted():
+    if storage == STORAGE:
+        return []
+    try:
+        mounted = bridge_mounted()
+    except Exception as exc:  # any error in the project's URLconf
+        # check must not crash on the project's URLconf: say what failed, go on.
+        return [
+            Warning(
+                f"Loading ROOT_URLCONF {getattr(settings, 'ROOT_URLCONF', None)!r} failed "
+                f"({type(exc).__name__}: {exc}), so rtdelivery cannot tell whether "
+                "rtdelivery.contrib.eventstream.urls is mounted without "
+                f"EVENTSTREAM_STORAGE_CLASS = {STORAGE!r} (check W010).",
+                hint="Fix the error in the URLconf (the server would fail on it too).",
+                id="rtdelivery.W011",
+            )
+        ]
+    if not mounted:
         return []
     return [
         Warning(

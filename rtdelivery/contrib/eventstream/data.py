@@ -16,7 +16,6 @@ polling) should get the JSON value, not a string of JSON. So:
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -51,9 +50,8 @@ def from_stored(value: Any) -> Any:
     return json.dumps(value)
 
 
-@functools.lru_cache(maxsize=2048)
 def sse_text(data_json: str) -> str:
-    """The text after ``data:`` for an event whose data is ``data_json`` (cached: every
-    stream of the process writes the same event)."""
+    """The text after ``data:`` for an event whose data is ``data_json`` (the stream
+    caches what it builds from it, bounded: :func:`.stream.event_tail`)."""
     value = from_stored(json.loads(data_json))
     return value if isinstance(value, str) else json.dumps(value)

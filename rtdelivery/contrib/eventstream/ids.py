@@ -7,8 +7,9 @@ django-eventstream's id is ``quote(channel) ":" id`` per channel, joined by ``,`
 lets a resume tell a lost history from a continued one. ``*`` is never a quoted channel
 name (``quote`` escapes it), and django-eventstream's own parser ignores that part.
 
-Ids without the ``*`` part (``get_current_event_id()``, ids stored by an older front
-end) resume by ``seq`` in the topic's current epoch.
+Ids without the ``*`` part (django-eventstream's own ``get_current_event_id()``, ids
+stored by an older front end) resume by ``seq`` in the topic's current epoch; the bridge's
+``get_current_event_id()`` includes it.
 """
 
 from __future__ import annotations
@@ -38,11 +39,16 @@ def _base36(value: int) -> str:
             return out
 
 
-def make_id(positions: Iterable[tuple[str, Position]]) -> str:
-    """The id of a stream at ``positions`` (channel, position), in that order."""
+def make_id(positions: Iterable[tuple[str, Position | None]]) -> str:
+    """The id of a stream at ``positions`` (channel, position), in that order (None: a
+    topic with no history yet, seq 0 in whatever epoch it gets)."""
     parts = []
     epochs = []
     for channel, position in positions:
+        if position is None:
+            parts.append(f"{quote(channel)}:0")
+            epochs.append("")
+            continue
         parts.append(f"{quote(channel)}:{position.seq}")
         epochs.append(_base36(position.epoch))
     if not parts:

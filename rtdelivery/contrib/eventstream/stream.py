@@ -11,7 +11,7 @@ refused channel. Channels come from the project's ChannelManager and the URL kwa
 
 Underneath it is rtdelivery's SSE transport: one hub subscription per channel's topic,
 backlog from history, gap repair, no thread per stream, bounded memory (a client that
-stops reading is ended and resumes by its id).
+stops reading is ended and resumes by its id; the text cache is bounded in bytes).
 """
 
 from __future__ import annotations
@@ -69,10 +69,29 @@ def encode_error(condition: str, text: str, **extra: Any) -> str:
     return encode_event("stream-error", data, ERROR_ID)
 
 
-@functools.lru_cache(maxsize=2048)
-def _event_tail(event_type: str, data_json: str) -> str:
-    # Built once per process for every stream; the id line differs per stream.
+#: An event's ``data:`` lines are built once per process for every stream (the id line
+#: differs per stream) and kept in a cache bounded in bytes: up to SMALL_EVENTS events of
+#: at most SMALL_EVENT_BYTES (a burst's worth), and the last LARGE_EVENTS larger ones (a
+#: fan-out writes the same event to every stream at once). At most about 2 MiB plus
+#: 2 * LARGE_EVENTS * MAX_EVENT_BYTES (1 MiB at the default 64 KiB).
+SMALL_EVENT_BYTES = 4096
+SMALL_EVENTS = 256
+LARGE_EVENTS = 8
+
+
+def _tail(data_json: str) -> str:
     return "".join(f"data: {line}\n" for line in _LINES.split(sse_text(data_json))) + "\n"
+
+
+_small_tail = functools.lru_cache(maxsize=SMALL_EVENTS)(_tail)
+_large_tail = functools.lru_cache(maxsize=LARGE_EVENTS)(_tail)
+
+
+def event_tail(data_json: str) -> str:
+    """The ``data:`` lines (and the blank line) of an event whose data is ``data_json``."""
+    if len(data_json) <= SMALL_EVENT_BYTES:
+        return _small_tail(data_json)
+    return _large_tail(data_json)
 
 
 class _Stream:
@@ -97,7 +116,7 @@ class _Stream:
         if isinstance(item, Event):
             self.positions[item.topic] = item.position
             head = f"event: {item.type}\nid: {self.event_id()}\n"
-            return head + _event_tail(item.type, item.data_json)
+            return head + event_tail(item.data_json)
         if isinstance(item, Reset):
             self.positions[item.topic] = item.position
             return self.reset([self.channels[item.topic]])

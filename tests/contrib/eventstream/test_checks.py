@@ -36,3 +36,14 @@ def test_bridge_urls_with_its_storage(settings: Any) -> None:
 def test_bridge_not_mounted(settings: Any) -> None:
     settings.EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
     assert w010() == []
+
+
+@pytest.mark.urls("tests.contrib.eventstream.urls_broken")
+def test_broken_urlconf_is_a_warning_not_a_crash(settings: Any) -> None:
+    del settings.EVENTSTREAM_STORAGE_CLASS
+    messages = checks.run_checks(tags=["rtdelivery"])
+    (message,) = [m for m in messages if m.id.startswith("rtdelivery.W01")]
+    assert message.id == "rtdelivery.W011"
+    assert message.level == checks.WARNING
+    assert "RuntimeError: a typo in the project's urls.py" in message.msg
+    assert "tests.contrib.eventstream.urls_broken" in message.msg

@@ -3,8 +3,11 @@ lost), heartbeats, a topic ended by rtdelivery.unsubscribe(), an access end."""
 
 from __future__ import annotations
 
+import json
+import tracemalloc
+
 from rtdelivery import access
-from rtdelivery.contrib.eventstream.stream import KEEP_ALIVE, _Stream
+from rtdelivery.contrib.eventstream.stream import KEEP_ALIVE, _Stream, event_tail
 from rtdelivery.core.cursors import Position
 from rtdelivery.core.events import Event
 from rtdelivery.subscriber import Notice, Reset, Subscriber
@@ -47,3 +50,24 @@ def test_heartbeat_and_ends() -> None:
     # Too slow, going away, access ended: the response ends; the browser resumes by its id.
     assert s.close_frame("too_slow") == ""
     assert s.frame(Notice("presence", data={})) == ""
+
+
+def test_text_cache_is_bounded_in_bytes() -> None:
+    # 200 distinct 60 KiB events through one stream: what stays cached is a few events'
+    # text, not all of them (an unbounded-in-bytes cache kept ~24 MB here).
+    s = stream()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for seq in range(200):
+            data = json.dumps({"seq": seq, "text": "x" * 60_000})
+            assert s.frame(Event("es.a", seq + 5, 13, "big", data, 0, key=b"k" * 32))
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 3_000_000, retained
+    # Small events are still built once per process: the second stream reuses the text.
+    small = Event("es.a", 999, 13, "small", '{"n": 1}', 0, key=b"k" * 32)
+    tail = event_tail(small.data_json)
+    assert event_tail(small.data_json) is tail
+    assert stream().frame(small).endswith(tail)

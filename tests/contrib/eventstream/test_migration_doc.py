@@ -102,7 +102,7 @@ def blocks(kind: str) -> list[str]:
 def test_doc_blocks_run_as_written(tmp_path: Path, redis_url: str) -> None:
     assert len(blocks("settings")) == 2
     assert len(blocks("urls")) == 1
-    assert len(blocks("code")) == 2
+    assert len(blocks("code")) == 3
     (tmp_path / "settings.py").write_text(
         "\n".join([BASE_SETTINGS, *blocks("settings"), AFTER_SETTINGS])
     )

@@ -14,7 +14,10 @@ from django_eventstream import send_event
 
 from rtdelivery import metrics
 from rtdelivery.access import aunsubscribe
+from rtdelivery.connections import get_redis
+from rtdelivery.contrib.eventstream import aget_current_event_id, asend_event, get_current_event_id
 from rtdelivery.contrib.eventstream.names import channel_to_topic
+from rtdelivery.history import get_history
 from rtdelivery.policy import allowed
 from rtdelivery.tokens import connection_token
 
@@ -144,3 +147,32 @@ async def _until_end(chunks: Any) -> Any:
             yield await asyncio.wait_for(anext(chunks), 10)
         except StopAsyncIteration:
             return
+
+
+@pytest.mark.usefixtures("closing")
+async def test_current_event_id_resumes_with_a_reset_after_lost_history() -> None:
+    channel = f"lost-{uuid4().hex[:8]}"
+    topic = channel_to_topic(channel)
+    for n in range(3):
+        await asend_event(channel, "message", n)
+    current = await aget_current_event_id([channel, "never-sent"])
+    assert current.startswith(f"{channel}:3,never-sent:0,*:")
+    assert await asyncio.to_thread(get_current_event_id, [channel, "never-sent"]) == current
+    # Redis loses the topic's history, and the new one passes seq 3 before the page
+    # resumes from the id it rendered: a reset, then the new history, nothing skipped.
+    await get_redis().delete(*get_history().keys(topic))  # type: ignore[attr-defined]
+    for n in range(10, 15):
+        await asend_event(channel, "message", n)
+    response = await AsyncClient().get(
+        f"/events/multi/?channel={channel}", headers={"last-event-id": current}
+    )
+    text = ""
+    async for chunk in _until_end(aiter(response.streaming_content)):
+        text += chunk.decode()
+        if text.count("event: message") == 5:
+            break
+    await response.streaming_content.aclose()  # type: ignore[union-attr]
+    assert f"event: stream-reset\nid: {channel}:0,*:" in text
+    assert [line for line in text.splitlines() if line.startswith("data: ")][-5:] == [
+        f"data: {n}" for n in range(10, 15)
+    ]
