@@ -111,6 +111,7 @@ export class Client extends Connector {
     // The connection token from getToken() (null: none yet, or expired); see _connect().
     this._token = null;
     this._tokenPromise = null;
+    this._tokenWait = null;
     this._tokenRefreshes = 0;
     // The server ended this user's access: no reconnect until connect() is called.
     this._ended = null;
@@ -226,7 +227,7 @@ export class Client extends Connector {
     if (options.cursor) params.set("cursor", options.cursor);
     var self = this;
     this.stats.requests += 1;
-    return this._fetch(this.url + "history?" + params.toString(), {
+    return this._authFetch(this.url + "history?" + params.toString(), {
       credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" },
     })
       .then(async function (response) {
@@ -260,7 +261,7 @@ export class Client extends Connector {
     }
     var self = this;
     var url = this.url + "presence?" + new URLSearchParams({ topic: topic }).toString();
-    return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+    return this._authFetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
       .then(async function (response) {
         if (!response.ok) throw await httpError(response);
         return response.json();

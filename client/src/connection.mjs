@@ -67,14 +67,9 @@ export class Connector extends Wire {
     if (this._tokenPromise) return;
     var self = this;
     this._setState("connecting");
-    this._tokenPromise = Promise.resolve()
-      .then(function () { return self.options.getToken(); })
-      .then(function (token) {
-        if (typeof token !== "string" || !token) {
-          throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
-        }
+    this._tokenPromise = this._getToken()
+      .then(function () {
         self._tokenPromise = null;
-        self._token = token;
         self._connect();
       })
       .catch(function (error) {

@@ -175,7 +175,7 @@ export class Wire {
     if (!this._noKeys) body.key = item.key;
     var response;
     try {
-      response = await this._fetch(this.url + "publish", {
+      response = await this._authFetch(this.url + "publish", {
         method: "POST",
         credentials: "same-origin",
         cache: "no-store",
@@ -199,6 +199,50 @@ export class Wire {
     var result = { topic: answer.topic, seq: answer.seq, id: answer.id };
     if (answer.duplicate) result.duplicate = true;
     return result;
+  }
+
+  /**
+   * A token from getToken(): the one in use, else a fresh one (one call at a time). Rejects
+   * with an RTDeliveryError (`token_missing`, or getToken's failure as `network`).
+   */
+  _getToken() {
+    if (!this.options.getToken || this._token !== null) return Promise.resolve(this._token);
+    if (!this._tokenWait) {
+      var self = this;
+      this._tokenWait = Promise.resolve()
+        .then(function () { return self.options.getToken(); })
+        .then(function (token) {
+          self._tokenWait = null;
+          if (typeof token !== "string" || !token) {
+            throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
+          }
+          self._token = token;
+          return token;
+        }, function (error) {
+          self._tokenWait = null;
+          throw self._asError(error);
+        });
+    }
+    return this._tokenWait;
+  }
+
+  /**
+   * fetch() for publish, history and presence: with getToken, the token goes along even when
+   * no connection has fetched one yet; a `401 token_expired` gets a fresh token and one more try.
+   */
+  async _authFetch(url, init) {
+    if (!this.options.getToken) return this._fetch(url, init);
+    if (this._token === null) await this._getToken();
+    var response = await this._fetch(url, init);
+    if (response.status === 401) {
+      var error = await httpError(response.clone());
+      if (error.code === "token_expired") {
+        this._token = null;
+        await this._getToken();
+        response = await this._fetch(url, init);
+      }
+    }
+    return response;
   }
 
   _asError(error) {

@@ -4,13 +4,15 @@ A WebSocket publish in flight when the browser goes offline is queued again and 
 JSON cannot carry is refused at once; a WebSocket cursor the server cannot read resets that
 topic (as on SSE and polling) instead of refusing it; a publish's error answered after its
 request timed out is not taken for a subscription refusal; watchPresence() stops with the
-client and asks nothing while offline; a plain client accepts the "leader" event.
+client and asks nothing while offline; a plain client accepts the "leader" event; getToken()
+serves publish and history without a subscription, and a token_expired answer refreshes it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 from uuid import uuid4
 
@@ -25,6 +27,10 @@ from .test_client import (
     wait_seqs,
 )
 from .test_client_outbox import history, outcomes, start_publish
+from .test_tokens import mint
+
+#: Lifetime of the first token of the getToken test (seconds).
+TOKEN_TTL = 3
 
 
 def test_ws_publish_in_flight_when_offline_is_sent_once_after(
@@ -170,3 +176,44 @@ def test_plain_client_accepts_leader_event(page: Any, browser_server: DaphneServ
         client,
     )
     assert result == "function"
+
+
+def test_get_token_serves_publish_and_history_without_a_subscription(
+    browser: Any, demo_server: DaphneServer
+) -> None:
+    # The admin's tokens: the first expires soon, the second does not.
+    pk, tokens = mint(demo_server, [TOKEN_TTL, 600])
+    minted_at = time.time()  # the tokens were made before this
+    topic = f"demo.review{uuid4().hex[:8]}"  # only staff may publish
+    context = browser.new_context()  # no session: only the token says who the page is
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    try:
+        page.goto(f"{demo_server.base_url}/client-harness/")
+        page.wait_for_function("() => window.RTDelivery")
+        page.evaluate(
+            """(tokens) => {
+              window.T = { tokens: tokens, calls: 0 };
+              window.client = new RTDelivery.Client({
+                transports: ["sse"],
+                getToken: async () => { T.calls += 1; return T.tokens.shift(); },
+              });
+            }""",
+            tokens,
+        )
+        first = page.evaluate("(t) => client.publish(t, {n: 1})", topic)
+        assert first["seq"] == 1
+        assert page.evaluate("() => T.calls") == 1
+        # Past the first token's expiry: the server answers 401 token_expired.
+        page.wait_for_function(
+            "(at) => Date.now() / 1000 > at", arg=minted_at + TOKEN_TTL + 1, polling=200
+        )
+        own = page.evaluate("(pk) => client.history(`user.${pk}`)", pk)
+        assert own["events"] == []
+        assert page.evaluate("() => T.calls") == 2
+        second = page.evaluate("(t) => client.publish(t, {n: 2})", topic)
+        assert second["seq"] == 2
+        assert page.evaluate("() => [T.calls, client.state]") == [2, "idle"]
+    finally:
+        context.close()
+    assert [e["data"] for e in history(demo_server, topic)] == [{"n": 1}, {"n": 2}]

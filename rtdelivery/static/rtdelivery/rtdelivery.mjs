@@ -714,7 +714,7 @@ var Wire = class {
     if (!this._noKeys) body.key = item.key;
     var response;
     try {
-      response = await this._fetch(this.url + "publish", {
+      response = await this._authFetch(this.url + "publish", {
         method: "POST",
         credentials: "same-origin",
         cache: "no-store",
@@ -737,6 +737,48 @@ var Wire = class {
     var result = { topic: answer.topic, seq: answer.seq, id: answer.id };
     if (answer.duplicate) result.duplicate = true;
     return result;
+  }
+  /**
+   * A token from getToken(): the one in use, else a fresh one (one call at a time). Rejects
+   * with an RTDeliveryError (`token_missing`, or getToken's failure as `network`).
+   */
+  _getToken() {
+    if (!this.options.getToken || this._token !== null) return Promise.resolve(this._token);
+    if (!this._tokenWait) {
+      var self = this;
+      this._tokenWait = Promise.resolve().then(function() {
+        return self.options.getToken();
+      }).then(function(token) {
+        self._tokenWait = null;
+        if (typeof token !== "string" || !token) {
+          throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
+        }
+        self._token = token;
+        return token;
+      }, function(error) {
+        self._tokenWait = null;
+        throw self._asError(error);
+      });
+    }
+    return this._tokenWait;
+  }
+  /**
+   * fetch() for publish, history and presence: with getToken, the token goes along even when
+   * no connection has fetched one yet; a `401 token_expired` gets a fresh token and one more try.
+   */
+  async _authFetch(url, init) {
+    if (!this.options.getToken) return this._fetch(url, init);
+    if (this._token === null) await this._getToken();
+    var response = await this._fetch(url, init);
+    if (response.status === 401) {
+      var error = await httpError(response.clone());
+      if (error.code === "token_expired") {
+        this._token = null;
+        await this._getToken();
+        response = await this._fetch(url, init);
+      }
+    }
+    return response;
   }
   _asError(error) {
     if (error instanceof RTDeliveryError) return error;
@@ -981,14 +1023,8 @@ var Connector = class extends Wire {
     if (this._tokenPromise) return;
     var self = this;
     this._setState("connecting");
-    this._tokenPromise = Promise.resolve().then(function() {
-      return self.options.getToken();
-    }).then(function(token) {
-      if (typeof token !== "string" || !token) {
-        throw new RTDeliveryError("Expected getToken() to give a token string.", "token_missing");
-      }
+    this._tokenPromise = this._getToken().then(function() {
       self._tokenPromise = null;
-      self._token = token;
       self._connect();
     }).catch(function(error) {
       self._tokenPromise = null;
@@ -1682,6 +1718,7 @@ var Client = class extends Connector {
     this._livenessFailures = 0;
     this._token = null;
     this._tokenPromise = null;
+    this._tokenWait = null;
     this._tokenRefreshes = 0;
     this._ended = null;
     this._offline = typeof navigator !== "undefined" && navigator.onLine === false;
@@ -1791,7 +1828,7 @@ var Client = class extends Connector {
     if (options.cursor) params.set("cursor", options.cursor);
     var self = this;
     this.stats.requests += 1;
-    return this._fetch(this.url + "history?" + params.toString(), {
+    return this._authFetch(this.url + "history?" + params.toString(), {
       credentials: "same-origin",
       cache: "no-store",
       headers: { Accept: "application/json" }
@@ -1829,7 +1866,7 @@ var Client = class extends Connector {
     }
     var self = this;
     var url = this.url + "presence?" + new URLSearchParams({ topic }).toString();
-    return this._fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
+    return this._authFetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } }).then(async function(response) {
       if (!response.ok) throw await httpError(response);
       return response.json();
     }).catch(function(error) {
