@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -73,13 +74,36 @@ __all__ = [
 class Registration:
     """One connection of a known user: what :func:`disconnect` and expiry reach."""
 
-    __slots__ = ("__weakref__", "ended", "registry", "session", "sub", "timer", "user")
+    __slots__ = (
+        "__weakref__",
+        "ended",
+        "id",
+        "opened",
+        "registry",
+        "session",
+        "sub",
+        "timer",
+        "transport",
+        "user",
+    )
 
-    def __init__(self, registry: _Registry, sub: Subscriber, user: str, session: str | None):
+    def __init__(
+        self,
+        registry: _Registry,
+        sub: Subscriber,
+        user: str,
+        session: str | None,
+        connection: str = "",
+        transport: str = "",
+    ):
         self.registry = registry
         self.sub = sub
         self.user = user
         self.session = session
+        #: The connection's id (``<pid>.<n>``, as presence shows it) and transport.
+        self.id = connection
+        self.transport = transport
+        self.opened = time.time()
         self.timer: asyncio.TimerHandle | None = None
         #: The reason it was ended, once ended (the connection acts for nobody since).
         self.ended: str | None = None
@@ -243,8 +267,12 @@ class _Registry:
 
     async def apply(self, control: Control) -> None:
         """End the matching local connections (or their subscription to a topic)."""
+        if control.process is not None and control.process != _process_id():
+            return  # one connection, of another process
         for reg in list(self.users.get(control.user, ())):
             if control.session is not None and reg.session != control.session:
+                continue
+            if control.connection is not None and reg.id != control.connection:
                 continue
             if control.action == "disconnect":
                 reg.end(control.reason)
@@ -305,18 +333,27 @@ def user_key(user: Any) -> str | None:
     return None if pk is None else str(pk)
 
 
-async def register(sub: Subscriber, user: Any, session_key: str | None) -> Registration | None:
+async def register(
+    sub: Subscriber,
+    user: Any,
+    session_key: str | None,
+    connection: str = "",
+    transport: str = "",
+) -> Registration | None:
     """Register a connection of ``user`` (None for anonymous ones: nothing to do).
 
     ``session_key``: the session its identity came from (None for a token or another
     credential). A token connection gets a timer that ends it at the token's expiry.
+    ``connection`` (its id) and ``transport`` let :func:`disconnect` end it alone and the
+    live page list it.
     """
     key = user_key(user)
     if key is None:
         return None
     registry = _registry()
     claims = token_claims(user)
-    reg = Registration(registry, sub, key, None if claims is not None else session_key)
+    session = None if claims is not None else session_key
+    reg = Registration(registry, sub, key, session, connection, transport)
     registry.add(reg)
     if claims is not None:
         remaining = claims.remaining()
@@ -326,6 +363,36 @@ async def register(sub: Subscriber, user: Any, session_key: str | None) -> Regis
             reg.timer = asyncio.get_running_loop().call_later(remaining, reg.end, TOKEN_EXPIRED)
     await registry.listen()
     return reg
+
+
+def _process_id() -> str:
+    from .ops.reporter import process_id
+
+    return process_id()
+
+
+def listed(limit: int) -> tuple[list[dict[str, Any]], int]:
+    """This process's connections of signed-in users (at most ``limit``, by user then
+    age) for the live page, and how many there are in all. No session keys."""
+    regs = [
+        reg
+        for registry in list(_registries.values())
+        for regs in list(registry.users.values())
+        for reg in list(regs)
+        if reg.ended is None
+    ]
+    regs.sort(key=lambda reg: (reg.user, reg.opened))
+    shown = [
+        {
+            "id": reg.id,
+            "user": reg.user,
+            "transport": reg.transport,
+            "topics": len(reg.sub.topics),
+            "opened": reg.opened,
+        }
+        for reg in regs[:limit]
+    ]
+    return shown, len(regs)
 
 
 async def aclose() -> None:
@@ -360,14 +427,25 @@ def _pk(user: Any) -> str:
     return str(pk)
 
 
-async def adisconnect(user: Any, reason: str = DISCONNECTED, *, session: str | None = None) -> None:
+async def adisconnect(
+    user: Any,
+    reason: str = DISCONNECTED,
+    *,
+    session: str | None = None,
+    connection: str | None = None,
+    process: str | None = None,
+) -> None:
     """End every connection of ``user`` (a user or a pk) on every process, from async code.
 
-    ``session``: only the connections authenticated by that session key. The client is
-    told ``reason`` (``disconnected`` unless given) and does not reconnect by itself.
+    ``session``: only the connections authenticated by that session key. ``connection``:
+    only the connection of ``user`` with that id (the ``<pid>.<n>`` the live page and
+    presence show), on ``process`` (``host:pid``) if given. The client is told ``reason``
+    (``disconnected`` unless given) and does not reconnect by itself.
     Raises :class:`~rtdelivery.core.errors.Unavailable` if the layer cannot be reached.
     """
-    message = backplane.control_message("disconnect", _pk(user), reason, session=session)
+    message = backplane.control_message(
+        "disconnect", _pk(user), reason, session=session, connection=connection, process=process
+    )
     await backplane.send_control(backplane.get_layer(), message)
 
 
@@ -397,9 +475,16 @@ def _run_sync(coro: Any) -> None:
     asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=PUBLISH_TIMEOUT)
 
 
-def disconnect(user: Any, reason: str = DISCONNECTED, *, session: str | None = None) -> None:
+def disconnect(
+    user: Any,
+    reason: str = DISCONNECTED,
+    *,
+    session: str | None = None,
+    connection: str | None = None,
+    process: str | None = None,
+) -> None:
     """:func:`adisconnect` from sync code (views, signals, commands)."""
-    _run_sync(adisconnect(user, reason, session=session))
+    _run_sync(adisconnect(user, reason, session=session, connection=connection, process=process))
 
 
 def unsubscribe(user: Any, topic: str, reason: str = UNSUBSCRIBED) -> None:

@@ -11,7 +11,8 @@ versions, so change them with care):
   "action" ("join" | "leave"), "user": {"id", "name"}, "connection", "time"}}``;
 - a control message (access ended): ``{"type": "rtdelivery.control", "action"
   ("disconnect" | "unsubscribe"), "user" (the user's pk, as text), "session" (a session
-  key, or None: every connection of the user), "topic" (unsubscribe only), "reason"}``,
+  key, or None: every connection of the user), "topic" (unsubscribe only), "reason",
+  and for one connection only "connection" (its id) and "process" (``host:pid``)}``,
   sent to the group ``"rtdelivery.control"``, which every process that serves
   connections of a known user joins (:mod:`rtdelivery.access`).
 
@@ -113,20 +114,30 @@ class PresenceChange:
 @dataclass(frozen=True, slots=True)
 class Control:
     """A control message, decoded: end ``user``'s connections (those of ``session``
-    only, if given), or only their subscription to ``topic``."""
+    only, if given; only the one with id ``connection`` on process ``process``, if
+    given), or only their subscription to ``topic``."""
 
     action: str
     user: str
     session: str | None
     topic: str | None
     reason: str
+    connection: str | None = None
+    process: str | None = None
 
 
 def control_message(
-    action: str, user: str, reason: str, *, session: str | None = None, topic: str | None = None
+    action: str,
+    user: str,
+    reason: str,
+    *,
+    session: str | None = None,
+    topic: str | None = None,
+    connection: str | None = None,
+    process: str | None = None,
 ) -> dict[str, Any]:
     """The layer message that ends ``user``'s connections (or ``topic`` for them)."""
-    return {
+    message = {
         "type": CONTROL,
         "action": action,
         "user": user,
@@ -134,6 +145,10 @@ def control_message(
         "topic": topic,
         "reason": reason,
     }
+    if connection is not None:  # one connection: its id (and process, if known)
+        message["connection"] = connection
+        message["process"] = process
+    return message
 
 
 def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | Control | None:
@@ -163,6 +178,8 @@ def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | Cont
             message.get("session"),
             message.get("topic"),
             message["reason"],
+            message.get("connection"),
+            message.get("process"),
         )
     return None
 

@@ -5,8 +5,9 @@ run_handler`: a poll, a publish, a stream) or its first hub (a WebSocket's subsc
 whichever comes first, never at import. Each round, one pipeline to Redis:
 
 - ``SET <prefix>{rtdelivery:ops}:p:<process id> <json> EX <3 intervals>``: the snapshot
-  (connections by transport, held requests, subscriptions, its busiest topics, counter
-  totals and rates, recent slow-consumer ends and gaps), gone on its own when the process is;
+  (connections by transport, held requests, subscriptions, its busiest topics, the first
+  :data:`MAX_CONNECTIONS` connections of signed-in users, counter totals and rates, recent
+  slow-consumer ends and gaps), gone on its own when the process is;
 - ``ZADD <prefix>{rtdelivery:ops}:procs`` (the index the page reads, by expiry);
 - ``GET <prefix>{rtdelivery:ops}:viewers``: set by the live page while it is open; only
   then does the process also publish a small ``process`` event on the ``rtdelivery.ops``
@@ -191,6 +192,9 @@ def snapshot(previous: tuple[float, dict[str, float]] | None = None) -> dict[str
         for topic in hub.topics:
             topics[topic] = topics.get(topic, 0) + hub.local_subscribers(topic)
     busiest = sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:MAX_TOPICS]
+    from .. import access
+
+    user_connections, user_connection_count = access.listed(MAX_CONNECTIONS)
     return {
         "id": process.id,
         "pid": process.pid,
@@ -204,6 +208,8 @@ def snapshot(previous: tuple[float, dict[str, float]] | None = None) -> dict[str
         "subscriptions": int(sum(values.get("subscriptions", {}).values())),
         "topics": dict(busiest),
         "topic_count": len(topics),
+        "user_connections": user_connections,
+        "user_connection_count": user_connection_count,
         "counters": counts,
         "rates": rates,
         "slow_ends": list(metrics.recent_slow_ends),

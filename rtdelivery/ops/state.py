@@ -18,9 +18,11 @@ from ..history import get_history
 from ..metrics import TRANSPORTS
 from . import reporter
 
-#: Topics the page lists (the most subscribed first) and recent items it shows.
+#: Topics the page lists (the most subscribed first), recent items and connections of
+#: signed-in users it shows.
 MAX_TOPICS = 50
 RECENT = 20
+MAX_CONNECTIONS = 200
 
 
 async def topic_stats(topic: str) -> dict[str, Any]:
@@ -64,6 +66,7 @@ async def collect() -> dict[str, Any]:
     subscribers: dict[str, int] = {}
     slow: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
+    user_connections: list[dict[str, Any]] = []
     for snap in procs:
         for transport, n in snap.get("connections", {}).items():
             connections[transport] = connections.get(transport, 0) + int(n)
@@ -75,6 +78,9 @@ async def collect() -> dict[str, Any]:
             subscribers[topic] = subscribers.get(topic, 0) + int(n)
         slow += [{**item, "process": snap["id"]} for item in snap.get("slow_ends", [])]
         gaps += [{**item, "process": snap["id"]} for item in snap.get("gaps", [])]
+        user_connections += [
+            {**item, "process": snap["id"]} for item in snap.get("user_connections", [])
+        ]
     listed = sorted(subscribers, key=lambda t: (-subscribers[t], t))[:MAX_TOPICS]
     stats = await asyncio.gather(*(topic_stats(t) for t in listed), return_exceptions=True)
     presence = await asyncio.gather(*(_presence(t) for t in listed), return_exceptions=True)
@@ -97,6 +103,10 @@ async def collect() -> dict[str, Any]:
         "topics": topics,
         "slow_ends": sorted(slow, key=lambda i: -i["time"])[:RECENT],
         "gaps": sorted(gaps, key=lambda i: -i["time"])[:RECENT],
+        "user_connections": sorted(
+            user_connections, key=lambda c: (c["user"], c["opened"], c["process"])
+        )[:MAX_CONNECTIONS],
+        "user_connection_count": sum(int(s.get("user_connection_count", 0)) for s in procs),
         "redis_down": any(s.get("redis_down") for s in procs),
     }
 

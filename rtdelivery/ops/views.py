@@ -117,8 +117,27 @@ class DisconnectForm(forms.Form):
         required=False,
         help_text="Only the connections of this session key (optional).",
     )
+    connection = forms.RegexField(
+        regex=r"^[0-9]+\.[0-9]+$",
+        max_length=40,
+        required=False,
+        help_text="Only this connection (its id, as the connections table shows it).",
+    )
+    process = forms.CharField(
+        max_length=300,
+        required=False,
+        widget=forms.HiddenInput,
+        help_text="The process serving that connection (host:pid).",
+    )
 
     verb = "End the connections of"
+
+    def summary(self) -> str:
+        data = self.cleaned_data
+        if data["connection"]:
+            where = f" on {data['process']}" if data["process"] else ""
+            return f"End connection {data['connection']}{where} of user {data['user']}"
+        return f"{self.verb} {data['user']}"
 
 
 class AnnounceForm(forms.Form):
@@ -140,7 +159,17 @@ class TrimForm(forms.Form):
 def _disconnect(data: dict[str, Any]) -> str:
     from .. import access
 
-    _run(access.adisconnect(data["user"], session=data["session"] or None))
+    connection = data["connection"] or None
+    _run(
+        access.adisconnect(
+            data["user"],
+            session=data["session"] or None,
+            connection=connection,
+            process=(data["process"] or None) if connection else None,
+        )
+    )
+    if connection:
+        return f"Asked the processes to end connection {connection} of user {data['user']}."
     which = f"session {data['session']} of " if data["session"] else ""
     return f"Asked every process to end the connections of {which}user {data['user']}."
 
@@ -203,7 +232,11 @@ def action(request: HttpRequest, name: str, site: admin.AdminSite = admin.site) 
             form=form,
             action=name,
             back=back,
-            summary=f"{form_class.verb} {form.cleaned_data[subject]}",  # type: ignore[attr-defined]
+            summary=(
+                form.summary()
+                if hasattr(form, "summary")
+                else f"{form_class.verb} {form.cleaned_data[subject]}"  # type: ignore[attr-defined]
+            ),
             confirming=True,
         ),
     )

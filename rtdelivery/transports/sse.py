@@ -167,7 +167,7 @@ async def handle(request: Request, send: Send) -> None:
             # Token expiry and rtdelivery.disconnect() reach it (authenticated users only).
             session = request.session()
             registration = await access.register(
-                sub, await request.user(), getattr(session, "session_key", None)
+                sub, await request.user(), getattr(session, "session_key", None), conn_id, "sse"
             )
             for topic in topics:
                 await subscribe_topic(hub, sub, topic, cursor.get(topic), positions, lost)

@@ -163,6 +163,29 @@ class OpsPageTests(TestCase):
         done = self.client.post(url, {"user": "42", "confirm": "yes"}, follow=True)
         self.assertContains(done, "end the connections of user 42")
 
+    def test_disconnect_one_connection_confirms_and_sends(self) -> None:
+        self.client.force_login(self.staff)
+        url = PAGE + "disconnect/"
+        query = {"user": "42", "connection": "123.7", "process": "web-1:123"}
+        confirm = self.client.get(url, query)
+        self.assertContains(confirm, "End connection 123.7 on web-1:123 of user 42")
+        self.assertContains(confirm, 'name="connection" value="123.7"')
+        sent: list[Any] = []
+
+        async def record(*args: Any, **kwargs: Any) -> None:
+            sent.append((args, kwargs))
+
+        with mock.patch("rtdelivery.access.adisconnect", record):
+            done = self.client.post(url, {**query, "confirm": "yes"}, follow=True)
+        self.assertContains(done, "end connection 123.7 of user 42")
+        self.assertEqual(
+            sent,
+            [(("42",), {"session": None, "connection": "123.7", "process": "web-1:123"})],
+        )
+        bad = self.client.get(url, {"user": "42", "connection": "not an id"})
+        self.assertContains(bad, "Check the form")
+        self.assertContains(self.client.get(PAGE), 'id="rtops-user-connections"')
+
     def test_staff_without_the_permission_see_the_page_but_cannot_act(self) -> None:
         viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
         for n in range(3):
