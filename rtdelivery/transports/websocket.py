@@ -449,7 +449,9 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
     metrics.OPENED["ws"].inc()
-    conn.access = await access.register(conn.sub, conn.user, _session_key(conn.scope))
+    conn.access = await access.register(
+        conn.sub, conn.user, _session_key(conn.scope), conn.id, "ws"
+    )
     # Two coroutines per connection: this one reads, one task writes. (No third task
     # to supervise them: memory per idle connection is a published figure.)
     writer = asyncio.ensure_future(conn.run_writer())
