@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .eventstream import PATHS as ES_PATHS
+from .eventstream import channel as es_channel
+
 
 @dataclass
 class ClientStats:
@@ -155,6 +158,9 @@ class Runner:
     async def sse(self, stats: ClientStats) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         path = f"/rt/sse?topic={self.args.topic}" if self.args.target == "rtdelivery" else "/sse"
+        es = self.args.target in ES_PATHS  # django-eventstream's wire format
+        if es:
+            path = f"{ES_PATHS[self.args.target]}?channel={es_channel()}"
         try:
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {self.hostport}\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -163,7 +169,7 @@ class Runner:
             status, headers = await _read_head(reader)
             if status != 200:
                 raise ConnectionError(f"SSE status {status}")
-            if self.args.target != "rtdelivery":
+            if self.args.target != "rtdelivery" and not es:
                 stats.ready.set()
             buffer = b""
             chunked = headers.get("transfer-encoding", "").lower() == "chunked"
@@ -181,9 +187,11 @@ class Runner:
                             event = line[6:].strip()
                         elif line.startswith(b"data:"):
                             data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
-                    if event == b"rt.open":
+                    if event in (b"rt.open", b"stream-open"):
                         stats.ready.set()
                         continue
+                    if es and event != b"message":
+                        continue  # keep-alive, stream-reset, stream-error
                     if not data or event.startswith(b"rt."):
                         continue
                     payload = json.loads(b"\n".join(data))
@@ -312,7 +320,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", choices=["rtdelivery", "naive", "floor"], required=True)
+    parser.add_argument(
+        "--target",
+        choices=["rtdelivery", "naive", "floor", "eventstream", "bridge"],
+        required=True,
+    )
     parser.add_argument(
         "--transport", choices=["ws", "sse", "longpoll", "poll", "get"], required=True
     )

@@ -40,6 +40,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async def send(data: dict[str, Any]) -> None:
             await layer.group_send(GROUP, {"type": "bench.event", "text": json.dumps(data)})
 
+    elif args.target in ("eventstream", "bridge"):
+        from .eventstream import channel, configure
+
+        configure(args.target)
+        import django
+
+        django.setup()
+        from django_eventstream import send_event
+
+        es_channel = channel()
+
+        async def send(data: dict[str, Any]) -> None:
+            # As a project calls it (sync); off the loop, as from a worker.
+            await asyncio.to_thread(send_event, es_channel, "message", data)
+
     else:
         import redis.asyncio as aioredis
 
@@ -62,7 +77,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", choices=["rtdelivery", "naive", "floor"], required=True)
+    parser.add_argument(
+        "--target",
+        choices=["rtdelivery", "naive", "floor", "eventstream", "bridge"],
+        required=True,
+    )
     parser.add_argument("--topic", default="bench")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0)

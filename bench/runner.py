@@ -25,6 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from . import procstat, publishing
+from .eventstream import TARGETS as ES_TARGETS
 
 PY = sys.executable
 #: The repository root: the subprocesses import ``bench`` from here whatever their cwd.
@@ -96,6 +97,8 @@ def _env(prefix: str) -> dict[str, str]:
 
 
 def _server_cmd(case: Case, port: int) -> list[str]:
+    if case.target in ES_TARGETS:  # settings of their own: bench.eventstream
+        return [PY, "-m", "bench.eventstream", case.target, case.server, str(port)]
     if case.target == "floor":
         kind = "sse" if case.transport == "sse" else "ws"
         redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -376,6 +379,7 @@ def scenarios(quick: bool, only: set[str] | None) -> list[Case]:
             ("floor", "sse"),
         ]:
             cases.append(Case("burst", target, transport, n, burst, loadgens=1 if quick else 2))
+    cases += _eventstream_cases(quick, only)
     if only is None or "steady" in only:
         steady = 100 if not quick else 5
         for target, transport in [("rtdelivery", "ws"), ("rtdelivery", "sse"), ("floor", "ws")]:
@@ -445,6 +449,67 @@ def scenarios(quick: bool, only: set[str] | None) -> list[Case]:
             )
         )
     return cases
+
+
+def _eventstream_cases(quick: bool, only: set[str] | None) -> list[Case]:
+    """django-eventstream's own view (Daphne, its RedisStorage and EVENTSTREAM_REDIS) and
+    the bridge, SSE, in the burst and idle scenarios; ``--only eventstream`` runs these
+    with rtdelivery's SSE rows of the same sizes, so the three compare in one run."""
+    alone = only is not None and "eventstream" in only
+    targets = [("rtdelivery", "uvicorn")] if alone else []
+    targets += [("eventstream", "daphne"), ("bridge", "uvicorn")]
+    gens = 1 if quick else 2
+    cases: list[Case] = []
+    if only is None or alone or "burst" in only:
+        n, burst = (1000, 200) if not quick else (20, 10)
+        for target, server in targets:
+            cases.append(
+                Case("burst", target, "sse", n, burst, server=server, loadgens=gens, note="es")
+            )
+    if only is None or alone or "idle" in only:
+        idle = 5000 if not quick else 30
+        for target, server in targets:
+            cases.append(
+                Case(
+                    "idle",
+                    target,
+                    "sse",
+                    idle,
+                    3,
+                    rate=1.0,
+                    server=server,
+                    loadgens=gens * 2,
+                    timeout=240,
+                    note="es",
+                )
+            )
+    return cases
+
+
+def _eventstream_ratios(results: list[dict[str, Any]]) -> list[str]:
+    rows = {
+        (r["scenario"], r["target"]): r
+        for r in results
+        if r.get("transport") == "sse"
+        and "error" not in r
+        and r.get("scenario") in ("burst", "idle")
+    }
+    out = []
+    for scenario in ("burst", "idle"):
+        parts = []
+        for target in ("eventstream", "bridge", "rtdelivery"):
+            r = rows.get((scenario, target))
+            if r is None:
+                continue
+            parts.append(
+                f"{target} {r['loss_pct']}% lost, {r['cpu_us_per_delivery']} µs CPU/delivery, "
+                f"{r['rss_per_conn_kb']} KB RSS/conn, {r['threads_connected']} threads"
+            )
+        if len(parts) > 1 and (scenario, "eventstream") in rows:
+            out.append(
+                f"django-eventstream vs bridge vs rtdelivery SSE, {scenario}: " + "; ".join(parts)
+            )
+    return out
 
 
 def run_all(cases: list[Case], verbose: bool = True) -> list[dict[str, Any]]:
@@ -567,8 +632,9 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
         out.append(
             f"steady p99 publish->receive (WebSocket): {steady['p99_ms']} ms (target <= 20 ms)"
         )
+    out += _eventstream_ratios(results)
     for r in results:
-        if r.get("scenario") == "idle" and "error" not in r:
+        if r.get("scenario") == "idle" and "error" not in r and r.get("target") == "rtdelivery":
             out.append(
                 f"idle {r['transport']} x{r['clients']}: {r['rss_per_conn_kb']} KB RSS/conn, "
                 f"{r['threads_connected']} server threads (target <= 20 KB, no thread per conn)"
@@ -582,8 +648,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["burst", "steady", "idle", "transports", "workers", "poll-cost", "publish"],
-        help="run only these scenarios (repeatable)",
+        choices=[
+            "burst",
+            "steady",
+            "idle",
+            "transports",
+            "workers",
+            "poll-cost",
+            "publish",
+            "eventstream",
+        ],
+        help="run only these scenarios (repeatable; eventstream: django-eventstream, the "
+        "bridge and rtdelivery SSE in the burst and idle scenarios)",
     )
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument(
@@ -596,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     cases = scenarios(args.quick, set(args.only) if args.only else None)
     for case in cases:
-        if case.target == "rtdelivery":
+        if case.target in ("rtdelivery", "bridge"):
             case.server = args.server
             if args.server == "daphne":
                 case.workers = 1  # one Daphne process per port; scale with more processes

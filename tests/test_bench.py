@@ -158,3 +158,12 @@ def test_the_bench_is_not_in_the_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         tops = {name.split("/")[0] for name in zf.namelist()}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"rtdelivery"}
+
+
+@pytest.mark.parametrize(("target", "server"), [("eventstream", "daphne"), ("bridge", "uvicorn")])
+def test_eventstream_targets_count_every_delivery(target: str, server: str) -> None:
+    # django-eventstream's own view (its Redis storage and pub/sub) and the bridge, each
+    # fed by django_eventstream.send_event() from the publisher process.
+    result = run_case(Case("smoke", target, "sse", clients=4, events=5, server=server, timeout=60))
+    _check_counts(result, 4, 5)
+    assert result["server"] == server
