@@ -10,15 +10,23 @@ and ``manage.py check`` finds nothing to say about the bridge.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
-from tests.conftest import delete_prefixed_keys
+import httpx
+
+from tests.conftest import delete_prefixed_keys, find_free_port
+
+from .esclient import ESClient, Frame
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "migrating-from-django-eventstream.md"
@@ -131,3 +139,195 @@ def test_doc_blocks_run_as_written(tmp_path: Path, redis_url: str) -> None:
         delete_prefixed_keys(redis_url, prefix)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("doc ok")
+
+
+# -- the guide's steps on a small project written the django-eventstream way ---------------
+
+ES_SETTINGS = """
+SECRET_KEY = "es-project"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "django_eventstream",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "urls"
+ASGI_APPLICATION = "asgi.application"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+STATIC_URL = "static/"
+"""
+
+ES_URLS = """
+import django_eventstream
+from django.urls import include, path
+
+from views import send
+
+urlpatterns = [
+    path("events/", include(django_eventstream.urls), {"channels": ["test"]}),
+    path("send/", send),
+]
+"""
+
+ES_VIEWS = """
+from django.http import JsonResponse
+from django_eventstream import send_event
+
+
+def send(request):
+    send_event("test", "message", {"n": int(request.GET["n"])})
+    return JsonResponse({"ok": True})
+"""
+
+ES_ASGI = """
+from django.core.asgi import get_asgi_application
+
+application = get_asgi_application()
+"""
+
+#: "Have rtdelivery set up as for any project" (the guide's first step, README).
+RTDELIVERY_SETUP = """
+import os
+
+INSTALLED_APPS = [*INSTALLED_APPS, "channels", "rtdelivery"]
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}],
+            "prefix": os.environ["DOC_PREFIX"] + "layer",
+        },
+    }
+}
+"""
+
+RTDELIVERY_ASGI = """
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()
+
+from rtdelivery.asgi import rtdelivery_application  # noqa: E402
+
+application = rtdelivery_application(django_asgi_app)
+"""
+
+
+def guide_url_change() -> tuple[str, str]:
+    """The guide's urls.py line: what it was, and what it becomes."""
+    (block,) = blocks("urls")
+    lines = [line.strip() for line in block.splitlines()]
+    at = next(i for i, line in enumerate(lines) if line.startswith("# was: "))
+    return lines[at].removeprefix("# was: "), lines[at + 1]
+
+
+@contextlib.contextmanager
+def serving(project: Path, env: dict[str, str]) -> Iterator[str]:
+    """The project on Daphne (django-eventstream's ASGI server), on a free loopback port."""
+    port = find_free_port()
+    log = project / f"daphne-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "asgi:application",
+            ],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)  # polling a port that is not open yet: nothing to await
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def stream_gets_send_event(base: str, n: int) -> Frame:
+    """The project's front-end request (an EventSource on /events/) gets stream-open, then
+    the event a view sends with send_event."""
+    with ESClient(f"{base}/events/") as client:
+        assert client.status == 200, client.raw
+        assert client.next().type == "stream-open"
+        sent = httpx.get(f"{base}/send/", params={"n": str(n)}, trust_env=False, timeout=30)
+        assert sent.status_code == 200, sent.text
+        frame = client.next()
+    assert frame.type == "message"
+    assert frame.json() == {"n": n}
+    return frame
+
+
+def test_guide_moves_a_django_eventstream_project(tmp_path: Path, redis_url: str) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "settings.py").write_text(ES_SETTINGS)
+    (project / "urls.py").write_text(ES_URLS)
+    (project / "views.py").write_text(ES_VIEWS)
+    (project / "asgi.py").write_text(ES_ASGI)
+    prefix = f"rtddoc:{uuid4().hex[:12]}:"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings",
+        "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)]),
+        "REDIS_URL": redis_url,
+        "DOC_PREFIX": prefix,
+    }
+    try:
+        # As written, the project streams with django-eventstream itself.
+        with serving(project, env) as base:
+            frame = stream_gets_send_event(base, 1)
+        assert ",*:" not in frame.last_event_id  # django-eventstream's own view
+
+        # The guide: rtdelivery set up, then its two lines (settings, urls).
+        settings = project / "settings.py"
+        settings.write_text(
+            "\n".join([settings.read_text(), RTDELIVERY_SETUP, *blocks("settings"), AFTER_SETTINGS])
+        )
+        (project / "asgi.py").write_text(RTDELIVERY_ASGI)
+        was, now = guide_url_change()
+        urls = (project / "urls.py").read_text()
+        assert was in urls
+        (project / "urls.py").write_text(urls.replace(was, now))
+
+        with serving(project, env) as base:
+            frame = stream_gets_send_event(base, 2)
+        assert frame.last_event_id.startswith("test:1,*:")  # the bridge's id: rtdelivery's seq
+        check = subprocess.run(
+            [sys.executable, "-m", "django", "check", "--fail-level", "WARNING"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "no issues" in check.stdout, check.stdout
+    finally:
+        delete_prefixed_keys(redis_url, prefix)
