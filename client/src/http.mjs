@@ -45,10 +45,19 @@ export class HttpConnection {
         info.refusedTopic = topic;
         return info;
       }
-      if (error.code === "invalid_cursor" && this.cursorCount > 1) {
-        // Several cursors in one request: ambiguous (a topic in two), or a server from before
-        // they were accepted. Either way, one cursor and a history catch-up this time.
-        info.multiCursorRefused = !error.topic ? "server" : "ambiguous";
+      if (this.cursorCount > 1 && error.code === "bad_request" && /at most one 'cursor'/.test(error.message)) {
+        // A server from before several cursors were accepted: one cursor and a history
+        // catch-up per topic from now on.
+        info.multiCursorRefused = "server";
+        info.immediate = true;
+        info.noFallback = true;
+        return info;
+      }
+      if (error.code === "invalid_cursor" && this.cursorCount > 1 && error.topic) {
+        // Ambiguous: a topic in two of the cursors. One cursor and a catch-up this time.
+        // (invalid_cursor without a topic: a cursor the server cannot read; below, the
+        // topics start again at the live end, as with one cursor.)
+        info.multiCursorRefused = "ambiguous";
         info.immediate = true;
         info.noFallback = true;
         return info;

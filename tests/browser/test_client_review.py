@@ -26,6 +26,7 @@ from .test_client import (
     wait_log,
     wait_seqs,
 )
+from .test_client_docs import event_ids
 from .test_client_outbox import history, outcomes, start_publish
 from .test_tokens import mint
 
@@ -217,3 +218,62 @@ def test_get_token_serves_publish_and_history_without_a_subscription(
     finally:
         context.close()
     assert [e["data"] for e in history(demo_server, topic)] == [{"n": 1}, {"n": 2}]
+
+
+OLD_SERVER_ANSWER = {
+    "error": {"code": "bad_request", "message": "Expected at most one 'cursor' parameter, got 2."}
+}
+
+
+def test_old_server_refusing_repeated_cursors_is_asked_the_old_way(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    refused: list[str] = []
+
+    def old_server(route: Any) -> None:
+        # A server from before several cursors: 400 bad_request, not invalid_cursor.
+        if route.request.url.count("cursor=") > 1:
+            refused.append(route.request.url)
+            route.fulfill(status=400, json=OLD_SERVER_ANSWER)
+        else:
+            route.continue_()
+
+    page.route("**/rt/sse?*", old_server)
+    open_harness(page, browser_server)
+    a, b = topic_name("old-a"), topic_name("old-b")
+    assert publish_many(browser_server, a, 3) == [1, 2, 3]
+    assert publish_many(browser_server, b, 3) == [1, 2, 3]
+    since_a, since_b = event_ids(browser_server, a)[0], event_ids(browser_server, b)[1]
+    client = make_client(page, transports=["sse"])
+    page.evaluate(
+        "([i, a, sa, b, sb]) => { H.sub(i, a, {since: sa}); H.sub(i, b, {since: sb}); }",
+        [client, a, since_a, b, since_b],
+    )
+    assert wait_seqs(page, a, 2) == [2, 3]
+    assert wait_seqs(page, b, 1) == [3]
+    assert publish_many(browser_server, b, 1) == [4]
+    assert wait_seqs(page, b, 2) == [3, 4]
+    assert len(refused) == 1  # then one cursor a request, never backing off
+    assert page.evaluate("(i) => H.clients[i].state", client) == "open"
+
+
+def test_unreadable_cursor_among_several_resets_and_keeps_several_cursors(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    open_harness(page, browser_server)
+    a, b = topic_name("bad-a"), topic_name("bad-b")
+    assert publish_many(browser_server, a, 2) == [1, 2]
+    since_a = event_ids(browser_server, a)[0]
+    client = make_client(page, transports=["sse"])
+    page.evaluate(
+        "([i, a, sa, b]) => { H.sub(i, a, {since: sa}); H.sub(i, b, {since: 'not-a-cursor'}); }",
+        [client, a, since_a, b],
+    )
+    wait_log(page, "reset", b)
+    page.wait_for_function(
+        "([a, b]) => H.has('subscribed', a) && H.has('subscribed', b)", arg=[a, b]
+    )
+    # Several cursors are still how this client resumes: only the unreadable one went.
+    assert page.evaluate("(i) => H.clients[i]._multiCursor", client) is True
+    assert publish_many(browser_server, b, 1) == [1]
+    assert wait_seqs(page, b, 1) == [1]

@@ -124,8 +124,14 @@
           info.refusedTopic = topic;
           return info;
         }
-        if (error.code === "invalid_cursor" && this.cursorCount > 1) {
-          info.multiCursorRefused = !error.topic ? "server" : "ambiguous";
+        if (this.cursorCount > 1 && error.code === "bad_request" && /at most one 'cursor'/.test(error.message)) {
+          info.multiCursorRefused = "server";
+          info.immediate = true;
+          info.noFallback = true;
+          return info;
+        }
+        if (error.code === "invalid_cursor" && this.cursorCount > 1 && error.topic) {
+          info.multiCursorRefused = "ambiguous";
           info.immediate = true;
           info.noFallback = true;
           return info;
