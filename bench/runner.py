@@ -8,6 +8,7 @@ floor), the load generators and the publisher. Every wait has a deadline.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -54,6 +55,11 @@ class Case:
     poll_interval: float = 1.0
     timeout: float = 120.0
     note: str = ""
+    #: Uvicorn's --ws implementation ("" = RTD_BENCH_UVICORN_WS, else Uvicorn's default).
+    ws: str = ""
+    #: Separate server processes (each on its own port, one Redis): subscribers spread
+    #: evenly over them, one load generator or more per process.
+    servers: int = 1
 
 
 @dataclass
@@ -135,8 +141,9 @@ def _server_cmd(case: Case, port: int) -> list[str]:
     ]
     if case.workers > 1:
         cmd += ["--workers", str(case.workers)]
-    if os.environ.get("RTD_BENCH_UVICORN_WS"):
-        cmd += ["--ws", os.environ["RTD_BENCH_UVICORN_WS"]]
+    ws = case.ws or os.environ.get("RTD_BENCH_UVICORN_WS")
+    if ws:
+        cmd += ["--ws", ws]
     return cmd
 
 
@@ -225,26 +232,40 @@ def _read_line(proc: subprocess.Popen[str], prefix: str, deadline: float) -> str
     raise RuntimeError(f"no {prefix} line in time")
 
 
+def _server_label(case: Case) -> str:
+    if case.target == "floor":
+        return "floor"
+    if case.target == "naive" or case.server == "daphne":
+        return "daphne"
+    label = case.server if not case.ws else f"{case.server}/{case.ws}"
+    return label if case.servers == 1 else f"{label} x{case.servers}"
+
+
 def run_case(case: Case) -> dict[str, Any]:
     prefix = f"rtdbench:{uuid.uuid4().hex[:8]}:"
-    server = start_server(case, prefix)
+    fleet: list[Server] = []
     gens: list[subprocess.Popen[str]] = []
     outdir = ""
     try:
+        for _ in range(case.servers):
+            fleet.append(start_server(case, prefix))
+        server = fleet[0]
         if case.path == "<unchanged-poll>":
             case.path = _poll_cursor_path(server.port)
-        base = procstat.total(server.pids())
+        all_pids = [pid for s in fleet for pid in s.pids()]
+        base = procstat.total(all_pids)
         deadline = time.monotonic() + case.timeout + 120
+        loadgens = max(case.loadgens, case.servers)
         per = [
-            case.clients // case.loadgens + (1 if i < case.clients % case.loadgens else 0)
-            for i in range(case.loadgens)
+            case.clients // loadgens + (1 if i < case.clients % loadgens else 0)
+            for i in range(loadgens)
         ]
         outdir = tempfile.mkdtemp(prefix="rtdbench-")
         for n, clients in enumerate(per):
             out = os.path.join(outdir, f"loadgen-{n}.json")
             gens.append(
                 subprocess.Popen(
-                    _loadgen_cmd(case, server.port, clients, ["--out", out]),
+                    _loadgen_cmd(case, fleet[n % len(fleet)].port, clients, ["--out", out]),
                     env=_env(prefix),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
@@ -252,7 +273,8 @@ def run_case(case: Case) -> dict[str, Any]:
                 )
             )
         ready = sum(int(_read_line(g, "READY ", deadline)) for g in gens)
-        connected = procstat.total(server.pids())
+        connected = procstat.total(all_pids)
+        connected_each = [procstat.total(s.pids()) for s in fleet]
         started = time.monotonic()
         if case.transport != "get":
             pub = subprocess.run(
@@ -277,13 +299,15 @@ def run_case(case: Case) -> dict[str, Any]:
                 raise RuntimeError(f"publisher failed: {pub.stderr[-500:]}")
         results = [_load_result(_read_line(g, "RESULT ", deadline)) for g in gens]
         elapsed = time.monotonic() - started
-        end = procstat.total(server.pids())
+        end = procstat.total(all_pids)
+        end_each = [procstat.total(s.pids()) for s in fleet]
     finally:
         for g in gens:
             _stop(g)
             if g.stdout is not None:
                 g.stdout.close()
-        server.stop()
+        for s in fleet:
+            s.stop()
         if outdir:
             shutil.rmtree(outdir, ignore_errors=True)
         _cleanup(prefix)
@@ -292,6 +316,18 @@ def run_case(case: Case) -> dict[str, Any]:
     expected = case.clients * case.events if case.transport != "get" else 0
     deliveries = received if case.transport != "get" else sum(r["requests"] for r in results)
     cpu = end.cpu - connected.cpu if case.transport != "get" else end.cpu - base.cpu
+
+    # Per server process: its CPU over what its own subscribers received.
+    per_process = []
+    for i, (c, e) in enumerate(zip(connected_each, end_each, strict=True)):
+        got = sum(r["received"] for n, r in enumerate(results) if n % len(fleet) == i)
+        per_process.append(
+            {
+                "deliveries": got,
+                "cpu_s": round(e.cpu - c.cpu, 3),
+                "cpu_us_per_delivery": round((e.cpu - c.cpu) * 1e6 / got, 2) if got else None,
+            }
+        )
 
     def pct(p: float) -> float | None:
         if not latencies:
@@ -302,10 +338,11 @@ def run_case(case: Case) -> dict[str, Any]:
         "scenario": case.scenario,
         "target": case.target,
         "transport": case.transport,
-        "server": "floor"
-        if case.target == "floor"
-        else ("daphne" if case.target == "naive" else case.server),
+        "server": _server_label(case),
         "workers": case.workers,
+        "servers": case.servers,
+        "ws": case.ws,
+        "per_process": per_process,
         "clients": case.clients,
         "ready": ready,
         "events": case.events,
@@ -366,6 +403,16 @@ def _poll_cursor_path(port: int) -> str:
     return f"/rt/poll?topic=bench.idle&cursor={cursor}"
 
 
+#: The ws-servers scenario's servers: (server, Uvicorn --ws); wsproto only if installed.
+WS_SERVERS = [
+    ("uvicorn", "websockets-sansio"),
+    ("uvicorn", "websockets"),
+    *([("uvicorn", "wsproto")] if importlib.util.find_spec("wsproto") else []),
+    ("daphne", ""),
+    ("floor", ""),
+]
+
+
 def scenarios(quick: bool, only: set[str] | None) -> list[Case]:
     n = 1000 if not quick else 20
     burst = 200 if not quick else 10
@@ -410,18 +457,46 @@ def scenarios(quick: bool, only: set[str] | None) -> list[Case]:
                 Case("transports", "rtdelivery", transport, clients, count, rate=2.0, timeout=60)
             )
     if only is None or "workers" in only:
-        cases.append(
-            Case(
-                "workers",
-                "rtdelivery",
-                "ws",
-                n,
-                burst,
-                workers=2,
-                loadgens=1 if quick else 2,
-                note="uvicorn --workers 2",
+        # Scaling with processes: 1, 2 and 4 server processes behind one Redis (each on
+        # its own port, as behind a load balancer), the same subscribers spread evenly.
+        for k in (1, 2, 4):
+            cases.append(
+                Case(
+                    "workers",
+                    "rtdelivery",
+                    "ws",
+                    n,
+                    burst,
+                    servers=k,
+                    loadgens=k if quick else 4,
+                    note=f"{k} server processes",
+                )
             )
-        )
+    if only is None or "ws-servers" in only:
+        # Uvicorn's WebSocket implementations and Daphne side by side, with the raw floor:
+        # CPU per delivery in the burst, RSS per idle connection.
+        idle = 5000 if not quick else 30
+        for scenario, clients, events, rate, gens in [
+            ("ws-servers burst", n, burst, 0.0, 1 if quick else 2),
+            ("ws-servers idle", idle, 3, 1.0, 1 if quick else 4),
+        ]:
+            for server, ws in WS_SERVERS:
+                target = "floor" if server == "floor" else "rtdelivery"
+                cases.append(
+                    Case(
+                        scenario,
+                        target,
+                        "ws",
+                        clients,
+                        events,
+                        rate=rate,
+                        server=server,
+                        ws=ws,
+                        loadgens=gens,
+                        timeout=240,
+                        note="ws-servers",
+                    )
+                )
     if only is None or "poll-cost" in only:
         reqs = 2000 if not quick else 20
         cases.append(
@@ -632,13 +707,60 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
         out.append(
             f"steady p99 publish->receive (WebSocket): {steady['p99_ms']} ms (target <= 20 ms)"
         )
-    out += _eventstream_ratios(results)
+    out += _ws_server_ratios(results) + _worker_ratios(results) + _eventstream_ratios(results)
     for r in results:
         if r.get("scenario") == "idle" and "error" not in r and r.get("target") == "rtdelivery":
             out.append(
                 f"idle {r['transport']} x{r['clients']}: {r['rss_per_conn_kb']} KB RSS/conn, "
                 f"{r['threads_connected']} server threads (target <= 20 KB, no thread per conn)"
             )
+    return out
+
+
+def _ws_server_ratios(results: list[dict[str, Any]]) -> list[str]:
+    ok = [r for r in results if r.get("note") == "ws-servers" and "error" not in r]
+    floor = {r["scenario"]: r for r in ok if r["target"] == "floor"}
+    out = []
+    for r in ok:
+        if r["target"] == "floor":
+            continue
+        limit = floor.get(r["scenario"])
+        if r["scenario"].endswith("burst") and limit and limit.get("cpu_us_per_delivery"):
+            ratio = (r["cpu_us_per_delivery"] or 0) / limit["cpu_us_per_delivery"]
+            out.append(
+                f"ws-servers {r['server']}: CPU/delivery {r['cpu_us_per_delivery']} µs = "
+                f"{ratio:.2f}x the raw floor (target <= 1.2x)"
+            )
+        elif r["scenario"].endswith("idle"):
+            extra = f" (raw floor: {limit['rss_per_conn_kb']} KB)" if limit else ""
+            out.append(
+                f"ws-servers {r['server']}: {r['rss_per_conn_kb']} KB RSS per idle "
+                f"connection{extra} (target <= 18 KB)"
+            )
+    return out
+
+
+def _worker_ratios(results: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in results if r.get("scenario") == "workers" and "error" not in r]
+    one = next((r for r in rows if r.get("servers") == 1), None)
+    out = []
+    for r in rows:
+        each = ", ".join(
+            f"{p['cpu_us_per_delivery']} µs ({p['deliveries']} deliveries)"
+            for p in r.get("per_process", [])
+        )
+        line = (
+            f"workers x{r['servers']}: {r['deliveries_per_s']} deliveries/s, "
+            f"{r['cpu_us_per_delivery']} µs CPU/delivery over all; per process: {each}"
+        )
+        if one and r is not one and r.get("cpu_us_per_delivery") and one.get("cpu_us_per_delivery"):
+            # Every process receives every event from the backplane: the CPU the extra
+            # processes add, per event and per added process.
+            total = r["cpu_us_per_delivery"] * r["delivered"]
+            base = one["cpu_us_per_delivery"] * one["delivered"]
+            per = (total - base) / (r["events"] * (r["servers"] - 1))
+            line += f"; +{per:.0f} µs CPU per event per added process vs 1 process"
+        out.append(line)
     return out
 
 
@@ -654,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle",
             "transports",
             "workers",
+            "ws-servers",
             "poll-cost",
             "publish",
             "eventstream",
@@ -672,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     cases = scenarios(args.quick, set(args.only) if args.only else None)
     for case in cases:
-        if case.target in ("rtdelivery", "bridge"):
+        if case.target in ("rtdelivery", "bridge") and case.note != "ws-servers":
             case.server = args.server
             if args.server == "daphne":
                 case.workers = 1  # one Daphne process per port; scale with more processes

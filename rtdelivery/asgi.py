@@ -72,13 +72,13 @@ def clear_route_cache(**kwargs: Any) -> None:
 
 
 def _with_identity(app: ASGIApp) -> ASGIApp:
-    from .authentication import IdentityMiddleware
     from .consumers import RealtimeConsumer
 
     if getattr(app, "consumer_class", None) is RealtimeConsumer:
         # rtdelivery's own route: RTDELIVERY["AUTHENTICATORS"] (connection tokens, the
-        # session cookie, DRF, ...) say who the client is, as on every HTTP transport.
-        return IdentityMiddleware(app)
+        # session cookie, DRF, ...) say who the client is, as on every HTTP transport;
+        # the consumer runs them itself at the handshake (no middleware frame per socket).
+        return app
     # Channels' AuthMiddlewareStack needs both apps; without them every client is
     # anonymous (scope["user"] absent), and check rtdelivery.W006 says what that costs.
     if apps.is_installed("django.contrib.sessions") and apps.is_installed("django.contrib.auth"):

@@ -272,27 +272,34 @@ class IdentityMiddleware:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         if scope.get("type") != "websocket":
             return await self.inner(scope, receive, send)
-        from .transports.http import Request
-        from .transports.origins import cookies_allowed
+        # In a helper: its request and identity are not kept for the life of the socket.
+        return await self.inner(await identify(scope, receive), receive, send)
 
-        scope = dict(scope)
-        scope[IDENTIFIED] = True
-        try:
-            request = Request(scope, receive)
-            identity = await authenticate(request)
-        except RTDeliveryError as exc:  # refused credentials, or an unreadable query string
-            scope["user"] = RefusedIdentity(exc)
-        else:
-            user = identity.user
-            if not identity.explicit and not cookies_allowed(request.header("origin")):
-                # Another site's page, let in by the Origin list without credentials: it
-                # is anonymous unless it presents a token itself.
-                user = anonymous()
-            scope["user"] = user
-            session = request.session() if user is identity.user else None
-            if session is not None:
-                scope.setdefault("session", session)
-        return await self.inner(scope, receive, send)
+
+async def identify(scope: Any, receive: Any) -> Any:
+    """A copy of a WebSocket handshake's ``scope`` with ``scope["user"]`` settled by the
+    authenticators (and ``scope["session"]``, see :class:`IdentityMiddleware`)."""
+    from .transports.http import Request
+    from .transports.origins import cookies_allowed
+
+    scope = dict(scope)
+    scope[IDENTIFIED] = True
+    try:
+        request = Request(scope, receive)
+        identity = await authenticate(request)
+    except RTDeliveryError as exc:  # refused credentials, or an unreadable query string
+        scope["user"] = RefusedIdentity(exc)
+    else:
+        user = identity.user
+        if not identity.explicit and not cookies_allowed(request.header("origin")):
+            # Another site's page, let in by the Origin list without credentials: it
+            # is anonymous unless it presents a token itself.
+            user = anonymous()
+        scope["user"] = user
+        session = request.session() if user is identity.user else None
+        if session is not None:
+            scope.setdefault("session", session)
+    return scope
 
 
 def check_refused(user: Any) -> Any:

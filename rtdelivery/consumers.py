@@ -22,7 +22,7 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from channels.consumer import AsyncConsumer
 
-from .authentication import IDENTIFIED, IdentityMiddleware
+from .authentication import IDENTIFIED
 from .transports.websocket import serve_websocket
 
 
@@ -52,11 +52,10 @@ class RealtimeConsumer(AsyncConsumer):
             )
 
         def app(scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
-            if IDENTIFIED not in scope:
-                # A hand-composed router: Channels' AuthMiddlewareStack (if any) gave the
-                # session user only; the authenticators also know tokens and DRF.
-                return IdentityMiddleware(serve_websocket)(scope, receive, send)
-            return serve_websocket(scope, receive, send)
+            # Not identified by IdentityMiddleware (rtdelivery_application's route, or a
+            # hand-composed router whose AuthMiddlewareStack gave the session user only):
+            # the authenticators (tokens, session, DRF) settle the user at the handshake.
+            return serve_websocket(scope, receive, send, identify=IDENTIFIED not in scope)
 
         markcoroutinefunction(app)
         app.consumer_class = cls  # type: ignore[attr-defined]

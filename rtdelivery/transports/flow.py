@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import struct
 import sys
 from contextvars import ContextVar
 from typing import Any
@@ -61,6 +62,9 @@ class Link:
 
     __slots__ = ("__weakref__", "send", "sub", "task")
 
+    #: Whether :meth:`write_texts` can write (else it always returns False).
+    direct = False
+
     def __init__(self, send: Send, sub: Subscriber) -> None:
         #: The ``send`` the connection writes with: the server's own where it waits for
         #: room by itself (no extra call per frame), else one that waits (Daphne).
@@ -85,6 +89,12 @@ class Link:
         """The connection is over: unhook from the server's transport."""
         shutdown.untrack(self)
 
+    def write_texts(self, texts: list[str]) -> bool:
+        """Write these WebSocket text messages at once, if the server's socket allows it
+        now (open, not over its write buffer's high-water mark); False: nothing was
+        written, send them through the ASGI ``send`` (which waits for room)."""
+        return False
+
 
 class _AsyncioLink(Link):
     """Uvicorn (or any server whose ``send`` waits for room): only shutdown needs it."""
@@ -103,6 +113,102 @@ class _AsyncioLink(Link):
 
     def abort(self) -> None:
         self._transport.abort()
+
+
+#: WebSocket text frames (server to client: never masked), built once per process.
+_frames: dict[int, tuple[str, bytes]] = {}
+_frame_bytes = 0
+#: Bytes of frames (and their texts) kept: the latest events', which every connection
+#: writes in turn. Small, so that it adds little to a process's memory (a full cache is
+#: dropped and built again: a miss costs one encode).
+FRAME_CACHE_BYTES = 256 * 1024
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one WebSocket text frame (FIN, no mask, no extension), cached."""
+    cached = _frames.get(id(text))
+    if cached is not None and cached[0] is text:
+        return cached[1]
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    frame = head + payload
+    global _frame_bytes
+    _frame_bytes += 2 * len(frame)
+    if _frame_bytes > FRAME_CACHE_BYTES:
+        _frames.clear()
+        _frame_bytes = 2 * len(frame)
+    _frames[id(text)] = (text, frame)  # the text kept: its id is not reused meanwhile
+    return frame
+
+
+class _UvicornWebSocketLink(_AsyncioLink):
+    """Uvicorn's websockets-sansio WebSocket protocol: the writer hands a batch of events
+    to the socket in one ``transport.write``, each frame built once per process (a
+    server's frames are not masked: the same bytes for every connection), instead of one
+    ASGI ``send`` per event that encodes and frames it again for every connection.
+
+    Only while the protocol is open and writable, and without a negotiated extension
+    (permessage-deflate compresses per connection: then each message still goes through
+    the protocol object, but the batch is one write). Everything else (accept, close,
+    replies, a socket over its high-water mark) goes through the ASGI ``send``.
+    """
+
+    __slots__ = ("_protocol",)
+    direct = True
+
+    def __init__(self, send: Send, sub: Subscriber, transport: Any, protocol: Any) -> None:
+        super().__init__(send, sub, transport)
+        self._protocol = protocol
+
+    def write_texts(self, texts: list[str]) -> bool:
+        p = self._protocol
+        try:
+            if (
+                p.close_sent
+                or p.disconnected
+                or not p.handshake_complete
+                or not p.writable.is_set()
+                or p.transport.is_closing()
+                or p.conn.state is not _OPEN
+            ):
+                return False
+            conn = p.conn
+            if conn.extensions:
+                for text in texts:
+                    conn.send_text(text.encode())
+                p.transport.write(b"".join(conn.data_to_send()))
+            elif len(texts) == 1:
+                p.transport.write(text_frame(texts[0]))
+            else:
+                p.transport.write(b"".join([text_frame(text) for text in texts]))
+        except Exception:  # another Uvicorn than the one this was written for: use send
+            logger.debug("direct WebSocket write failed", exc_info=True)
+            return False
+        return True
+
+
+def _uvicorn_ws_protocol(owner: Any) -> Any:
+    """Uvicorn's websockets-sansio protocol object, if ``owner`` is one (else None)."""
+    cls = type(owner)
+    if cls.__name__ != "WebSocketsSansIOProtocol" or not cls.__module__.startswith(
+        "uvicorn.protocols.websockets."
+    ):
+        return None
+    return owner
+
+
+try:  # the websockets library's connection state, for the direct path above
+    from websockets.protocol import State as _State
+
+    _OPEN: Any = _State.OPEN
+except ImportError:  # pragma: no cover - no websockets: no Uvicorn sansio protocol either
+    _OPEN = object()
 
 
 class _TwistedLink(Link):
@@ -203,8 +309,16 @@ def connect(send: Send, sub: Subscriber, *, scope_type: str, flow: bool = True) 
     if isinstance(raw, functools.partial) and raw.args and _is_daphne(raw.func):
         link = _daphne_link(send, sub, raw.args[0], scope_type, flow)
     else:
-        transport = getattr(getattr(raw, "__self__", None), "transport", None)
-        if hasattr(transport, "get_write_buffer_size") and hasattr(transport, "abort"):
+        owner = getattr(raw, "__self__", None)
+        transport = getattr(owner, "transport", None)
+        protocol = _uvicorn_ws_protocol(owner) if scope_type == "websocket" else None
+        if protocol is not None and raw != send:
+            # Only when the transport writes with the server's own send: a middleware
+            # that wraps send (to watch or change messages) sees every message.
+            protocol = None
+        if protocol is not None and hasattr(transport, "get_write_buffer_size"):
+            link = _UvicornWebSocketLink(send, sub, transport, protocol)
+        elif hasattr(transport, "get_write_buffer_size") and hasattr(transport, "abort"):
             link = _AsyncioLink(send, sub, transport)
         else:
             link = Link(send, sub)

@@ -49,6 +49,10 @@ CLOSE_TOKEN_EXPIRED = 4003
 CLOSE_ACCESS_ENDED = 4004
 
 
+#: Events handed to the socket in one write at most (flow.Link.write_texts).
+WRITE_CHUNK = 64
+
+
 def _frame(payload: dict[str, Any]) -> Notice:
     return Notice("frame", text=json.dumps(payload, separators=(",", ":")))
 
@@ -71,25 +75,25 @@ class Connection:
         "conf",
         "hub",
         "id",
+        "ip",
         "key_namespace",
         "link",
         "presence_topics",
-        "scope",
         "send",
         "sent",
         "sub",
         "user",
     )
 
-    def __init__(self, scope: Scope, send: Send) -> None:
+    def __init__(self, user: Any, ip: str | None, send: Send) -> None:
         conf = get_settings()
         self.conf = conf
-        self.scope = scope
-        self.user = scope.get("user")
-        #: Where this client's idempotency keys live: its user, session or address.
-        self.key_namespace = publisher_namespace(
-            limits.user_key(self.user), _session_key(scope), limits.scope_ip(scope)
-        )
+        # Not the handshake's scope: it would keep its headers (and the server's parsed
+        # copies of them) alive for the life of the socket (docs/performance.md).
+        self.user = user
+        self.ip = ip
+        #: Where this client's idempotency keys live (serve_websocket adds the session).
+        self.key_namespace = publisher_namespace(limits.user_key(user), None, ip)
         self.id = connection_id()  # "<pid>.<n>", shared with SSE streams
         self.sub = Subscriber(conf.queue_size)
         # Writes wait for room under every server (Daphne's own send never does), and a
@@ -241,7 +245,7 @@ class Connection:
         topic = validate_topic(frame.get("topic"))
         await authorize_client_publish(self.user, topic)
         try:
-            limits.take_publish(limits.user_key(self.user), limits.scope_ip(self.scope))
+            limits.take_publish(limits.user_key(self.user), self.ip)
         except limits.PublishRateLimited as exc:
             metrics.refused("ws", exc.status, exc.code)
             self.sub.push_notice(_error(exc.code, exc.message, ref, retry_after=exc.retry_after))
@@ -296,72 +300,90 @@ class Connection:
                 await get_presence().leave(topic, self.id)
 
     # -- writing ---------------------------------------------------------------------
-    async def writer(self) -> None:
-        """The only task that sends on the socket: events and replies, in queue order."""
-        send = self.send
-        sub = self.sub
-        sent = self.sent
-        while True:
-            try:
-                items = await sub.get()
-            except SlowConsumer:
-                metrics.slow_consumer_ended("ws", self.id, self.user, sent)
-                await self._send_json(
-                    {
-                        "op": "error",
-                        "code": "too_slow",
-                        "message": "The connection did not keep up; resume from cursor.",
-                        "cursor": Cursor(sent).encode(self.conf.cursor_key),
-                    }
-                )
-                raise _Close(CLOSE_TOO_SLOW, "too slow") from None
-            except SubscriberClosed:
-                raise _Close(CLOSE_GOING_AWAY, "server going away") from None
-            delivered = 0
-            for item in items:
-                if sub.overflowed:
-                    # Too slow while this batch was being written (each send waits for
-                    # room): stop here, the cursor covers what was sent.
-                    break
-                if isinstance(item, Event):
-                    sent[item.topic] = item.position
-                    await send({"type": "websocket.send", "text": item.ws_frame})
-                    delivered += 1
-                elif isinstance(item, Notice):
-                    if item.kind == "frame":
-                        if item.data is not None:  # a `subscribed` that moves the cursor
-                            moved: tuple[str, Position] = item.data  # type: ignore[assignment]
-                            sent[moved[0]] = moved[1]
-                        await send({"type": "websocket.send", "text": item.text})
-                    elif item.kind == "presence":
-                        data = item.data if isinstance(item.data, dict) else {}
-                        await self._send_json({"op": "presence", **data})
-                    elif item.kind == "close":
-                        close: tuple[int, str] = item.data  # type: ignore[assignment]
-                        raise _Close(*close)
-                    elif item.kind == access.END:
-                        await self._end(str(item.data))
-                    elif item.kind == access.TOPIC_ENDED:
-                        await self._topic_ended(item.data)  # type: ignore[arg-type]
-                elif isinstance(item, Reset):
-                    sent[item.topic] = item.position
+    async def run_writer(self) -> None:
+        """The only task that sends on the socket: events and replies, in queue order.
+
+        When it ends the connection, it closes the socket; the server then delivers
+        ``websocket.disconnect``, which ends the reading side. (One coroutine, not a
+        loop under a supervisor: a frame less per idle connection.)
+        """
+        try:
+            send = self.send
+            sub = self.sub
+            sent = self.sent
+            write_texts = self.link.write_texts if self.link.direct else None
+            while True:
+                try:
+                    items = await sub.get()
+                except SlowConsumer:
+                    metrics.slow_consumer_ended("ws", self.id, self.user, sent)
                     await self._send_json(
                         {
-                            "op": "subscribed",
-                            "topic": item.topic,
-                            "recovered": False,
-                            "cursor": Cursor({item.topic: item.position}).encode(
-                                self.conf.cursor_key
-                            ),
+                            "op": "error",
+                            "code": "too_slow",
+                            "message": "The connection did not keep up; resume from cursor.",
+                            "cursor": Cursor(sent).encode(self.conf.cursor_key),
                         }
                     )
-            metrics.delivered["ws"].n += delivered
-
-    async def run_writer(self) -> None:
-        """Run :meth:`writer`; when it ends the connection, close the socket. The server
-        then delivers ``websocket.disconnect``, which ends the reading side."""
-        try:
-            await self.writer()
+                    raise _Close(CLOSE_TOO_SLOW, "too slow") from None
+                except SubscriberClosed:
+                    raise _Close(CLOSE_GOING_AWAY, "server going away") from None
+                delivered = 0
+                i, n = 0, len(items)
+                while i < n:
+                    if sub.overflowed:
+                        # Too slow while this batch was being written (each send waits for
+                        # room): stop here, the cursor covers what was sent.
+                        break
+                    item = items[i]
+                    i += 1
+                    if isinstance(item, Event) and write_texts is not None:
+                        # A run of events: one write to the socket where the server
+                        # allows it (flow.Link.write_texts), in chunks so that its
+                        # high-water mark is looked at between them.
+                        j = i
+                        while j < n and j - i < WRITE_CHUNK and isinstance(items[j], Event):
+                            j += 1
+                        run = items[i - 1 : j]
+                        if write_texts([e.ws_frame for e in run]):  # type: ignore[union-attr]
+                            for e in run:
+                                sent[e.topic] = e.position  # type: ignore[union-attr]
+                            delivered += len(run)
+                            i = j
+                            continue
+                    if isinstance(item, Event):
+                        sent[item.topic] = item.position
+                        await send({"type": "websocket.send", "text": item.ws_frame})
+                        delivered += 1
+                    elif isinstance(item, Notice):
+                        if item.kind == "frame":
+                            if item.data is not None:  # a `subscribed` that moves the cursor
+                                moved: tuple[str, Position] = item.data  # type: ignore[assignment]
+                                sent[moved[0]] = moved[1]
+                            await send({"type": "websocket.send", "text": item.text})
+                        elif item.kind == "presence":
+                            data = item.data if isinstance(item.data, dict) else {}
+                            await self._send_json({"op": "presence", **data})
+                        elif item.kind == "close":
+                            code_reason: tuple[int, str] = item.data  # type: ignore[assignment]
+                            raise _Close(*code_reason)
+                        elif item.kind == access.END:
+                            await self._end(str(item.data))
+                        elif item.kind == access.TOPIC_ENDED:
+                            await self._topic_ended(item.data)  # type: ignore[arg-type]
+                    elif isinstance(item, Reset):
+                        sent[item.topic] = item.position
+                        await self._send_json(
+                            {
+                                "op": "subscribed",
+                                "topic": item.topic,
+                                "recovered": False,
+                                "cursor": Cursor({item.topic: item.position}).encode(
+                                    self.conf.cursor_key
+                                ),
+                            }
+                        )
+                metrics.delivered["ws"].n += delivered
         except _Close as exc:
             close = exc
         except Exception:
@@ -405,23 +427,39 @@ class Connection:
             await self._leave_presence(topic)
 
 
-async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
-    """Run one WebSocket connection of the ``ws`` route (Origin check, then the protocol)."""
+async def serve_websocket(
+    scope: Scope, receive: Receive, send: Send, *, identify: bool = False
+) -> None:
+    """Run one WebSocket connection of the ``ws`` route (Origin check, then the protocol).
+
+    ``identify``: settle ``scope["user"]`` with the authenticators first (what
+    :class:`~rtdelivery.authentication.IdentityMiddleware` does, without a middleware
+    frame kept for the life of the socket).
+
+    One coroutine reads for the whole connection and one task writes. Nothing of the
+    handshake (scope, headers, the authenticators' request) is kept once it is
+    accepted: only the user, the client's address and the session key.
+    """
     if scope["type"] != "websocket":  # pragma: no cover - routed by protocol
         raise ValueError(f"Expected a websocket scope, got {scope['type']!r}.")
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    headers = dict(scope.get("headers", ()))
-    origin = headers.get(b"origin")
-    if not origin_allowed(origin.decode("latin-1") if origin else None):
+    if not origin_allowed(_origin(scope)):
         metrics.refused("ws", 403, "origin")
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
         return
-    user = limits.user_key(scope.get("user"))
+    if identify:
+        from ..authentication import identify as identify_scope
+
+        scope = await identify_scope(scope, receive)
+    user = scope.get("user")
     ip = limits.scope_ip(scope)
+    session_key = _session_key(scope)
+    del scope, message  # see the docstring
+    user_key = limits.user_key(user)
     try:
-        limits.check_connection(user, ip)
+        limits.check_connection(user_key, ip)
     except limits.TooManyConnections as exc:
         metrics.refused("ws", exc.status, exc.code)
         # Accepted first, so that the client reads the code and why (a refused handshake
@@ -436,40 +474,66 @@ async def serve_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.send", "text": json.dumps(error)})
         await _send_close(send, _Close(CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"))
         return
-    with limits.connection(user, ip):
-        conn = Connection(scope, send)
+    with limits.connection(user_key, ip):
+        conn = Connection(user, ip, send)
+        conn.key_namespace = publisher_namespace(user_key, session_key, ip)
         metrics.CONNECTIONS["ws"].inc()
         try:
-            await _serve(conn, receive, send)
+            await send({"type": "websocket.accept"})
+            metrics.OPENED["ws"].inc()
+            conn.access = await access.register(conn.sub, user, session_key, conn.id, "ws")
+            # Two coroutines per connection: this one reads, one task writes. (No third
+            # task to supervise them, no nested frames: memory per idle connection is a
+            # published figure.)
+            writer = asyncio.ensure_future(conn.run_writer())
+            close: _Close | None = None
+            try:
+                while True:  # reading, inline: a coroutine frame less per connection
+                    message = await receive()
+                    kind = message["type"]
+                    if kind == "websocket.disconnect":
+                        break
+                    if kind != "websocket.receive" or conn.close_sent:
+                        continue
+                    if conn.access is not None and conn.access.ended is not None:
+                        continue  # access ended: the close is on its way; act for nobody
+                    text = message.get("text")
+                    if text is None:
+                        if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
+                            raise _Close(CLOSE_TOO_BIG, "frame too big")
+                        if not conn._take_token():  # binary frames count against the rate too
+                            metrics.refused("ws", 429, "too_many_frames")
+                            raise _Close(CLOSE_POLICY, "too many frames")
+                        conn.sub.push_notice(
+                            _error("invalid_frame", "Expected JSON text frames, got binary.")
+                        )
+                        continue
+                    del message
+                    await conn.on_text(text)
+                    del text
+            except _Close as exc:
+                close = exc
+            except Exception:
+                logger.exception("WebSocket connection failed")
+                close = _Close(1011, "internal error")
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+                await conn.close()
+            if close is not None and not conn.close_sent:
+                await _send_close(send, close)
         finally:
             metrics.CONNECTIONS["ws"].dec()
             conn.link.release()
 
 
-async def _serve(conn: Connection, receive: Receive, send: Send) -> None:
-    await send({"type": "websocket.accept"})
-    metrics.OPENED["ws"].inc()
-    conn.access = await access.register(
-        conn.sub, conn.user, _session_key(conn.scope), conn.id, "ws"
-    )
-    # Two coroutines per connection: this one reads, one task writes. (No third task
-    # to supervise them: memory per idle connection is a published figure.)
-    writer = asyncio.ensure_future(conn.run_writer())
-    close: _Close | None = None
-    try:
-        await _read(conn, receive)
-    except _Close as exc:
-        close = exc
-    except Exception:
-        logger.exception("WebSocket connection failed")
-        close = _Close(1011, "internal error")
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
-        await conn.close()
-    if close is not None and not conn.close_sent:
-        await _send_close(send, close)
+def _origin(scope: Scope) -> str | None:
+    """The handshake's ``Origin`` header (ASGI header names are lowercase), or None."""
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _session_key(scope: Scope) -> str | None:
@@ -511,28 +575,6 @@ async def _send_close(send: Send, close: _Close) -> None:
             return
         with contextlib.suppress(Exception):
             await send({"type": "websocket.close", "code": fallback, "reason": close.reason})
-
-
-async def _read(conn: Connection, receive: Receive) -> None:
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.disconnect":
-            return
-        if kind != "websocket.receive" or conn.close_sent:
-            continue
-        if conn.access is not None and conn.access.ended is not None:
-            continue  # access ended: the close is on its way; act for nobody meanwhile
-        text = message.get("text")
-        if text is None:
-            if len(message.get("bytes") or b"") > conn.conf.ws_max_message_bytes:
-                raise _Close(CLOSE_TOO_BIG, "frame too big")
-            if not conn._take_token():  # binary frames count against the rate too
-                metrics.refused("ws", 429, "too_many_frames")
-                raise _Close(CLOSE_POLICY, "too many frames")
-            conn.sub.push_notice(_error("invalid_frame", "Expected JSON text frames, got binary."))
-            continue
-        await conn.on_text(text)
 
 
 __all__ = ["serve_websocket"]
