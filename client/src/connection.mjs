@@ -116,6 +116,19 @@ export class Connector extends Wire {
       this._connect(true);
       return;
     }
+    if (info.tooManyTopics) {
+      var limit = info.tooManyTopics;
+      var over = this._activeEntries().slice(limit);
+      var self = this;
+      over.forEach(function (entry) {
+        self._refuse(entry.topic, new RTDeliveryError(
+          "Not subscribed to " + JSON.stringify(entry.topic) + ": the server takes at most " + limit +
+            " topics per connection (MAX_TOPICS).", "too_many_topics", 400, { topic: entry.topic }
+        ));
+      });
+      this._connect(true);
+      return;
+    }
     if (info.multiCursorRefused === "server") this._multiCursor = false;
     else if (info.multiCursorRefused) this._skipMultiCursor = true;
     this._pendingAll();

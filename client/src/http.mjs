@@ -45,6 +45,13 @@ export class HttpConnection {
         info.refusedTopic = topic;
         return info;
       }
+      var most = error.code === "too_many_topics" ? /at most (\d+) topics/.exec(error.message) : null;
+      if (most && Number(most[1]) > 0 && Number(most[1]) < this.topics.length) {
+        // More topics than the server's MAX_TOPICS: the first ones go on, the others are
+        // refused by name (subscribe again to ask again), at once.
+        info.tooManyTopics = Number(most[1]);
+        return info;
+      }
       if (this.cursorCount > 1 && error.code === "bad_request" && /at most one 'cursor'/.test(error.message)) {
         // A server from before several cursors were accepted: one cursor and a history
         // catch-up per topic from now on.

@@ -277,3 +277,24 @@ def test_unreadable_cursor_among_several_resets_and_keeps_several_cursors(
     assert page.evaluate("(i) => H.clients[i]._multiCursor", client) is True
     assert publish_many(browser_server, b, 1) == [1]
     assert wait_seqs(page, b, 1) == [1]
+
+
+def test_too_many_topics_are_refused_by_name(page: Any, browser_server: DaphneServer) -> None:
+    open_harness(page, browser_server)
+    topics = [topic_name(f"many{n}") for n in range(52)]  # MAX_TOPICS is 50
+    client = make_client(page, transports=["sse"])
+    page.evaluate(
+        """([i, topics]) => {
+            H.subs = topics.map((t) => { H.events[t] = []; return H.clients[i].subscribe(
+                t, (e) => H.events[t].push(e)); });
+        }""",
+        [client, topics],
+    )
+    page.wait_for_function("() => H.subs.slice(0, 50).every((s) => s.state === 'live')")
+    refused = page.evaluate(
+        "() => H.subs.slice(50).map((s) => [s.state, s.error && s.error.code, s.error.topic])"
+    )
+    assert refused == [["refused", "too_many_topics", t] for t in topics[50:]]
+    assert publish_many(browser_server, topics[0], 1) == [1]
+    assert wait_seqs(page, topics[0], 1) == [1]
+    assert page.evaluate("(i) => H.clients[i].state", client) == "open"

@@ -124,6 +124,11 @@
           info.refusedTopic = topic;
           return info;
         }
+        var most = error.code === "too_many_topics" ? /at most (\d+) topics/.exec(error.message) : null;
+        if (most && Number(most[1]) > 0 && Number(most[1]) < this.topics.length) {
+          info.tooManyTopics = Number(most[1]);
+          return info;
+        }
         if (this.cursorCount > 1 && error.code === "bad_request" && /at most one 'cursor'/.test(error.message)) {
           info.multiCursorRefused = "server";
           info.immediate = true;
@@ -1069,6 +1074,21 @@
       if (this.state === "closed") return;
       if (info.refusedTopic) {
         this._refuse(info.refusedTopic, info.error);
+        this._connect(true);
+        return;
+      }
+      if (info.tooManyTopics) {
+        var limit = info.tooManyTopics;
+        var over = this._activeEntries().slice(limit);
+        var self = this;
+        over.forEach(function(entry) {
+          self._refuse(entry.topic, new RTDeliveryError(
+            "Not subscribed to " + JSON.stringify(entry.topic) + ": the server takes at most " + limit + " topics per connection (MAX_TOPICS).",
+            "too_many_topics",
+            400,
+            { topic: entry.topic }
+          ));
+        });
         this._connect(true);
         return;
       }
