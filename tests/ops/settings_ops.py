@@ -12,5 +12,10 @@ METRICS_TOKEN = os.environ.get("RTD_METRICS_TOKEN", "ops-tests-metrics-token")
 RTDELIVERY = {
     **_E2E_RTDELIVERY,
     "METRICS_TOKENS": [METRICS_TOKEN],
-    "OPS_INTERVAL": float(os.environ.get("RTD_OPS_INTERVAL", "0.5")),
+    # "none": no reporter (deliveries must still reach a scrape of another worker).
+    "OPS_INTERVAL": (
+        None
+        if os.environ.get("RTD_OPS_INTERVAL") == "none"
+        else float(os.environ.get("RTD_OPS_INTERVAL", "0.5"))
+    ),
 }

@@ -145,6 +145,33 @@ async def test_multiprocess_mode_aggregates_two_workers(
         assert any(str(b.pid) in name for name in files), files
 
 
+async def test_a_worker_that_only_answers_short_polls_counts_its_deliveries(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Multiprocess mode, no reporter (OPS_INTERVAL None), no hub on B (short polls only):
+    B's deliveries reach a scrape of A, because B's writer flushes once its last flush is
+    a second old."""
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = {**OPS_ENV, "PROMETHEUS_MULTIPROC_DIR": str(multiproc), "RTD_OPS_INTERVAL": "none"}
+    with running_servers("uvicorn", redis_url, tmp_path, count=2, extra_env=env) as servers:
+        a, b = servers.a, servers.b
+        topic = f"e2e.ops.{uuid4().hex[:8]}"
+        async with make_client("poll", b.base_url, topic) as on_b:
+            async with http_client() as client:
+                for n in range(3):
+                    await http_publish(client, a.base_url, servers.token, topic, {"n": n})
+            await on_b.wait_total(3)
+            # B keeps polling (0 events each time): a write more than a second after its
+            # last flush moves the count; only A is scraped.
+            await wait_scrape(
+                a.base_url,
+                METRICS_TOKEN,
+                lambda s: value(s, DELIVERED, transport="poll") == 3,
+                "B's short-poll deliveries in a scrape of A",
+            )
+
+
 def _reported_both(snaps: list[dict[str, Any]]) -> bool:
     return all(
         snap["counters"].get("events_delivered.ws", 0)
