@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "channels",
     "rtdelivery",
     "demo_site.demo",
+    "django_eventstream",  # its static ReconnectingEventSource, for the /eventstream/ page
 ]
 
 MIDDLEWARE = [
@@ -110,8 +111,16 @@ RTDELIVERY = {
         "dashboard.*": {"subscribe": "anyone", "publish": "staff", "history_size": 300},
         # Anyone may watch the demo topics; only staff may publish on them.
         "demo.*": {"subscribe": "anyone", "publish": "staff"},
+        # django-eventstream channels (the /eventstream/ page): its ChannelManager decides.
+        "es.*": {
+            "subscribe": "rtdelivery.contrib.eventstream.policy.can_read_channel",
+            "publish": "nobody",
+            "history_size": 50,
+        },
     },
 }
+# send_event() publishes through rtdelivery (docs/migrating-from-django-eventstream.md).
+EVENTSTREAM_STORAGE_CLASS = "rtdelivery.contrib.eventstream.storage.RTDeliveryStorage"
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/chat/"

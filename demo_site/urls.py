@@ -5,7 +5,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from demo_site.demo import dashboard_views, harness, views
+from demo_site.demo import dashboard_views, eventstream_views, harness, views
 from rtdelivery.ops.metrics import metrics_view
 
 urlpatterns = [
@@ -30,6 +30,14 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="/"), name="logout"),
     path("client-harness/", harness.harness, name="client-harness"),
+    # A django-eventstream channel served through rtdelivery's bridge (demo/eventstream.html).
+    path("eventstream/", eventstream_views.page, name="eventstream"),
+    path("eventstream/send", eventstream_views.send, name="eventstream-send"),
+    path(
+        "eventstream/events/",
+        include("rtdelivery.contrib.eventstream.urls"),
+        {"channels": [eventstream_views.CHANNEL]},
+    ),
     # Browsers that ignore <link rel="icon"> ask for /favicon.ico.
     path("favicon.ico", RedirectView.as_view(url=static("demo/favicon.svg"), permanent=True)),
 ]
