@@ -53,10 +53,16 @@ export class Client extends Connector {
       pingInterval: options.pingInterval != null ? options.pingInterval : 25000,
       // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
       livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5000)),
+      // The first answer on a new socket may take longer (a cold server): this long (ms).
+      firstAnswerTimeout: option(options.firstAnswerTimeout, 8000),
+      // On a fallback transport, the first candidate is tried again after this long (ms).
+      upgradeAfter: option(options.upgradeAfter, 300000),
       outboxTimeout: option(options.outboxTimeout, 60000),
       presenceInterval: option(options.presenceInterval, 15000),
       shared: Boolean(options.shared),
       requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15000,
+      // SSE, long poll, poll: subscription changes this close together (ms) share one reopen.
+      batchDelay: option(options.batchDelay, 100),
       maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
       csrfCookieName: options.csrfCookieName || "csrftoken",
       backoff: {
@@ -99,8 +105,10 @@ export class Client extends Connector {
     this._proven = null;
     this._provenFailures = 0;
     this._lastOpened = null;
-    this._reopenQueued = false;
-    this._connectQueued = false;
+    // Subscription changes waiting to (re)open the request together (connection.mjs _batch).
+    this._batchTimer = null;
+    this._batchFn = null;
+    this._batchStart = null;
     this._outbox = new Outbox(this);
     // Several cursors in one request (false once the server said it takes one); a one-off skip
     // after an ambiguous set (a topic in two of them).
@@ -108,6 +116,8 @@ export class Client extends Connector {
     this._skipMultiCursor = false;
     // WebSocket liveness failures before any answer, in a row (2: fall back).
     this._livenessFailures = 0;
+    // On a fallback transport: when to try the first candidate again (upgradeAfter).
+    this._upgradeTimer = null;
     // The connection token from getToken() (null: none yet, or expired); see _connect().
     this._token = null;
     this._tokenPromise = null;
@@ -287,6 +297,8 @@ export class Client extends Connector {
     clearTimeout(this._timer);
     this._timer = null;
     this._unbindEnvironment();
+    this._cancelBatch();
+    clearTimeout(this._upgradeTimer);
     this._rejectPending("The client is closed.", "closed");
     this._outbox.rejectAll("The client is closed.", "closed");
     this._setState("closed");

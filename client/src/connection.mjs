@@ -58,8 +58,32 @@ export class Connector extends Wire {
       this._emit("transport", conn.name);
     }
     this._livenessFailures = 0;
+    this._scheduleUpgrade(conn);
     this._emit("open", { transport: conn.name });
     this._outbox.flush();
+  }
+
+  /**
+   * Open on a fallback (the WebSocket failed, e.g. twice silent): the first candidate is not
+   * given up for the page's life; after `upgradeAfter` ms it is tried again (and on failure
+   * the client falls back again, and tries again after the next open).
+   */
+  _scheduleUpgrade(conn) {
+    clearTimeout(this._upgradeTimer);
+    this._upgradeTimer = null;
+    var delay = this.options.upgradeAfter;
+    if (!delay || conn.name === this._candidates[0]) return;
+    var self = this;
+    this._upgradeTimer = setTimeout(function () {
+      self._upgradeTimer = null;
+      if (self._conn !== conn || self.state !== "open" || self._offline) return;
+      self._proven = null;
+      self._provenFailures = 0;
+      self._livenessFailures = 0;
+      self._index = 0;
+      self._stopConnection();
+      self._connect(true);
+    }, delay);
   }
 
   /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
@@ -228,6 +252,7 @@ export class Connector extends Wire {
       this._stopConnection();
       clearTimeout(this._timer);
       this._timer = null;
+      this._cancelBatch();
       this._rejectPending("No topics left.", "disconnected");
       this._setState(this._offline ? "offline" : "idle");
       if (!this._offline) this._outbox.flush();
@@ -238,28 +263,60 @@ export class Connector extends Wire {
       else conn.unsubscribe(topic);
       return;
     }
+    var self = this;
     if (conn) {
-      // One request carries every topic: reopen with the new set (batched per tick).
-      if (this._reopenQueued) return;
-      this._reopenQueued = true;
-      var self = this;
-      Promise.resolve().then(function () {
-        self._reopenQueued = false;
+      // One request carries every topic: reopen with the new set, once per batch.
+      this._batch(function () {
         if (self._conn !== conn) return;
         self._stopConnection();
         self._connect(true);
-      });
+      }, false);
       return;
     }
     // No connection and no reconnect pending (a pending one will carry the new topic): open
-    // at the end of this tick, so the subscribes made in it share the first request.
-    if (this._timer !== null || this._offline || this._connectQueued) return;
-    this._connectQueued = true;
-    var client = this;
-    Promise.resolve().then(function () {
-      client._connectQueued = false;
-      if (client._conn === null && client._timer === null && !client._offline) client._connect();
-    });
+    // once the batch is complete, so the subscribes made in it share the first request (a
+    // WebSocket opens at the end of this tick: it subscribes topic by topic anyway).
+    if (this._timer !== null || this._offline) return;
+    this._batch(function () {
+      if (self._conn === null && self._timer === null && !self._offline && self.state !== "closed") self._connect();
+    }, (this._proven || this._candidates[this._index]) === "ws");
+  }
+
+  /**
+   * Runs `fn` once the subscription changes stop coming: `batchDelay` ms after the latest
+   * (at most 5 × batchDelay after the first), or at the end of this tick when `now` or
+   * batchDelay is 0. A later call replaces `fn` (it acts on the set of topics as it is then).
+   */
+  _batch(fn, now) {
+    var self = this;
+    var delay = now ? 0 : this.options.batchDelay;
+    this._batchFn = fn;
+    var run = function () {
+      self._batchTimer = null;
+      self._batchStart = null;
+      var todo = self._batchFn;
+      self._batchFn = null;
+      if (todo && self.state !== "closed") todo();
+    };
+    if (!delay) {
+      if (this._batchTimer === null) {
+        this._batchTimer = -1; // a microtask is queued
+        Promise.resolve().then(run);
+      }
+      return;
+    }
+    var time = Date.now();
+    if (this._batchStart === null) this._batchStart = time;
+    if (this._batchTimer !== null && this._batchTimer !== -1) clearTimeout(this._batchTimer);
+    else if (this._batchTimer === -1) return; // runs at the end of this tick anyway
+    this._batchTimer = setTimeout(run, Math.min(delay, Math.max(0, this._batchStart + 5 * delay - time)));
+  }
+
+  _cancelBatch() {
+    if (this._batchTimer !== null && this._batchTimer !== -1) clearTimeout(this._batchTimer);
+    if (this._batchTimer !== -1) this._batchTimer = null;
+    this._batchFn = null;
+    this._batchStart = null;
   }
 
   _bindEnvironment() {

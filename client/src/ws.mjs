@@ -1,10 +1,11 @@
 // The WebSocket transport: one socket, a subscribe op per topic.
 //
 // Liveness: a socket counts as open only once the server has said something (a `subscribed`,
-// a `pong`, any frame). Every subscribe and ping must be answered within `livenessTimeout`
-// ms, or the socket is closed and the connection retried: a proxy or server that accepts the
-// upgrade and then stays silent cannot hold the client (twice before any answer: the next
-// transport is tried).
+// a `pong`, any frame), within `firstAnswerTimeout` ms. Then every subscribe and ping must be
+// answered within `livenessTimeout` ms, or the socket is closed and the connection retried: a
+// proxy or server that accepts the upgrade and then stays silent cannot hold the client (twice
+// before any answer: the next transport is tried, and the WebSocket again `upgradeAfter` ms
+// after that one opened).
 
 import {
   POLICY_ATTEMPT_FLOOR, RATE_ATTEMPT_FLOOR, STAND_INS, WS_ACCESS_ENDED, WS_GOING_AWAY, WS_POLICY,
@@ -144,7 +145,9 @@ export class WsConnection {
 
   arm() {
     var self = this;
-    var timeout = this.client.options.livenessTimeout;
+    var options = this.client.options;
+    // Before the first answer: firstAnswerTimeout (a server may be slow to start with).
+    var timeout = this.opened ? options.livenessTimeout : options.firstAnswerTimeout;
     if (!timeout || this.livenessTimer !== null) return;
     this.livenessTimer = setTimeout(function () {
       self.livenessTimer = null;

@@ -41,6 +41,10 @@ export interface ClientOptions {
   livenessTimeout?: number;
   /** The old name of livenessTimeout. */
   pongTimeout?: number;
+  /** A new WebSocket's first answer (its first subscribe or ping) is awaited this long, ms (default 8000). */
+  firstAnswerTimeout?: number;
+  /** Open on a fallback transport: the first one is tried again after this many ms (default 300000; 0: never). */
+  upgradeAfter?: number;
   /** A publish not sent within this many ms is rejected with "outbox_expired" (default 60000). */
   outboxTimeout?: number;
   /** watchPresence() on poll/long poll: how often the snapshot is asked for, ms (default 15000). */
@@ -51,6 +55,8 @@ export interface ClientOptions {
   sharedName?: string;
   /** Timeout of a WebSocket publish/presence request, ms (default 15000). */
   requestTimeout?: number;
+  /** SSE, long poll, poll: subscription changes this close together (ms) share one (re)open. Default 100. */
+  batchDelay?: number;
   /** Reconnect backoff with full jitter: random in [0, min(max, base * 2^attempt)) ms. */
   backoff?: { base?: number; max?: number };
   /** Failed reopens of the transport that worked before the whole list is tried again (5). */

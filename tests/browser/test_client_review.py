@@ -13,11 +13,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
+import pytest
+
 from .conftest import DaphneServer
 from .test_client import (
+    log_mark,
     make_client,
     open_harness,
     publish_many,
@@ -28,6 +32,7 @@ from .test_client import (
 )
 from .test_client_docs import event_ids
 from .test_client_outbox import history, outcomes, start_publish
+from .test_client_state import SilentWebSocketServer
 from .test_tokens import mint
 
 #: Lifetime of the first token of the getToken test (seconds).
@@ -298,3 +303,73 @@ def test_too_many_topics_are_refused_by_name(page: Any, browser_server: DaphneSe
     assert publish_many(browser_server, topics[0], 1) == [1]
     assert wait_seqs(page, topics[0], 1) == [1]
     assert page.evaluate("(i) => H.clients[i].state", client) == "open"
+
+
+@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+def test_subscribes_50ms_apart_open_one_request(
+    page: Any, browser_server: DaphneServer, transport: str
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/rt/" in r.url else None)
+    open_harness(page, browser_server)
+    topics = [topic_name(f"apart{n}") for n in range(5)]
+    client = make_client(page, transports=[transport])
+    page.evaluate(
+        """async ([i, topics]) => {
+            for (const topic of topics) {
+                H.events[topic] = [];
+                H.clients[i].subscribe(topic, (e) => H.events[topic].push(e));
+                await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+        }""",
+        [client, topics],
+    )
+    for topic in topics:
+        wait_log(page, "subscribed", topic)
+    first = "/rt/sse?" if transport == "sse" else "/rt/poll?"
+    opened = [url for url in requests if first in url]
+    assert len(opened) == 1, opened
+    assert all(f"topic={t}" in opened[0] for t in topics)
+    assert publish_many(browser_server, topics[4], 1) == [1]
+    assert wait_seqs(page, topics[4], 1) == [1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentWebSocketServer]:
+    server = SilentWebSocketServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_websocket_tried_again_after_the_fallback_opened(
+    page: Any, browser_server: DaphneServer, silent_server: SilentWebSocketServer
+) -> None:
+    silent_ws = silent_server
+    open_harness(page, browser_server)
+    topic = topic_name("upgrade")
+    client = make_client(
+        page,
+        wsUrl=f"ws://127.0.0.1:{silent_ws.port}/rt/ws",
+        livenessTimeout=500,
+        firstAnswerTimeout=500,
+        openTimeout=30000,
+        upgradeAfter=1500,
+    )
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    assert page.evaluate("(i) => H.clients[i].transport", client) == "sse"
+    mark = log_mark(page)
+    # upgradeAfter later: the WebSocket again (still silent: twice), then SSE again.
+    page.wait_for_function(
+        """([a]) => H.log.slice(a).filter(
+            (e) => e.name === 'disconnected' && e.data.transport === 'ws').length >= 2""",
+        arg=[mark],
+    )
+    with silent_ws.lock:
+        assert len(silent_ws.connections) >= 3
+    page.wait_for_function("(i) => H.clients[i].transport === 'sse'", arg=client)
+    wait_log(page, "subscribed", topic, after=mark)
+    assert publish_many(browser_server, topic, 2) == [1, 2]
+    assert wait_seqs(page, topic, 2) == [1, 2]

@@ -245,6 +245,7 @@ def test_silent_websocket_is_closed_and_falls_back(
         page,
         wsUrl=f"ws://127.0.0.1:{silent_ws.port}/rt/ws",
         livenessTimeout=1000,
+        firstAnswerTimeout=1000,
         openTimeout=30000,  # not this: the liveness check must be what gives up
     )
     subscribe(page, client, topic)

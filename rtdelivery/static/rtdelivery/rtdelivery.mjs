@@ -934,7 +934,8 @@ var WsConnection = class {
   }
   arm() {
     var self = this;
-    var timeout = this.client.options.livenessTimeout;
+    var options = this.client.options;
+    var timeout = this.opened ? options.livenessTimeout : options.firstAnswerTimeout;
     if (!timeout || this.livenessTimer !== null) return;
     this.livenessTimer = setTimeout(function() {
       self.livenessTimer = null;
@@ -1026,8 +1027,31 @@ var Connector = class extends Wire {
       this._emit("transport", conn.name);
     }
     this._livenessFailures = 0;
+    this._scheduleUpgrade(conn);
     this._emit("open", { transport: conn.name });
     this._outbox.flush();
+  }
+  /**
+   * Open on a fallback (the WebSocket failed, e.g. twice silent): the first candidate is not
+   * given up for the page's life; after `upgradeAfter` ms it is tried again (and on failure
+   * the client falls back again, and tries again after the next open).
+   */
+  _scheduleUpgrade(conn) {
+    clearTimeout(this._upgradeTimer);
+    this._upgradeTimer = null;
+    var delay = this.options.upgradeAfter;
+    if (!delay || conn.name === this._candidates[0]) return;
+    var self = this;
+    this._upgradeTimer = setTimeout(function() {
+      self._upgradeTimer = null;
+      if (self._conn !== conn || self.state !== "open" || self._offline) return;
+      self._proven = null;
+      self._provenFailures = 0;
+      self._livenessFailures = 0;
+      self._index = 0;
+      self._stopConnection();
+      self._connect(true);
+    }, delay);
   }
   /** Calls getToken() (once at a time), then connects; a failure is retried with backoff. */
   _fetchToken() {
@@ -1185,6 +1209,7 @@ var Connector = class extends Wire {
       this._stopConnection();
       clearTimeout(this._timer);
       this._timer = null;
+      this._cancelBatch();
       this._rejectPending("No topics left.", "disconnected");
       this._setState(this._offline ? "offline" : "idle");
       if (!this._offline) this._outbox.flush();
@@ -1195,25 +1220,54 @@ var Connector = class extends Wire {
       else conn.unsubscribe(topic);
       return;
     }
+    var self = this;
     if (conn) {
-      if (this._reopenQueued) return;
-      this._reopenQueued = true;
-      var self = this;
-      Promise.resolve().then(function() {
-        self._reopenQueued = false;
+      this._batch(function() {
         if (self._conn !== conn) return;
         self._stopConnection();
         self._connect(true);
-      });
+      }, false);
       return;
     }
-    if (this._timer !== null || this._offline || this._connectQueued) return;
-    this._connectQueued = true;
-    var client = this;
-    Promise.resolve().then(function() {
-      client._connectQueued = false;
-      if (client._conn === null && client._timer === null && !client._offline) client._connect();
-    });
+    if (this._timer !== null || this._offline) return;
+    this._batch(function() {
+      if (self._conn === null && self._timer === null && !self._offline && self.state !== "closed") self._connect();
+    }, (this._proven || this._candidates[this._index]) === "ws");
+  }
+  /**
+   * Runs `fn` once the subscription changes stop coming: `batchDelay` ms after the latest
+   * (at most 5 × batchDelay after the first), or at the end of this tick when `now` or
+   * batchDelay is 0. A later call replaces `fn` (it acts on the set of topics as it is then).
+   */
+  _batch(fn, now) {
+    var self = this;
+    var delay = now ? 0 : this.options.batchDelay;
+    this._batchFn = fn;
+    var run = function() {
+      self._batchTimer = null;
+      self._batchStart = null;
+      var todo = self._batchFn;
+      self._batchFn = null;
+      if (todo && self.state !== "closed") todo();
+    };
+    if (!delay) {
+      if (this._batchTimer === null) {
+        this._batchTimer = -1;
+        Promise.resolve().then(run);
+      }
+      return;
+    }
+    var time = Date.now();
+    if (this._batchStart === null) this._batchStart = time;
+    if (this._batchTimer !== null && this._batchTimer !== -1) clearTimeout(this._batchTimer);
+    else if (this._batchTimer === -1) return;
+    this._batchTimer = setTimeout(run, Math.min(delay, Math.max(0, this._batchStart + 5 * delay - time)));
+  }
+  _cancelBatch() {
+    if (this._batchTimer !== null && this._batchTimer !== -1) clearTimeout(this._batchTimer);
+    if (this._batchTimer !== -1) this._batchTimer = null;
+    this._batchFn = null;
+    this._batchStart = null;
   }
   _bindEnvironment() {
     var self = this;
@@ -1691,10 +1745,16 @@ var Client = class extends Connector {
       pingInterval: options.pingInterval != null ? options.pingInterval : 25e3,
       // A subscribe or ping unanswered this long (ms) ends the socket (pongTimeout: its old name).
       livenessTimeout: option(options.livenessTimeout, option(options.pongTimeout, 5e3)),
+      // The first answer on a new socket may take longer (a cold server): this long (ms).
+      firstAnswerTimeout: option(options.firstAnswerTimeout, 8e3),
+      // On a fallback transport, the first candidate is tried again after this long (ms).
+      upgradeAfter: option(options.upgradeAfter, 3e5),
       outboxTimeout: option(options.outboxTimeout, 6e4),
       presenceInterval: option(options.presenceInterval, 15e3),
       shared: Boolean(options.shared),
       requestTimeout: options.requestTimeout != null ? options.requestTimeout : 15e3,
+      // SSE, long poll, poll: subscription changes this close together (ms) share one reopen.
+      batchDelay: option(options.batchDelay, 100),
       maxProvenFailures: options.maxProvenFailures != null ? options.maxProvenFailures : 5,
       csrfCookieName: options.csrfCookieName || "csrftoken",
       backoff: {
@@ -1736,12 +1796,14 @@ var Client = class extends Connector {
     this._proven = null;
     this._provenFailures = 0;
     this._lastOpened = null;
-    this._reopenQueued = false;
-    this._connectQueued = false;
+    this._batchTimer = null;
+    this._batchFn = null;
+    this._batchStart = null;
     this._outbox = new Outbox(this);
     this._multiCursor = true;
     this._skipMultiCursor = false;
     this._livenessFailures = 0;
+    this._upgradeTimer = null;
     this._token = null;
     this._tokenPromise = null;
     this._tokenWait = null;
@@ -1916,6 +1978,8 @@ var Client = class extends Connector {
     clearTimeout(this._timer);
     this._timer = null;
     this._unbindEnvironment();
+    this._cancelBatch();
+    clearTimeout(this._upgradeTimer);
     this._rejectPending("The client is closed.", "closed");
     this._outbox.rejectAll("The client is closed.", "closed");
     this._setState("closed");
