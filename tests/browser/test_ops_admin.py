@@ -129,3 +129,41 @@ def test_a_chat_opened_elsewhere_shows_up_by_transport(
     # Closing the chat takes it off again.
     chat.close()
     expect_connections(ops, transport, before)
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_one_connection_of_a_user_is_disconnected_from_the_page(
+    new_page: Callable[[], Any], transport: str
+) -> None:
+    """The page lists a signed-in user's connection (by transport); its Disconnect link
+    asks for confirmation, then ends that connection only: the chat says it was ended."""
+    ops = new_page()
+    staff_login(ops)
+    chat = new_page()
+    name = guest_login(chat)
+    slug = create_room(chat, f"Ops end {transport} {uuid4().hex[:8]}")
+    query = "" if transport == "ws" else f"?transport={transport}"
+    chat.goto(f"/chat/{slug}/{query}")
+    wait_live(chat, transport)
+    # The guest's pk, as the page lists users, from the admin's user list.
+    users = ops.request.get(f"/admin/auth/user/?q={name}").text()
+    (pk,) = set(re.findall(r"/admin/auth/user/(\d+)/change/", users))
+
+    ops.goto(PAGE)
+    expect(ops.locator("#rtops-feed")).to_have_text(re.compile(r"^live \("))
+    row = ops.locator(f'#rtops-user-connections tr[data-user="{pk}"][data-transport="{transport}"]')
+    expect(row).to_have_count(1, timeout=WAIT)
+    connection = row.get_attribute("data-connection")
+    row.locator("text=Disconnect…").click()
+    expect(ops.locator(".rtops-confirm")).to_contain_text(
+        f"End connection {connection}", timeout=WAIT
+    )
+    ops.click("#rtops-confirm")
+    expect(ops).to_have_url(re.compile(re.escape(PAGE) + "$"))
+    expect(ops.locator(".messagelist")).to_contain_text(f"end connection {connection}")
+
+    # Ended with the access-ended close (not a drop): the client stays down.
+    expect(chat.locator("#conn-status")).to_have_attribute("data-state", "ended", timeout=WAIT)
+    expect(
+        ops.locator(f'#rtops-user-connections tr[data-connection="{connection}"]')
+    ).to_have_count(0, timeout=WAIT)
