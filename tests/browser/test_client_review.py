@@ -373,3 +373,40 @@ def test_websocket_tried_again_after_the_fallback_opened(
     wait_log(page, "subscribed", topic, after=mark)
     assert publish_many(browser_server, topic, 2) == [1, 2]
     assert wait_seqs(page, topic, 2) == [1, 2]
+
+
+def test_websocket_publishes_keep_their_order_when_one_must_be_sent_again(
+    page: Any, browser_server: DaphneServer
+) -> None:
+    open_harness(page, browser_server)
+    topic = topic_name("order")
+    client = make_client(page, transports=["ws"])
+    subscribe(page, client, topic)
+    wait_log(page, "subscribed", topic)
+    # The first publish's first send gets no answer in time (as if the ack were lost).
+    page.evaluate(
+        """(i) => {
+            const c = H.clients[i];
+            const send = c._wsRequest.bind(c);
+            let failed = false;
+            c._wsRequest = (conn, frame, kind) => {
+                if (kind === "publish" && !failed) {
+                    failed = true;
+                    return Promise.reject(new RTDelivery.RTDeliveryError("No answer.", "timeout"));
+                }
+                return send(conn, frame, kind);
+            };
+        }""",
+        client,
+    )
+    # In one tick, as a page sending a few messages at once.
+    seqs = page.evaluate(
+        """async ([i, t]) => {
+            const c = H.clients[i];
+            const answers = await Promise.all([0, 1, 2].map((n) => c.publish(t, {n})));
+            return answers.map((a) => a.seq);
+        }""",
+        [client, topic],
+    )
+    assert seqs == [1, 2, 3]
+    assert [e["data"] for e in history(browser_server, topic)] == [{"n": 0}, {"n": 1}, {"n": 2}]

@@ -1335,7 +1335,7 @@ var Outbox = class {
   constructor(client) {
     this.client = client;
     this.items = [];
-    this.httpBusy = false;
+    this.busy = false;
     this.retryTimer = null;
     this.attempt = 0;
   }
@@ -1392,55 +1392,42 @@ var Outbox = class {
   changed() {
     this.client._emit("outbox", { size: this.items.length });
   }
-  /** Sends what is queued, if the client can: over the WebSocket (pipelined) or HTTP (in turn). */
+  /**
+   * Sends what is queued, if the client can (over the WebSocket or HTTP): one at a time,
+   * oldest first, each after the previous one's answer, so a publish that must be sent again
+   * (no answer in time, the socket dropped) cannot be overtaken by the next.
+   */
   flush() {
-    var client = this.client;
-    var route = client._publishRoute();
-    if (route === null) return;
+    if (this.client._publishRoute() === null || this.busy) return;
+    this.busy = true;
     var self = this;
-    if (route !== "http") {
-      this.items.forEach(function(item) {
-        if (item.state === "queued") self.sendWs(route, item);
-      });
-      return;
-    }
-    if (this.httpBusy) return;
-    this.httpBusy = true;
     var finished = function() {
-      self.httpBusy = false;
+      self.busy = false;
       var queued = self.items.some(function(item) {
         return item.state === "queued";
       });
       if (queued && self.retryTimer === null) self.flush();
     };
-    this.sendHttp().then(finished, finished);
+    this.sendInTurn().then(finished, finished);
   }
-  sendWs(conn, item) {
-    var self = this;
-    item.state = "sending";
-    this.changed();
-    var frame = { op: "publish", topic: item.topic, type: item.type, data: item.data, key: item.key };
-    this.client._wsRequest(conn, frame, "publish").then(
-      function(answer) {
-        self.done(item, answer, null);
-      },
-      function(error) {
-        self.failed(item, error);
-      }
-    );
-  }
-  async sendHttp() {
+  async sendInTurn() {
     for (; ; ) {
       var item = this.items.find(function(each) {
         return each.state === "queued";
       });
-      if (!item || this.client._publishRoute() !== "http") return;
+      var route = this.client._publishRoute();
+      if (!item || route === null) return;
       item.state = "sending";
       this.changed();
       var answer = null;
       var error = null;
       try {
-        answer = await this.client._httpPublish(item);
+        if (route === "http") {
+          answer = await this.client._httpPublish(item);
+        } else {
+          var frame = { op: "publish", topic: item.topic, type: item.type, data: item.data, key: item.key };
+          answer = await this.client._wsRequest(route, frame, "publish");
+        }
       } catch (caught) {
         error = caught;
       }
