@@ -33,6 +33,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "demo_site.urls"
+# The demo mounts a django-eventstream channel on the bridge (its /eventstream/ page).
+EVENTSTREAM_STORAGE_CLASS = "rtdelivery.contrib.eventstream.storage.RTDeliveryStorage"
 ASGI_APPLICATION = "demo_site.asgi.application"
 
 TEMPLATES = [

@@ -33,6 +33,7 @@ def test_bridge_urls_with_its_storage(settings: Any) -> None:
     assert w010() == []
 
 
+@pytest.mark.urls("tests.urls_checks_bare")
 def test_bridge_not_mounted(settings: Any) -> None:
     settings.EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
     assert w010() == []

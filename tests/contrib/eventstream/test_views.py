@@ -26,7 +26,7 @@ from . import project
 pytestmark = [pytest.mark.urls("tests.contrib.eventstream.urls_es")]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_view_streams_under_wsgi(es_settings: dict[str, Any]) -> None:
     response = Client().get("/events/test/")
     assert response.status_code == 200
@@ -64,7 +64,7 @@ def test_bad_request_answer(es_settings: dict[str, Any]) -> None:
     )
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 async def test_topics_rule_asks_the_channel_manager(es_settings: dict[str, Any]) -> None:
     alice = await User.objects.acreate(username="alice")
     bob = await User.objects.acreate(username="bob")
@@ -88,7 +88,7 @@ async def _first_frames(url: str) -> tuple[bytes, Any]:
     return await asyncio.wait_for(anext(chunks), 10), response
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("closing")
 async def test_token_topic_limits_apply_to_the_bridge() -> None:
     # A token limited to es.open is anonymous on private.alice's topic, as on /rt/poll.
@@ -125,7 +125,7 @@ async def test_topics_rule_for_es_topics_applies_to_the_bridge(
     assert first.startswith(b"event: stream-error\nid: error\n")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("closing")
 async def test_unsubscribe_ends_the_stream_after_its_stream_error() -> None:
     alice = await User.objects.acreate(username=f"alice{uuid4().hex[:8]}")
