@@ -130,6 +130,15 @@ export class Client extends Connector {
     this._bindEnvironment();
   }
 
+  /**
+   * `new Client({shared: true})` gives a tab's shared client (shared.mjs), another class:
+   * `instanceof Client` is true for it too, as the declarations say.
+   */
+  static [Symbol.hasInstance](value) {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    return this === Client && value != null && value._sharedClient === true;
+  }
+
   // -- public API ---------------------------------------------------------------
 
   /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
@@ -213,7 +222,8 @@ export class Client extends Connector {
     if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
     if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
     options = options || {};
-    return this._outbox.add(topic, data, options.type || "message", options.key);
+    // _deadline: a shared tab's publish, held until that tab's own outboxTimeout ends.
+    return this._outbox.add(topic, data, options.type || "message", options.key, options._deadline);
   }
 
   /** Publishes waiting to be sent (or sent, answer pending), oldest first. */

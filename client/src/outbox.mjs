@@ -30,7 +30,7 @@ export class Outbox {
   }
 
   /** Queues a publish; the promise settles with the server's answer (or why it never came). */
-  add(topic, data, type, key) {
+  add(topic, data, type, key, deadline) {
     if (key === undefined || key === null) key = newKey();
     if (typeof key !== "string" || !KEY.test(key)) {
       return Promise.reject(new RTDeliveryError(
@@ -55,6 +55,7 @@ export class Outbox {
         resolve: resolve, reject: reject, expired: false, timer: null,
       };
       var timeout = self.client.options.outboxTimeout;
+      if (typeof deadline === "number") timeout = Math.max(1, deadline - Date.now());
       if (timeout > 0) {
         item.timer = setTimeout(function () {
           item.expired = true;
@@ -168,6 +169,14 @@ export class Outbox {
     this.done(item, null, new RTDeliveryError(
       "Not published within outboxTimeout (" + this.client.options.outboxTimeout + " ms).", "outbox_expired"
     ));
+  }
+
+  /** Drops the publish with `key` if it is still queued (rejected outbox_expired); true if so. */
+  cancel(key) {
+    var item = this.items.find(function (each) { return each.key === key && each.state === "queued"; });
+    if (!item) return false;
+    this.expire(item);
+    return true;
   }
 
   /** close(): nothing more will be sent. */

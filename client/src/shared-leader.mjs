@@ -251,7 +251,13 @@ export class Leader {
       if (request.op === "publish") {
         var options = { key: a.key };
         if (a.type) options.type = a.type;
+        if (typeof a.deadline === "number") options._deadline = a.deadline;
         result = inner.publish(a.topic, a.data, options);
+      } else if (request.op === "cancel") {
+        // A tab's publish timed out there: dropped if still queued (its answer: outbox_expired).
+        inner._outbox.cancel(a.key);
+        return; // nothing to answer
+
       } else if (request.op === "presence") {
         result = inner.presence(a.topic);
       } else if (request.op === "history") {

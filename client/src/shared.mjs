@@ -58,6 +58,11 @@ export function createSharedClient(options, client) {
 }
 
 export class SharedClient {
+  /** Marks it for `instanceof Client` (client.mjs). */
+  get _sharedClient() {
+    return true;
+  }
+
   constructor(Client, options) {
     options = options || {};
     if (options.sharedName != null && (typeof options.sharedName !== "string" || !options.sharedName)) {
@@ -193,8 +198,13 @@ export class SharedClient {
   /** Publishes through the leader's client; `key` (default: a new UUID) is kept across a hand-over. */
   publish(topic, data, options) {
     options = options || {};
-    var args = { topic: topic, data: data, type: options.type, key: options.key || randomId() };
-    return this._request("publish", args, this.options.outboxTimeout, "outbox_expired");
+    // The deadline goes along: the leader holds the publish for the time left, not its own.
+    var timeout = this.options.outboxTimeout;
+    var args = {
+      topic: topic, data: data, type: options.type, key: options.key || randomId(),
+      deadline: timeout > 0 ? Date.now() + timeout : null,
+    };
+    return this._request("publish", args, timeout, "outbox_expired");
   }
 
   presence(topic) {
@@ -401,12 +411,29 @@ export class SharedClient {
       request.resolve = function (value) { done(); resolve(value); };
       request.reject = function (error) { done(); reject(error); };
       request.timer = setTimeout(function () {
+        if (op === "publish" && request.sentTo !== null) {
+          // A leader holds it and may still send it: ask it to drop the publish if it is
+          // still queued (then its answer is outbox_expired); if it is on its way, its
+          // answer decides. The leader expires it at the deadline by itself too.
+          self._cancel(request);
+          return;
+        }
         request.reject(new self._Error("No answer to " + op + " in time.", timeoutCode));
       }, timeout);
       self._pending.set(request.id, request);
       self._send(request);
       if (op === "publish") self._emit("outbox", { size: self.outbox.length });
     });
+  }
+
+  /** Asks the leader to drop a publish still queued there (no answer: the publish's says). */
+  _cancel(request) {
+    var args = { key: request.args.key };
+    if (this._leader) {
+      this._leader.serve({ id: randomId(), op: "cancel", args: args, from: null });
+    } else if (this.leader) {
+      this._post({ t: "req", to: this.leader, id: randomId(), op: "cancel", args: args });
+    }
   }
 
   /** To the leader (again, with the same id and key, when the leader changed). */

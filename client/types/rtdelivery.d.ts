@@ -49,7 +49,10 @@ export interface ClientOptions {
   outboxTimeout?: number;
   /** watchPresence() on poll/long poll: how often the snapshot is asked for, ms (default 15000). */
   presenceInterval?: number;
-  /** One connection for all tabs of this origin and url: a leader tab, failover (docs/client.md). */
+  /**
+   * One connection for all tabs of this origin and url: a leader tab, failover (docs/client.md).
+   * The object is then a shared client (another class; `instanceof Client` is still true).
+   */
   shared?: boolean;
   /** Tab sharing: the group of tabs that share one connection (default: origin + url). */
   sharedName?: string;

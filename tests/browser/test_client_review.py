@@ -19,6 +19,7 @@ from uuid import uuid4
 
 import pytest
 
+from . import test_client_tabs
 from .conftest import DaphneServer
 from .test_client import (
     log_mark,
@@ -33,7 +34,12 @@ from .test_client import (
 from .test_client_docs import event_ids
 from .test_client_outbox import history, outcomes, start_publish
 from .test_client_state import SilentWebSocketServer
+from .test_client_tabs import subscribe_all
+from .test_client_tabs import topic_name as tab_topic_name
 from .test_tokens import mint
+
+#: test_client_tabs.py's fixture: open_tabs(n, **options) opens n tabs with a shared client.
+tabs_fixture = test_client_tabs.open_tabs
 
 #: Lifetime of the first token of the getToken test (seconds).
 TOKEN_TTL = 3
@@ -410,3 +416,40 @@ def test_websocket_publishes_keep_their_order_when_one_must_be_sent_again(
     )
     assert seqs == [1, 2, 3]
     assert [e["data"] for e in history(browser_server, topic)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_follower_publish_expires_at_the_leader_not_behind_its_back(
+    tabs_fixture: Any, browser_server: DaphneServer
+) -> None:
+    tabs = tabs_fixture(2, transports=["sse"])
+    topic = tab_topic_name("deadline")
+    subscribe_all(tabs, topic)
+    (leader,) = tabs.leaders()
+    lead, follow = tabs.pages[leader], tabs.pages[1 - leader]
+    # The leader's client goes offline (this tab's event only): publishes wait in its outbox.
+    lead.evaluate("() => window.dispatchEvent(new Event('offline'))")
+    lead.wait_for_function("() => T.client.state === 'offline'")
+    follow.evaluate("() => { T.client.options.outboxTimeout = 1000; }")  # the leader's: 60 s
+    follow.evaluate("(t) => T.publish(t, {n: 'expired'})", topic)
+    follow.wait_for_function("() => T.answers.length === 1")
+    assert follow.evaluate("() => T.answers[0].error.code") == "outbox_expired"
+    # Told it failed: then it must not be published when the leader is back.
+    assert lead.evaluate("() => T.client.outbox.length") == 0
+    lead.evaluate("() => window.dispatchEvent(new Event('online'))")
+    lead.wait_for_function("() => T.client.state === 'open'")
+    ack = follow.evaluate("(t) => T.client.publish(t, {n: 'next'})", topic)
+    assert ack["seq"] == 1
+    assert [e["data"] for e in history(browser_server, topic)] == [{"n": "next"}]
+
+
+def test_shared_client_is_an_instance_of_client(tabs_fixture: Any) -> None:
+    tabs = tabs_fixture(1, transports=["sse"])
+    page = tabs.pages[0]
+    checks = page.evaluate(
+        """() => [
+            T.client instanceof RTDelivery.Client,
+            new RTDelivery.Client({transports: ["sse"]}) instanceof RTDelivery.Client,
+            ({}) instanceof RTDelivery.Client,
+        ]"""
+    )
+    assert checks == [True, True, False]

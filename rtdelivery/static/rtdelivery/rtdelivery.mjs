@@ -1340,7 +1340,7 @@ var Outbox = class {
     this.attempt = 0;
   }
   /** Queues a publish; the promise settles with the server's answer (or why it never came). */
-  add(topic, data, type, key) {
+  add(topic, data, type, key, deadline) {
     if (key === void 0 || key === null) key = newKey();
     if (typeof key !== "string" || !KEY.test(key)) {
       return Promise.reject(new RTDeliveryError(
@@ -1372,6 +1372,7 @@ var Outbox = class {
         timer: null
       };
       var timeout = self.client.options.outboxTimeout;
+      if (typeof deadline === "number") timeout = Math.max(1, deadline - Date.now());
       if (timeout > 0) {
         item.timer = setTimeout(function() {
           item.expired = true;
@@ -1478,6 +1479,15 @@ var Outbox = class {
       "Not published within outboxTimeout (" + this.client.options.outboxTimeout + " ms).",
       "outbox_expired"
     ));
+  }
+  /** Drops the publish with `key` if it is still queued (rejected outbox_expired); true if so. */
+  cancel(key) {
+    var item = this.items.find(function(each) {
+      return each.key === key && each.state === "queued";
+    });
+    if (!item) return false;
+    this.expire(item);
+    return true;
   }
   /** close(): nothing more will be sent. */
   rejectAll(message, code) {
@@ -1694,7 +1704,7 @@ var Subscription = class {
 function option(value, fallback) {
   return value !== void 0 && value !== null ? value : fallback;
 }
-var Client = class extends Connector {
+var Client = class _Client extends Connector {
   /**
    * @param {object} [options]
    * @param {string} [options.url] where rtdelivery's URLs are mounted; by default the
@@ -1800,6 +1810,14 @@ var Client = class extends Connector {
     this._hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
     this._bindEnvironment();
   }
+  /**
+   * `new Client({shared: true})` gives a tab's shared client (shared.mjs), another class:
+   * `instanceof Client` is true for it too, as the declarations say.
+   */
+  static [Symbol.hasInstance](value) {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    return this === _Client && value != null && value._sharedClient === true;
+  }
   // -- public API ---------------------------------------------------------------
   /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
   on(name, fn) {
@@ -1882,7 +1900,7 @@ var Client = class extends Connector {
     if (this.state === "closed") return Promise.reject(new RTDeliveryError("The client is closed.", "closed"));
     if (typeof topic !== "string" || !topic) return Promise.reject(new TypeError("Expected a topic name."));
     options = options || {};
-    return this._outbox.add(topic, data, options.type || "message", options.key);
+    return this._outbox.add(topic, data, options.type || "message", options.key, options._deadline);
   }
   /** Publishes waiting to be sent (or sent, answer pending), oldest first. */
   get outbox() {
@@ -2589,7 +2607,11 @@ var Leader = class {
       if (request.op === "publish") {
         var options = { key: a.key };
         if (a.type) options.type = a.type;
+        if (typeof a.deadline === "number") options._deadline = a.deadline;
         result = inner.publish(a.topic, a.data, options);
+      } else if (request.op === "cancel") {
+        inner._outbox.cancel(a.key);
+        return;
       } else if (request.op === "presence") {
         result = inner.presence(a.topic);
       } else if (request.op === "history") {
@@ -2665,6 +2687,10 @@ function createSharedClient(options, client) {
   return new SharedClient(client.constructor, options);
 }
 var SharedClient = class {
+  /** Marks it for `instanceof Client` (client.mjs). */
+  get _sharedClient() {
+    return true;
+  }
   constructor(Client2, options) {
     options = options || {};
     if (options.sharedName != null && (typeof options.sharedName !== "string" || !options.sharedName)) {
@@ -2810,8 +2836,15 @@ var SharedClient = class {
   /** Publishes through the leader's client; `key` (default: a new UUID) is kept across a hand-over. */
   publish(topic, data, options) {
     options = options || {};
-    var args = { topic, data, type: options.type, key: options.key || randomId2() };
-    return this._request("publish", args, this.options.outboxTimeout, "outbox_expired");
+    var timeout = this.options.outboxTimeout;
+    var args = {
+      topic,
+      data,
+      type: options.type,
+      key: options.key || randomId2(),
+      deadline: timeout > 0 ? Date.now() + timeout : null
+    };
+    return this._request("publish", args, timeout, "outbox_expired");
   }
   presence(topic) {
     return this._request("presence", { topic }, this._requestTimeout(), "timeout");
@@ -3017,12 +3050,25 @@ var SharedClient = class {
         reject(error);
       };
       request.timer = setTimeout(function() {
+        if (op === "publish" && request.sentTo !== null) {
+          self._cancel(request);
+          return;
+        }
         request.reject(new self._Error("No answer to " + op + " in time.", timeoutCode));
       }, timeout);
       self._pending.set(request.id, request);
       self._send(request);
       if (op === "publish") self._emit("outbox", { size: self.outbox.length });
     });
+  }
+  /** Asks the leader to drop a publish still queued there (no answer: the publish's says). */
+  _cancel(request) {
+    var args = { key: request.args.key };
+    if (this._leader) {
+      this._leader.serve({ id: randomId2(), op: "cancel", args, from: null });
+    } else if (this.leader) {
+      this._post({ t: "req", to: this.leader, id: randomId2(), op: "cancel", args });
+    }
   }
   /** To the leader (again, with the same id and key, when the leader changed). */
   _send(request) {
