@@ -32,9 +32,31 @@ def configure(target: str) -> None:
     os.environ[ENV] = target
 
 
+def forget_storage(redis_url: str) -> None:
+    """Delete what django-eventstream's RedisStorage kept for this run's channel (its keys
+    are not under the run's key prefix, which the runner deletes)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        name = channel()
+        keys = [f"event_counter:{name}", *client.scan_iter(match=f"event:{name}:*", count=1000)]
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
 def main(argv: list[str]) -> None:
     target, server, port = argv
     configure(target)
+    try:
+        serve(server, port)
+    finally:
+        if target == "eventstream":
+            forget_storage(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def serve(server: str, port: str) -> None:
     if server == "daphne":
         from daphne.cli import CommandLineInterface
 
