@@ -156,11 +156,13 @@ def test_ambiguous_cursors_fall_back_to_history_catch_up(
     assert publish_many(browser_server, b, 1) == [1]
     assert wait_seqs(page, a, 1) == [1]
     assert wait_seqs(page, b, 1) == [1]
-    # a's cursor is now the stream's (it covers a and b). Leave b and come back from b's own
-    # event id: the two cursors both cover b, which the server refuses as ambiguous.
     since_b = page.evaluate("(b) => H.events[b][0].id", b)
-    # Published while b is away (from this page's point of view, after the resubscribe below).
+    # The stream moves past b's first event: whichever stream cursor a keeps covers b at 0
+    # (taken at a's event) or at 2 (taken later), never at 1 like since_b. Leave b and come
+    # back from since_b: two cursors put b at two positions, which the server refuses as
+    # ambiguous (the same position twice it would accept).
     assert publish_many(browser_server, b, 1) == [2]
+    assert wait_seqs(page, b, 2) == [1, 2]
     # In one tick, so the stream is reopened once, with a's stream cursor and b's own.
     page.evaluate(
         """([i, b, since]) => {
@@ -170,7 +172,7 @@ def test_ambiguous_cursors_fall_back_to_history_catch_up(
         }""",
         [client, b, since_b],
     )
-    assert wait_seqs(page, b, 1) == [2]  # caught up from b's own cursor, exactly once
+    assert wait_seqs(page, b, 1) == [2]  # caught up from since_b, exactly once
     assert publish_many(browser_server, b, 1) == [3]
     assert publish_many(browser_server, a, 1) == [2]
     assert wait_seqs(page, b, 2) == [2, 3]
