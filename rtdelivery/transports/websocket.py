@@ -175,7 +175,13 @@ class Connection:
                 f"Already subscribed to {topic!r}.", code="already_subscribed", topic=topic
             )
         if len(self.sub.topics) >= self.conf.max_topics:
-            raise _Close(CLOSE_POLICY, "too many topics")
+            # Refused by name, as over HTTP: the socket and its other topics go on.
+            raise RTDeliveryError(
+                f"Expected at most {self.conf.max_topics} topics per connection "
+                f"(MAX_TOPICS); not subscribed to {topic!r}.",
+                code="too_many_topics",
+                topic=topic,
+            )
         since_text = frame.get("since")
         since: Position | None = None
         if since_text is not None:

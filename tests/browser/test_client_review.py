@@ -290,10 +290,13 @@ def test_unreadable_cursor_among_several_resets_and_keeps_several_cursors(
     assert wait_seqs(page, b, 1) == [1]
 
 
-def test_too_many_topics_are_refused_by_name(page: Any, browser_server: DaphneServer) -> None:
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_too_many_topics_are_refused_by_name(
+    page: Any, browser_server: DaphneServer, transport: str
+) -> None:
     open_harness(page, browser_server)
     topics = [topic_name(f"many{n}") for n in range(52)]  # MAX_TOPICS is 50
-    client = make_client(page, transports=["sse"])
+    client = make_client(page, transports=[transport])
     page.evaluate(
         """([i, topics]) => {
             H.subs = topics.map((t) => { H.events[t] = []; return H.clients[i].subscribe(
