@@ -5,6 +5,7 @@ import { STATE_EVENTS, TRANSPORTS } from "./constants.mjs";
 import { RTDeliveryError, httpError } from "./errors.mjs";
 import { pageConfig, randomId, supported } from "./env.mjs";
 import { Outbox } from "./outbox.mjs";
+import { listenerMethods } from "./listeners.mjs";
 import { PresenceWatch } from "./presence.mjs";
 import { sharedClient } from "./sharing.mjs";
 import { Subscription } from "./subscription.mjs";
@@ -140,23 +141,6 @@ export class Client extends Connector {
   }
 
   // -- public API ---------------------------------------------------------------
-
-  /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
-  on(name, fn) {
-    if (STATE_EVENTS.indexOf(name) < 0) {
-      throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
-    }
-    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
-    var set = this._listeners.get(name);
-    set.add(fn);
-    return function () { set.delete(fn); };
-  }
-
-  /** Removes a listener added with on(). */
-  off(name, fn) {
-    var set = this._listeners.get(name);
-    if (set) set.delete(fn);
-  }
 
   /**
    * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
@@ -393,16 +377,7 @@ export class Client extends Connector {
     if (this.state === "open" || this.state === "idle") return "http";
     return null;
   }
-
-  _emit(name, data) {
-    var set = this._listeners.get(name);
-    if (!set) return;
-    Array.from(set).forEach(function (fn) {
-      try {
-        fn(data);
-      } catch (error) {
-        if (name !== "error" && typeof console !== "undefined") console.error(error);
-      }
-    });
-  }
 }
+
+// on, off and _emit.
+Object.assign(Client.prototype, listenerMethods(STATE_EVENTS));

@@ -15,6 +15,7 @@
 // leader, so a hand-over mid-publish cannot publish twice.
 
 import { RTDeliveryError } from "./errors.mjs";
+import { listenerMethods } from "./listeners.mjs";
 import { PresenceWatch } from "./presence.mjs";
 import { deliveryMethods } from "./shared-delivery.mjs";
 import { Election } from "./shared-election.mjs";
@@ -115,21 +116,6 @@ export class SharedClient {
   }
 
   // -- public API (as the plain Client) ---------------------------------------------------
-
-  on(name, fn) {
-    if (EVENTS.indexOf(name) < 0) {
-      throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + EVENTS.join(", ") + ".");
-    }
-    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
-    var set = this._listeners.get(name);
-    set.add(fn);
-    return function () { set.delete(fn); };
-  }
-
-  off(name, fn) {
-    var set = this._listeners.get(name);
-    if (set) set.delete(fn);
-  }
 
   subscribe(topic, onEvent, options) {
     if (this._closed) throw new this._Error("The client is closed.", "closed");
@@ -472,19 +458,8 @@ export class SharedClient {
       this._emit("state", { state: snap.state, previous: previous, transport: snap.transport });
     }
   }
-
-  _emit(name, data) {
-    var set = this._listeners.get(name);
-    if (!set) return;
-    Array.from(set).forEach(function (fn) {
-      try {
-        fn(data);
-      } catch (error) {
-        if (name !== "error" && typeof console !== "undefined") console.error(error);
-      }
-    });
-  }
 }
 
-// _deliver, _hand, _catchUp, _resetEntry, _clientEvent, _subState, _call, _error.
-Object.assign(SharedClient.prototype, deliveryMethods);
+// _deliver, _hand, _catchUp, _resetEntry, _clientEvent, _subState, _call, _error; on, off,
+// _emit.
+Object.assign(SharedClient.prototype, deliveryMethods, listenerMethods(EVENTS));

@@ -1504,6 +1504,40 @@
     }
   };
 
+  // src/listeners.mjs
+  function listenerMethods(names) {
+    return {
+      /** Calls `fn(data)` on client event `name`; returns a function that removes it. */
+      on(name, fn) {
+        if (names.indexOf(name) < 0) {
+          throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + names.join(", ") + ".");
+        }
+        if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
+        var set = this._listeners.get(name);
+        set.add(fn);
+        return function() {
+          set.delete(fn);
+        };
+      },
+      /** Removes a listener added with on(). */
+      off(name, fn) {
+        var set = this._listeners.get(name);
+        if (set) set.delete(fn);
+      },
+      _emit(name, data) {
+        var set = this._listeners.get(name);
+        if (!set) return;
+        Array.from(set).forEach(function(fn) {
+          try {
+            fn(data);
+          } catch (error) {
+            if (name !== "error" && typeof console !== "undefined") console.error(error);
+          }
+        });
+      }
+    };
+  }
+
   // src/presence.mjs
   var SETTLE_MS = 1e3;
   function copy(snapshot) {
@@ -1820,23 +1854,6 @@
       return this === _Client && value != null && value._sharedClient === true;
     }
     // -- public API ---------------------------------------------------------------
-    /** Calls `fn(data)` on state event `name`; returns a function that removes it. */
-    on(name, fn) {
-      if (STATE_EVENTS.indexOf(name) < 0) {
-        throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + STATE_EVENTS.join(", ") + ".");
-      }
-      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
-      var set = this._listeners.get(name);
-      set.add(fn);
-      return function() {
-        set.delete(fn);
-      };
-    }
-    /** Removes a listener added with on(). */
-    off(name, fn) {
-      var set = this._listeners.get(name);
-      if (set) set.delete(fn);
-    }
     /**
      * Calls `onEvent(event)` for every event of `topic`; `options.since` resumes from a cursor
      * (an event's `id`); `options.onState(state, sub)` and `options.onError(error, sub)` follow
@@ -2066,18 +2083,8 @@
       if (this.state === "open" || this.state === "idle") return "http";
       return null;
     }
-    _emit(name, data) {
-      var set = this._listeners.get(name);
-      if (!set) return;
-      Array.from(set).forEach(function(fn) {
-        try {
-          fn(data);
-        } catch (error) {
-          if (name !== "error" && typeof console !== "undefined") console.error(error);
-        }
-      });
-    }
   };
+  Object.assign(Client.prototype, listenerMethods(STATE_EVENTS));
 
   // src/shared-delivery.mjs
   var MAX_CATCH_UP_PAGES2 = 1e3;
@@ -2751,21 +2758,6 @@
       return this._leader ? "leader" : "follower";
     }
     // -- public API (as the plain Client) ---------------------------------------------------
-    on(name, fn) {
-      if (EVENTS.indexOf(name) < 0) {
-        throw new TypeError("Unknown event " + JSON.stringify(name) + "; expected one of " + EVENTS.join(", ") + ".");
-      }
-      if (!this._listeners.has(name)) this._listeners.set(name, /* @__PURE__ */ new Set());
-      var set = this._listeners.get(name);
-      set.add(fn);
-      return function() {
-        set.delete(fn);
-      };
-    }
-    off(name, fn) {
-      var set = this._listeners.get(name);
-      if (set) set.delete(fn);
-    }
     subscribe(topic, onEvent, options) {
       if (this._closed) throw new this._Error("The client is closed.", "closed");
       if (typeof topic !== "string" || !topic) throw new TypeError("Expected a topic name.");
@@ -3105,19 +3097,8 @@
         this._emit("state", { state: snap.state, previous, transport: snap.transport });
       }
     }
-    _emit(name, data) {
-      var set = this._listeners.get(name);
-      if (!set) return;
-      Array.from(set).forEach(function(fn) {
-        try {
-          fn(data);
-        } catch (error) {
-          if (name !== "error" && typeof console !== "undefined") console.error(error);
-        }
-      });
-    }
   };
-  Object.assign(SharedClient.prototype, deliveryMethods);
+  Object.assign(SharedClient.prototype, deliveryMethods, listenerMethods(EVENTS));
 
   // src/index.mjs
   useSharedClient(createSharedClient);
