@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .core.cursors import Position
@@ -78,6 +79,7 @@ class Subscriber:
         "_waiter",
         "closed",
         "maxsize",
+        "on_ready",
         "overflowed",
         "positions",
     )
@@ -96,6 +98,10 @@ class Subscriber:
         self.positions: dict[str, Position] = {}
         self.overflowed = False
         self.closed = False
+        #: Called instead of waking the transport's writer when items arrive while it
+        #: waits (a transport that can write them itself, see :meth:`parked`); overflow
+        #: and close always wake the writer.
+        self.on_ready: Callable[[], None] | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -135,7 +141,10 @@ class Subscriber:
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if self.on_ready is not None and not self.overflowed and not self.closed:
+                self.on_ready()
+            else:
+                waiter.set_result(None)
 
     def _wake_room(self) -> None:
         room, self._room = self._room, None
@@ -285,6 +294,22 @@ class Subscriber:
         self._wake_room()
 
     # -- called by the transport ---------------------------------------------------
+    def parked(self) -> bool:
+        """Whether the writer waits in :meth:`get` (so nothing of it is in flight): only
+        then may the transport write queued items from elsewhere (see ``on_ready``)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def queued(self) -> list[Item]:
+        """What is queued, left in place (take it with :meth:`get_nowait`)."""
+        return self._queue
+
+    def wake_writer(self) -> None:
+        """Wake the writer waiting in :meth:`get` (``on_ready`` could not write)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def get_nowait(self) -> list[Item]:
         """Everything queued so far (possibly nothing)."""
         if self.overflowed:

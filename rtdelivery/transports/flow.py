@@ -30,6 +30,8 @@ import functools
 import logging
 import struct
 import sys
+import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -145,6 +147,51 @@ def text_frame(text: str) -> bytes:
         _frame_bytes = 2 * len(frame)
     _frames[id(text)] = (text, frame)  # the text kept: its id is not reused meanwhile
     return frame
+
+
+class WriteRound:
+    """Writes that wait for the end of the current event-loop step, all in one callback.
+
+    The hub hands an event to every local subscriber in one pass; a connection that can
+    write to its socket itself (:attr:`Link.direct`) asks to be flushed here instead of
+    waking its writer task, so one callback writes the event to every such socket (as a
+    raw broadcast loop does) rather than one task step per connection, and events that
+    arrive in the same step go out in one write per socket.
+    """
+
+    __slots__ = ("_due", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[Callable[[], None]] = []
+
+    def add(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` once the current step is over (once per :meth:`add`)."""
+        if not self._due:
+            self._loop.call_soon(self._run)
+        self._due.append(flush)
+
+    def _run(self) -> None:
+        due, self._due = self._due, []
+        for flush in due:
+            try:
+                flush()
+            except Exception:  # one connection's fault is not the others'
+                logger.exception("direct WebSocket write failed")
+
+
+_rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteRound] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def write_round() -> WriteRound:
+    """The running loop's :class:`WriteRound`."""
+    loop = asyncio.get_running_loop()
+    round_ = _rounds.get(loop)
+    if round_ is None:
+        round_ = _rounds[loop] = WriteRound(loop)
+    return round_
 
 
 class _UvicornWebSocketLink(_AsyncioLink):

@@ -68,7 +68,9 @@ class Connection:
     """State of one WebSocket connection."""
 
     __slots__ = (
+        "_flush_due",
         "_last",
+        "_round",
         "_tokens",
         "access",
         "close_sent",
@@ -109,6 +111,46 @@ class Connection:
         self.access: access.Registration | None = None
         self._tokens = float(conf.ws_burst)
         self._last = time.monotonic()
+        self._flush_due = False
+        self._round: flow.WriteRound | None = None
+        if self.link.direct:
+            # Events queued while the writer waits are written by the process's write
+            # round, with every other socket's, instead of waking this writer's task.
+            self._round = flow.write_round()
+            self.sub.on_ready = self._ready
+
+    # -- direct writes -----------------------------------------------------------------
+    def _ready(self) -> None:
+        items = self.sub.queued()
+        if items and not isinstance(items[-1], Event):
+            self.sub.wake_writer()  # a reply or a control item: the writer's job, at once
+            return
+        if not self._flush_due:
+            self._flush_due = True
+            self._round.add(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        """Write what is queued from the write round, if it is only events and the socket
+        takes them now; else wake the writer, which sends it as usual. Only while the
+        writer waits: it has nothing in flight, so the order on the socket is kept."""
+        self._flush_due = False
+        sub = self.sub
+        if not sub.parked():
+            return  # the writer is awake: it takes what is queued
+        items = sub.queued()
+        if (
+            items
+            and len(items) <= WRITE_CHUNK
+            and all(isinstance(item, Event) for item in items)
+            and self.link.write_texts([item.ws_frame for item in items])  # type: ignore[union-attr]
+        ):
+            sub.get_nowait()  # taken: the backlog's room is given back
+            sent = self.sent
+            for item in items:
+                sent[item.topic] = item.position  # type: ignore[union-attr]
+            metrics.delivered["ws"].n += len(items)
+        else:
+            sub.wake_writer()
 
     # -- rate limiting --------------------------------------------------------------
     def _take_token(self) -> bool:

@@ -138,6 +138,53 @@ async def test_close_wakes_a_waiting_get_and_ends_the_subscriber() -> None:
     assert len(sub) == 0
 
 
+# -- unit: a transport that writes queued items itself (on_ready) ----------------------
+
+
+async def test_on_ready_is_called_instead_of_waking_a_parked_writer() -> None:
+    sub = subscribed()
+    calls: list[int] = []
+    sub.on_ready = lambda: calls.append(len(sub))
+    assert not sub.parked()
+    sub.offer(event(1))  # nobody waits yet: queued, nobody called
+    assert calls == []
+    assert seqs(sub.get_nowait()) == [1]
+    waiting = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    assert sub.parked()
+    sub.offer(event(2))
+    sub.offer(event(3))
+    assert calls == [1, 2]  # once per item, while the writer still waits
+    assert seqs(sub.queued()) == [2, 3]  # left in place for on_ready's owner
+    await asyncio.sleep(0)
+    assert not waiting.done()  # not woken: on_ready's owner writes them
+    assert seqs(sub.get_nowait()) == [2, 3]  # ...and takes them
+    assert sub.parked()
+    sub.offer(event(4))
+    sub.wake_writer()  # it could not write them: the writer takes over
+    assert seqs(await asyncio.wait_for(waiting, WAIT)) == [4]
+    assert not sub.parked()
+
+
+@pytest.mark.parametrize("end", ["overflow", "close"])
+async def test_overflow_and_close_wake_the_writer_even_with_on_ready(end: str) -> None:
+    sub = subscribed(maxsize=2)
+    calls: list[int] = []
+    sub.on_ready = lambda: calls.append(len(sub))
+    waiting = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    if end == "overflow":
+        for seq in (1, 2, 3):
+            sub.offer(event(seq))
+        with pytest.raises(SlowConsumer):
+            await asyncio.wait_for(waiting, WAIT)
+    else:
+        sub.close()
+        with pytest.raises(SubscriberClosed):
+            await asyncio.wait_for(waiting, WAIT)
+    assert len(calls) == (2 if end == "overflow" else 0)
+
+
 # -- unit: overflow ------------------------------------------------------------------------
 
 
