@@ -35,7 +35,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from .. import shutdown
+from .. import metrics, shutdown
 from ..subscriber import Subscriber
 from .http import Send
 
@@ -163,21 +163,25 @@ class WriteRound:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._due: list[Callable[[], None]] = []
+        self._due: list[Callable[[], int]] = []
 
-    def add(self, flush: Callable[[], None]) -> None:
-        """Call ``flush`` once the current step is over (once per :meth:`add`)."""
+    def add(self, flush: Callable[[], int]) -> None:
+        """Call ``flush`` once the current step is over (once per :meth:`add`); it
+        returns how many events it delivered."""
         if not self._due:
             self._loop.call_soon(self._run)
         self._due.append(flush)
 
     def _run(self) -> None:
         due, self._due = self._due, []
+        delivered = 0
         for flush in due:
             try:
-                flush()
+                delivered += flush()
             except Exception:  # one connection's fault is not the others'
                 logger.exception("direct WebSocket write failed")
+        if delivered:
+            metrics.delivered["ws"].n += delivered  # once per round, not per socket
 
 
 _rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteRound] = (

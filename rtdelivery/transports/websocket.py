@@ -129,14 +129,14 @@ class Connection:
             self._flush_due = True
             self._round.add(self._flush)  # type: ignore[union-attr]
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
         """Write what is queued from the write round, if it is only events and the socket
         takes them now; else wake the writer, which sends it as usual. Only while the
         writer waits: it has nothing in flight, so the order on the socket is kept."""
         self._flush_due = False
         sub = self.sub
         if not sub.parked():
-            return  # the writer is awake: it takes what is queued
+            return 0  # the writer is awake: it takes what is queued
         items = sub.queued()
         if (
             items
@@ -148,9 +148,9 @@ class Connection:
             sent = self.sent
             for item in items:
                 sent[item.topic] = item.position  # type: ignore[union-attr]
-            metrics.delivered["ws"].n += len(items)
-        else:
-            sub.wake_writer()
+            return len(items)
+        sub.wake_writer()
+        return 0
 
     # -- rate limiting --------------------------------------------------------------
     def _take_token(self) -> bool:
