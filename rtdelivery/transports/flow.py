@@ -159,17 +159,17 @@ class WriteRound:
     arrive in the same step go out in one write per socket.
     """
 
-    __slots__ = ("_due", "_loop")
+    __slots__ = ("_due",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._due: list[Callable[[], int]] = []
 
     def add(self, flush: Callable[[], int]) -> None:
         """Call ``flush`` once the current step is over (once per :meth:`add`); it
         returns how many events it delivered."""
         if not self._due:
-            self._loop.call_soon(self._run)
+            # Always called on the loop's own thread (the hub's fan-out, a reply).
+            asyncio.get_running_loop().call_soon(self._run)
         self._due.append(flush)
 
     def _run(self) -> None:
@@ -194,7 +194,8 @@ def write_round() -> WriteRound:
     loop = asyncio.get_running_loop()
     round_ = _rounds.get(loop)
     if round_ is None:
-        round_ = _rounds[loop] = WriteRound(loop)
+        # Not holding the loop: the entry goes with it.
+        round_ = _rounds[loop] = WriteRound()
     return round_
 
 
