@@ -98,9 +98,9 @@ class Subscriber:
         self.positions: dict[str, Position] = {}
         self.overflowed = False
         self.closed = False
-        #: Called instead of waking the transport's writer when items arrive while it
-        #: waits (a transport that can write them itself, see :meth:`parked`); overflow
-        #: and close always wake the writer.
+        #: Called when an item is queued (or the inbox overflows or closes) and nobody
+        #: waits in :meth:`get`: a transport without a writer task of its own while
+        #: idle (rtdelivery.transports.websocket_writer).
         self.on_ready: Callable[[], None] | None = None
 
     @property
@@ -140,11 +140,11 @@ class Subscriber:
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self.on_ready is not None and not self.overflowed and not self.closed:
-                self.on_ready()
-            else:
+        if waiter is not None:
+            if not waiter.done():
                 waiter.set_result(None)
+        elif self.on_ready is not None:
+            self.on_ready()
 
     def _wake_room(self) -> None:
         room, self._room = self._room, None
@@ -294,21 +294,9 @@ class Subscriber:
         self._wake_room()
 
     # -- called by the transport ---------------------------------------------------
-    def parked(self) -> bool:
-        """Whether the writer waits in :meth:`get` (so nothing of it is in flight): only
-        then may the transport write queued items from elsewhere (see ``on_ready``)."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
-
     def queued(self) -> list[Item]:
         """What is queued, left in place (take it with :meth:`get_nowait`)."""
         return self._queue
-
-    def wake_writer(self) -> None:
-        """Wake the writer waiting in :meth:`get` (``on_ready`` could not write)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def get_nowait(self) -> list[Item]:
         """Everything queued so far (possibly nothing)."""

@@ -9,7 +9,6 @@ from Channels' ``AuthMiddlewareStack`` (absent: anonymous).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -21,36 +20,32 @@ from ..conf import get_settings
 from ..core.cursors import Cursor, Position
 from ..core.errors import RTDeliveryError, Unavailable
 from ..core.errors import WebSocketClose as _Close
-from ..core.events import Event
 from ..core.topics import validate_topic
 from ..hub import Subscription, get_hub
 from ..policy import SUBSCRIBE, authorize, authorize_client_publish, effective_user
 from ..presence import connection_id
 from ..publishing import apublish_as, publisher_namespace, validate_key
-from ..subscriber import Notice, Reset, SlowConsumer, Subscriber, SubscriberClosed
+from ..subscriber import Notice, Subscriber
 from . import flow, limits
 from .http import Receive, Scope, Send
 from .origins import origin_allowed
+from .websocket_writer import (
+    CLOSE_ACCESS_ENDED,
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNSUPPORTED,
+    WRITE_CHUNK,
+    Writer,
+    fallback_close_code,
+    send_close,
+)
 
 logger = logging.getLogger("rtdelivery.websocket")
-
-#: Close codes (documented in docs/protocol.md).
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
-CLOSE_TOO_SLOW = 4001
-#: Too many open connections for this user or address (like HTTP 429); docs/protocol.md.
-CLOSE_TOO_MANY_CONNECTIONS = 4029
-#: The connection token expired: fetch a fresh one, resume from the error frame's cursor.
-CLOSE_TOKEN_EXPIRED = 4003
-#: Access ended on the server (rtdelivery.disconnect(), logout): don't reconnect as before.
-CLOSE_ACCESS_ENDED = 4004
-
-
-#: Events handed to the socket in one write at most (flow.Link.write_texts).
-WRITE_CHUNK = 64
 
 
 def _frame(payload: dict[str, Any]) -> Notice:
@@ -64,16 +59,13 @@ def _error(code: str, message: str, ref: Any = None, **extra: Any) -> Notice:
     return _frame(payload)
 
 
-class Connection:
+class Connection(Writer):
     """State of one WebSocket connection."""
 
     __slots__ = (
-        "_flush_due",
         "_last",
-        "_round",
         "_tokens",
         "access",
-        "close_sent",
         "conf",
         "hub",
         "id",
@@ -106,51 +98,11 @@ class Connection:
         #: Position of the last event sent per topic: the cursor to resume from.
         self.sent: dict[str, Position] = {}
         self.presence_topics: set[str] = set()
-        self.close_sent = False
         #: Its registration (rtdelivery.access), for an authenticated user only.
         self.access: access.Registration | None = None
         self._tokens = float(conf.ws_burst)
         self._last = time.monotonic()
-        self._flush_due = False
-        self._round: flow.WriteRound | None = None
-        if self.link.direct:
-            # Events queued while the writer waits are written by the process's write
-            # round, with every other socket's, instead of waking this writer's task.
-            self._round = flow.write_round()
-            self.sub.on_ready = self._ready
-
-    # -- direct writes -----------------------------------------------------------------
-    def _ready(self) -> None:
-        items = self.sub.queued()
-        if items and not isinstance(items[-1], Event):
-            self.sub.wake_writer()  # a reply or a control item: the writer's job, at once
-            return
-        if not self._flush_due:
-            self._flush_due = True
-            self._round.add(self._flush)  # type: ignore[union-attr]
-
-    def _flush(self) -> int:
-        """Write what is queued from the write round, if it is only events and the socket
-        takes them now; else wake the writer, which sends it as usual. Only while the
-        writer waits: it has nothing in flight, so the order on the socket is kept."""
-        self._flush_due = False
-        sub = self.sub
-        if not sub.parked():
-            return 0  # the writer is awake: it takes what is queued
-        items = sub.queued()
-        if (
-            items
-            and len(items) <= WRITE_CHUNK
-            and all(isinstance(item, Event) for item in items)
-            and self.link.write_texts([item.ws_frame for item in items])  # type: ignore[union-attr]
-        ):
-            sub.get_nowait()  # taken: the backlog's room is given back
-            sent = self.sent
-            for item in items:
-                sent[item.topic] = item.position  # type: ignore[union-attr]
-            return len(items)
-        sub.wake_writer()
-        return 0
+        self._init_writer()
 
     # -- rate limiting --------------------------------------------------------------
     def _take_token(self) -> bool:
@@ -347,126 +299,6 @@ class Connection:
             with contextlib.suppress(Exception):
                 await get_presence().leave(topic, self.id)
 
-    # -- writing ---------------------------------------------------------------------
-    async def run_writer(self) -> None:
-        """The only task that sends on the socket: events and replies, in queue order.
-
-        When it ends the connection, it closes the socket; the server then delivers
-        ``websocket.disconnect``, which ends the reading side. (One coroutine, not a
-        loop under a supervisor: a frame less per idle connection.)
-        """
-        try:
-            send = self.send
-            sub = self.sub
-            sent = self.sent
-            write_texts = self.link.write_texts if self.link.direct else None
-            while True:
-                try:
-                    items = await sub.get()
-                except SlowConsumer:
-                    metrics.slow_consumer_ended("ws", self.id, self.user, sent)
-                    await self._send_json(
-                        {
-                            "op": "error",
-                            "code": "too_slow",
-                            "message": "The connection did not keep up; resume from cursor.",
-                            "cursor": Cursor(sent).encode(self.conf.cursor_key),
-                        }
-                    )
-                    raise _Close(CLOSE_TOO_SLOW, "too slow") from None
-                except SubscriberClosed:
-                    raise _Close(CLOSE_GOING_AWAY, "server going away") from None
-                delivered = 0
-                i, n = 0, len(items)
-                while i < n:
-                    if sub.overflowed:
-                        # Too slow while this batch was being written (each send waits for
-                        # room): stop here, the cursor covers what was sent.
-                        break
-                    item = items[i]
-                    i += 1
-                    if isinstance(item, Event) and write_texts is not None:
-                        # A run of events: one write to the socket where the server
-                        # allows it (flow.Link.write_texts), in chunks so that its
-                        # high-water mark is looked at between them.
-                        j = i
-                        while j < n and j - i < WRITE_CHUNK and isinstance(items[j], Event):
-                            j += 1
-                        run = items[i - 1 : j]
-                        if write_texts([e.ws_frame for e in run]):  # type: ignore[union-attr]
-                            for e in run:
-                                sent[e.topic] = e.position  # type: ignore[union-attr]
-                            delivered += len(run)
-                            i = j
-                            continue
-                    if isinstance(item, Event):
-                        sent[item.topic] = item.position
-                        await send({"type": "websocket.send", "text": item.ws_frame})
-                        delivered += 1
-                    elif isinstance(item, Notice):
-                        if item.kind == "frame":
-                            if item.data is not None:  # a `subscribed` that moves the cursor
-                                moved: tuple[str, Position] = item.data  # type: ignore[assignment]
-                                sent[moved[0]] = moved[1]
-                            await send({"type": "websocket.send", "text": item.text})
-                        elif item.kind == "presence":
-                            data = item.data if isinstance(item.data, dict) else {}
-                            await self._send_json({"op": "presence", **data})
-                        elif item.kind == "close":
-                            code_reason: tuple[int, str] = item.data  # type: ignore[assignment]
-                            raise _Close(*code_reason)
-                        elif item.kind == access.END:
-                            await self._end(str(item.data))
-                        elif item.kind == access.TOPIC_ENDED:
-                            await self._topic_ended(item.data)  # type: ignore[arg-type]
-                    elif isinstance(item, Reset):
-                        sent[item.topic] = item.position
-                        await self._send_json(
-                            {
-                                "op": "subscribed",
-                                "topic": item.topic,
-                                "recovered": False,
-                                "cursor": Cursor({item.topic: item.position}).encode(
-                                    self.conf.cursor_key
-                                ),
-                            }
-                        )
-                metrics.delivered["ws"].n += delivered
-        except _Close as exc:
-            close = exc
-        except Exception:
-            logger.exception("WebSocket writer failed")
-            close = _Close(1011, "internal error")
-        self.close_sent = True
-        await _send_close(self.send, close)
-
-    async def _end(self, reason: str) -> None:
-        """Access ended (token expiry, rtdelivery.disconnect()): say why, then close."""
-        expired = reason == access.TOKEN_EXPIRED
-        await self._send_json(
-            {
-                "op": "error",
-                "code": reason,
-                "message": "The connection token expired; resume from cursor with a fresh one."
-                if expired
-                else "The server ended this connection's access.",
-                "cursor": Cursor(self.sent).encode(self.conf.cursor_key),
-            }
-        )
-        raise _Close(CLOSE_TOKEN_EXPIRED if expired else CLOSE_ACCESS_ENDED, reason[:100])
-
-    async def _topic_ended(self, data: dict[str, str]) -> None:
-        """rtdelivery.unsubscribe() ended a topic (the hub already let it go)."""
-        topic = data["topic"]
-        self.sent.pop(topic, None)
-        await self._leave_presence(topic)
-        await self._send_json({"op": "unsubscribed", "topic": topic, "reason": data["reason"]})
-
-    async def _send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(
-            {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
-        )
-
     async def close(self) -> None:
         if self.access is not None:
             self.access.close()
@@ -520,7 +352,7 @@ async def serve_websocket(
             "retry_after": exc.retry_after,
         }
         await send({"type": "websocket.send", "text": json.dumps(error)})
-        await _send_close(send, _Close(CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"))
+        await send_close(send, _Close(CLOSE_TOO_MANY_CONNECTIONS, "too_many_connections"))
         return
     with limits.connection(user_key, ip):
         conn = Connection(user, ip, send)
@@ -533,7 +365,7 @@ async def serve_websocket(
             # Two coroutines per connection: this one reads, one task writes. (No third
             # task to supervise them, no nested frames: memory per idle connection is a
             # published figure.)
-            writer = asyncio.ensure_future(conn.run_writer())
+            conn.start_writer()
             close: _Close | None = None
             try:
                 while True:  # reading, inline: a coroutine frame less per connection
@@ -565,12 +397,10 @@ async def serve_websocket(
                 logger.exception("WebSocket connection failed")
                 close = _Close(1011, "internal error")
             finally:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer
+                await conn.stop_writer()
                 await conn.close()
             if close is not None and not conn.close_sent:
-                await _send_close(send, close)
+                await send_close(send, close)
         finally:
             metrics.CONNECTIONS["ws"].dec()
             conn.link.release()
@@ -594,35 +424,17 @@ def _session_key(scope: Scope) -> str | None:
     return key if isinstance(key, str) else None
 
 
-#: Stand-ins on servers that refuse the standard codes from an application.
-FALLBACK_CLOSE_CODES = {
-    CLOSE_GOING_AWAY: 4002,  # not 4001: that is "too slow"
-    CLOSE_POLICY: 4008,
-    CLOSE_TOO_BIG: 4009,
-    1011: 4011,
-    CLOSE_TRY_AGAIN: 4013,
-}
-
-
-def fallback_close_code(code: int) -> int:
-    """The stand-in for ``code`` on servers that refuse it (see FALLBACK_CLOSE_CODES).
-
-    Daphne (autobahn) lets an application close only with 1000 or 3000-4999 and raises
-    for anything else (1001, 1008, 1009, 1011); the socket would stay open with no
-    application behind it. There 1008 becomes 4008, 1009 4009, 1011 4011, 1001 4002.
-    """
-    return FALLBACK_CLOSE_CODES.get(code, code)
-
-
-async def _send_close(send: Send, close: _Close) -> None:
-    try:
-        await send({"type": "websocket.close", "code": close.code, "reason": close.reason})
-    except Exception:
-        fallback = fallback_close_code(close.code)
-        if fallback == close.code:
-            return
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": fallback, "reason": close.reason})
-
-
-__all__ = ["serve_websocket"]
+__all__ = [
+    "CLOSE_ACCESS_ENDED",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
+    "CLOSE_TOKEN_EXPIRED",
+    "CLOSE_TOO_BIG",
+    "CLOSE_TOO_MANY_CONNECTIONS",
+    "CLOSE_TOO_SLOW",
+    "CLOSE_TRY_AGAIN",
+    "CLOSE_UNSUPPORTED",
+    "WRITE_CHUNK",
+    "fallback_close_code",
+    "serve_websocket",
+]

@@ -141,48 +141,40 @@ async def test_close_wakes_a_waiting_get_and_ends_the_subscriber() -> None:
 # -- unit: a transport that writes queued items itself (on_ready) ----------------------
 
 
-async def test_on_ready_is_called_instead_of_waking_a_parked_writer() -> None:
+async def test_on_ready_is_called_when_nobody_waits_in_get() -> None:
     sub = subscribed()
     calls: list[int] = []
     sub.on_ready = lambda: calls.append(len(sub))
-    assert not sub.parked()
-    sub.offer(event(1))  # nobody waits yet: queued, nobody called
-    assert calls == []
-    assert seqs(sub.get_nowait()) == [1]
-    waiting = asyncio.create_task(sub.get())
-    await asyncio.sleep(0)
-    assert sub.parked()
+    sub.offer(event(1))
     sub.offer(event(2))
-    sub.offer(event(3))
-    assert calls == [1, 2]  # once per item, while the writer still waits
-    assert seqs(sub.queued()) == [2, 3]  # left in place for on_ready's owner
+    assert calls == [1, 2]  # once per item: the transport writes them itself
+    assert seqs(sub.queued()) == [1, 2]  # left in place until taken
+    assert seqs(sub.get_nowait()) == [1, 2]
+    waiting = asyncio.create_task(sub.get())  # a writer waits: it is woken, not on_ready
     await asyncio.sleep(0)
-    assert not waiting.done()  # not woken: on_ready's owner writes them
-    assert seqs(sub.get_nowait()) == [2, 3]  # ...and takes them
-    assert sub.parked()
+    sub.offer(event(3))
+    assert calls == [1, 2]
+    assert seqs(await asyncio.wait_for(waiting, WAIT)) == [3]
     sub.offer(event(4))
-    sub.wake_writer()  # it could not write them: the writer takes over
-    assert seqs(await asyncio.wait_for(waiting, WAIT)) == [4]
-    assert not sub.parked()
+    assert calls == [1, 2, 1]
 
 
 @pytest.mark.parametrize("end", ["overflow", "close"])
-async def test_overflow_and_close_wake_the_writer_even_with_on_ready(end: str) -> None:
+def test_overflow_and_close_call_on_ready_too(end: str) -> None:
     sub = subscribed(maxsize=2)
-    calls: list[int] = []
-    sub.on_ready = lambda: calls.append(len(sub))
-    waiting = asyncio.create_task(sub.get())
-    await asyncio.sleep(0)
+    calls: list[tuple[bool, bool]] = []
+    sub.on_ready = lambda: calls.append((sub.overflowed, sub.closed))
     if end == "overflow":
         for seq in (1, 2, 3):
             sub.offer(event(seq))
+        assert calls[-1] == (True, False)
         with pytest.raises(SlowConsumer):
-            await asyncio.wait_for(waiting, WAIT)
+            sub.get_nowait()
     else:
         sub.close()
+        assert calls == [(False, True)]
         with pytest.raises(SubscriberClosed):
-            await asyncio.wait_for(waiting, WAIT)
-    assert len(calls) == (2 if end == "overflow" else 0)
+            sub.get_nowait()
 
 
 # -- unit: overflow ------------------------------------------------------------------------
