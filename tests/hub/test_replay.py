@@ -79,7 +79,15 @@ async def test_a_backlog_larger_than_the_inbox_arrives_in_pages_exactly_once(
         reads.append(limit)
         await apublish(topic, "before-read")  # live and in this read (or a later one)
         result = await real_read(topic, since_, limit)
-        await apublish(topic, "after-read")  # live only, or in the next page
+        after = await apublish(topic, "after-read")  # live only, or in the next page
+        # The hub takes them off the layer before the next page is read. (A publish is one
+        # request; channels-redis's receive takes four per message on this same loop: a
+        # hub that fell behind would offer events older than the next read during it, and
+        # they count as live ones waiting until the replay ends.)
+        await wait_until(
+            lambda: hub._topics[topic].position.seq >= after.seq,  # type: ignore[union-attr]
+            what="the hub to receive the event published after the read",
+        )
         return result
 
     monkeypatch.setattr(history, "read", racing_read)
