@@ -6,7 +6,10 @@ channels-redis; field names are the wire format between processes of different
 versions, so change them with care):
 
 - an event: ``{"type": "rtdelivery.event", "topic", "epoch", "seq", "etype",
-  "data" (the event's JSON text, encoded once by the publisher), "time", "id"}``;
+  "data" (the event's JSON text, encoded once by the publisher), "time", "id"}``; "id" is
+  left out when the history's append script queued the message itself (it cannot compute
+  the id: :class:`DirectGroups`), and a receiver derives it from topic, epoch and seq with
+  its cursor key;
 - a presence change: ``{"type": "rtdelivery.presence", "topic", "data": {"topic",
   "action" ("join" | "leave"), "user": {"id", "name"}, "connection", "time"}}``;
 - a control message (access ended): ``{"type": "rtdelivery.control", "action"
@@ -154,7 +157,7 @@ def control_message(
 def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | Control | None:
     """What a received layer message carries; None for any other message (ignored).
 
-    ``key`` is the cursor key the event's id was made with (only used if it has none).
+    ``key`` is the cursor key event ids are made with (used for an event without one).
     Raises ``KeyError`` for a malformed message of a known type.
     """
     kind = message.get("type")
@@ -167,7 +170,7 @@ def decode(message: dict[str, Any], key: bytes) -> Event | PresenceChange | Cont
             message["data"],
             message["time"],
             key=key,
-            id=message["id"],
+            id=message.get("id"),  # None: computed from the cursor key
         )
     if kind == PRESENCE:
         return PresenceChange(message["topic"], message["data"])
@@ -277,14 +280,20 @@ async def send_control(layer: BaseChannelLayer, message: dict[str, Any]) -> None
 # random prefix, its encryption if configured; ``__asgi_channel__``), stored where and how
 # its receivers look for them (sorted sets scored by time, capacity checked per channel,
 # old messages expired, the key's TTL), so any channels-redis process receives them.
+#
+# With the layer's default serializer (msgpack) and no encryption, the append's script
+# builds and queues the message itself (cmsgpack, see rtdelivery.history.scripts.APPEND):
+# one request per publish, with subscribers or without. The message then has no "id" (an
+# HMAC with the cursor key, which Redis does not have): each receiving process computes it.
 
 #: KEYS: a channel key per message (repeated for several messages to one channel). ARGV:
-#: the messages, their channels' capacities, then the first score (time), the drop-before
+#: the messages, their channels' capacities, then the first score (time, in integer
+#: microseconds: exact in a Lua double, and written out exactly), the drop-before
 #: score (time - expiry) and the expiry. Scores grow by a microsecond per message, so the
 #: events of a batch are popped (lowest score first) in the order they were sent.
 _SEND = """
 local n = #KEYS
-local first = tonumber(ARGV[2 * n + 1])
+local first = tonumber(ARGV[2 * n + 1])  -- microseconds
 local cutoff, expiry = ARGV[2 * n + 2], ARGV[2 * n + 3]
 local over, cleaned = 0, {}
 for i = 1, n do
@@ -294,7 +303,8 @@ for i = 1, n do
     cleaned[key] = true
   end
   if redis.call('ZCOUNT', key, '-inf', '+inf') < tonumber(ARGV[n + i]) then
-    redis.call('ZADD', key, string.format('%.6f', first + (i - 1) / 1e6), ARGV[i])
+    local us = first + i - 1
+    redis.call('ZADD', key, string.format('%d.%06d', math.floor(us / 1e6), us % 1e6), ARGV[i])
     redis.call('EXPIRE', key, expiry)
   else
     over = over + 1
@@ -316,7 +326,15 @@ class DirectGroups:
         self.layer = layer
         self.group_expiry = int(layer.group_expiry)
         self.expiry = int(layer.expiry)
-        self._last_score = 0.0
+        self._last_us = 0  # the last score used, in microseconds
+        #: Whether the append's script queues the events itself (:meth:`queue_args`);
+        #: else :meth:`send` does, in a request of its own.
+        self.in_append = _plain_msgpack(layer)
+        if self.in_append:
+            prefix_length = int(layer._serializer.random_prefix_length)
+            self._queue_tail = (
+                f"|{self.expiry}|{int(layer.capacity)}|{prefix_length}|{layer.prefix}"
+            )
 
     def group_key(self, topic: str) -> str:
         key: bytes = self.layer._group_key(group_name(topic))
@@ -325,6 +343,22 @@ class DirectGroups:
     def group_cutoff(self) -> int:
         """Members older than this (seconds) left the group (channels-redis's rule)."""
         return int(time.time()) - self.group_expiry
+
+    def _scores(self, n: int) -> int:
+        """The first of ``n`` scores (times in microseconds) a microsecond apart, later
+        than any this process used before: its messages are popped (lowest score first)
+        in the order it sent them. Integers: a float time plus i/1e6, written with 6
+        decimals, may round two scores to one, and equal scores pop in byte order."""
+        first = max(time.time_ns() // 1000, self._last_us + 1)
+        self._last_us = first + n - 1
+        return first
+
+    def queue_args(self, n: int) -> list[str]:
+        """The append script's queueing parameters for a batch of ``n`` appends, in order:
+        "<score>|<message cutoff>|<expiry>|<capacity>|<prefix length>|<channel prefix>"."""
+        first = self._scores(n)
+        tail = f"|{int(time.time()) - self.expiry}{self._queue_tail}"
+        return [f"{us // 1_000_000}.{us % 1_000_000:06d}{tail}" for us in range(first, first + n)]
 
     async def send(self, client: Any, sends: list[tuple[Event, list[Any]]]) -> int:
         """Queue each event on its group members' channels, in this order, in one script;
@@ -343,11 +377,9 @@ class DirectGroups:
                     capacities.append(capacity_of[key])
         if not keys:
             return 0
-        now = time.time()
-        # Later than anything this process sent before: its messages stay in order.
-        first = max(now, self._last_score + 1e-6)
-        self._last_score = first + len(keys) / 1e6
-        args = (*messages, *capacities, f"{first:.6f}", int(now) - self.expiry, self.expiry)
+        first = self._scores(len(keys))
+        cutoff = int(time.time()) - self.expiry
+        args = (*messages, *capacities, first, cutoff, self.expiry)
         try:
             try:
                 over = await client.evalsha(_SEND_SHA, len(keys), *keys, *args)
@@ -381,6 +413,35 @@ def direct_groups(layer: BaseChannelLayer, conf: Any) -> DirectGroups | None:
     if _server(layer.hosts[0]) is None or _server(layer.hosts[0]) != _server(target.url):
         return None
     return DirectGroups(layer)
+
+
+def _plain_msgpack(layer: Any) -> bool:
+    """Whether ``layer`` (a :func:`direct_groups` one) serializes as the append script
+    does: channels-redis's own msgpack serializer, no encryption, every method involved
+    channels-redis's own, one capacity for every channel (no per-channel patterns, which
+    are Python regexes)."""
+    try:
+        import msgpack
+        from channels_redis.core import RedisChannelLayer
+        from channels_redis.serializers import MsgPackSerializer
+    except ImportError:  # pragma: no cover - channels-redis's dependencies
+        return False
+    serializer: Any = getattr(layer, "_serializer", None)
+    if type(serializer) is not MsgPackSerializer or serializer.crypter is not None:
+        return False
+    if getattr(MsgPackSerializer, "as_bytes", None) is not msgpack.packb:
+        return False
+    if {"serialize", "deserialize", "as_bytes", "from_bytes"} & set(vars(serializer)):
+        return False  # overridden on the instance
+    methods = ("serialize", "deserialize", "non_local_name", "_map_channel_keys_to_connection")
+    if any(getattr(type(layer), m, None) is not getattr(RedisChannelLayer, m) for m in methods):
+        return False
+    if any(m in vars(layer) for m in methods):
+        return False
+    length = getattr(serializer, "random_prefix_length", None)
+    if type(length) is not int or length < 0:
+        return False
+    return not layer.channel_capacity and isinstance(layer.prefix, str)
 
 
 def _server(host: Any) -> tuple[Any, ...] | None:

@@ -25,7 +25,7 @@ from .core.errors import BadRequest, Unavailable
 from .core.events import Event, encode_data, validate_type
 from .core.topics import validate_topic
 from .history import get_history
-from .history.redis import RedisHistory
+from .history.redis import Appended, RedisHistory
 from .hub import running_hub_loops
 
 logger = logging.getLogger("rtdelivery.publish")
@@ -126,9 +126,11 @@ class _Batcher:
     (in the order they were made, so each topic's seqs follow that order), then they are
     broadcast, in that order too. With channels-redis's layer on the same Redis
     (:class:`~rtdelivery.backplane.DirectGroups`) the append also reads each topic's group
-    and one script queues the whole batch on the members' channels: one request per batch
-    without subscribers, two with. Every publish returns (or raises) only once its event
-    is stored and broadcast, as :func:`apublish` says.
+    and, with the layer's default msgpack serializer and no encryption, queues the event
+    on the members' channels itself: one request per batch. Otherwise one more script
+    queues the whole batch on the members' channels: two requests with subscribers. Every
+    publish returns (or raises) only once its event is stored and broadcast, as
+    :func:`apublish` says.
     """
 
     def __init__(self, history: RedisHistory, layer: Any) -> None:
@@ -186,21 +188,32 @@ class _Batcher:
                 items,
                 direct.group_key if direct else None,
                 direct.group_cutoff() if direct else 0,
+                direct.queue_args(len(items)) if direct and direct.in_append else None,
             )
         except Exception as exc:  # Unavailable: nobody knows what is stored
             results = [exc] * len(batch)
         else:
-            results = [result for result, _ in appended]
-            stored = [(e, m) for e, m in appended if isinstance(e, Event) and not e.duplicate]
+            results = [a.result for a in appended]
+            stored = [
+                (a.result, a)
+                for a in appended
+                if isinstance(a.result, Event) and not a.result.duplicate
+            ]
             if len(stored) < len(appended):  # the others repeated an idempotency key
-                duplicates = sum(isinstance(e, Event) and e.duplicate for e, _ in appended)
+                duplicates = sum(
+                    isinstance(a.result, Event) and a.result.duplicate for a in appended
+                )
                 metrics.publish_duplicates.inc(duplicates)
             if stored:
                 metrics.events_published.inc(len(stored))
                 if direct is None:
                     await _broadcast(self.layer, [e for e, _ in stored])
+                elif direct.in_append:  # queued by the append's script
+                    _queued(stored)
                 else:
-                    await self._send_direct(direct, [(e, m) for e, m in stored if m])
+                    await self._send_direct(
+                        direct, [(e, a.members) for e, a in stored if a.members]
+                    )
         for (_, _, future), result in zip(batch, results, strict=True):
             if future is None or future.done():  # its caller is gone (cancelled)
                 continue
@@ -226,6 +239,17 @@ class _Batcher:
             return
         if over:
             logger.info("%s message(s) dropped: layer channels over capacity", over)
+
+
+def _queued(stored: list[tuple[Event, Appended]]) -> None:
+    """Account for events the append's script queued itself (nothing left to send)."""
+    over = 0
+    for event, appended in stored:
+        if appended.error is not None:  # stored, not queued: as a failed broadcast
+            _not_broadcast([event], RuntimeError(appended.error))
+        over += appended.over
+    if over:
+        logger.info("%s message(s) dropped: layer channels over capacity", over)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (

@@ -28,7 +28,7 @@ import threading
 import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from redis.exceptions import NoScriptError
 
@@ -45,6 +45,22 @@ from .scripts import SHAS as _SHAS
 
 #: One append: topic, type, data (JSON text), time (ms), idempotency key (or None).
 Append: TypeAlias = tuple[str, str, str, int, "str | None"]
+
+
+class Appended(NamedTuple):
+    """What :meth:`RedisHistory.append_many` did for one append."""
+
+    #: The stored event (a ``duplicate`` one for a repeated idempotency key), or the
+    #: :class:`~rtdelivery.core.errors.Unavailable` to raise for it.
+    result: Event | BaseException
+    #: The topic's group members, read after the append (with a group key, not queued).
+    members: list[Any]
+    #: Queued by the script (with queueing arguments): whether it was, how many member
+    #: channels were full (the message dropped there), and why queueing failed (if it did).
+    queued: bool = False
+    over: int = 0
+    error: str | None = None
+
 
 #: How long (seconds) an append's publish id is remembered, for a retry of it.
 PUBLISH_ID_TTL = 300
@@ -142,12 +158,15 @@ class RedisHistory(History):
         time: int,
         key: str | None = None,
     ) -> Event:
-        ((result, _members),) = await self.append_many([(topic, type, data_json, time, key)])
+        (appended,) = await self.append_many([(topic, type, data_json, time, key)])
+        result = appended.result
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def _append_call(self, item: Append, group_key: str | None, cutoff: int) -> list[Any]:
+    def _append_call(
+        self, item: Append, group_key: str | None, cutoff: int, queue: str | None = None
+    ) -> list[Any]:
         """EVALSHA arguments (after the sha) of one append."""
         topic, type_, data_json, time, key = item
         options = self.conf.topic_options(topic)
@@ -169,43 +188,60 @@ class RedisHistory(History):
         record = f"{time}|{type_}|{data_json}"
         if group_key is None:
             return [3, base + ":m", base + ":l", mark, params, record]
-        return [4, base + ":m", base + ":l", mark, group_key, params, record]
+        if queue is None:
+            return [4, base + ":m", base + ":l", mark, group_key, params, record]
+        return [4, base + ":m", base + ":l", mark, group_key, params, record, queue]
 
-    def _appended(self, item: Append, reply: Any) -> tuple[Event | BaseException, list[Any]]:
+    def _appended(self, item: Append, reply: Any) -> Appended:
         topic, type_, data_json, time, _key = item
         if isinstance(reply, BaseException):
-            return outage.unavailable(reply, "history append"), []
-        epoch, seq = int(_text(reply[0])), int(reply[1])
-        if reply[2]:  # a repeated idempotency key: the first publish's answer
+            return Appended(outage.unavailable(reply, "history append"), [])
+        epoch, seq, how = int(_text(reply[0])), int(reply[1]), int(reply[2])
+        if how == 1:  # a repeated idempotency key: the first publish's answer
             first_time, first_type = int(_text(reply[3])), _text(reply[4])
             duplicate = Event(
                 topic, seq, epoch, first_type, data_json, first_time, key=self.key, duplicate=True
             )
-            return duplicate, []
+            return Appended(duplicate, [])
         event = Event(topic, seq, epoch, type_, data_json, time, key=self.key)
         self.seen.note(topic, event.position)
-        return event, reply[3:]
+        if how == 2:
+            return Appended(event, [], queued=True, over=int(reply[3]))
+        if how == 3:
+            return Appended(event, [], queued=True, error=_text(reply[3]))
+        return Appended(event, reply[3:])
 
     async def append_many(
         self,
         items: Sequence[Append],
         group_key: Callable[[str], str] | None = None,
         group_cutoff: int = 0,
-    ) -> list[tuple[Event | BaseException, list[Any]]]:
+        queue: Sequence[str] | None = None,
+    ) -> list[Appended]:
         """Append several events in one request (a pipeline), in this order.
 
-        Per item: the stored :class:`Event` (a ``duplicate`` one for a repeated idempotency
-        key) or the :class:`~rtdelivery.core.errors.Unavailable` to raise for it, and, with
-        ``group_key`` (a topic's channel layer group key, on this Redis), the group's
-        members read right after the append (members whose score is below
-        ``group_cutoff`` are removed first). Raises ``Unavailable`` when the request
-        itself failed (then any of them may or may not be stored).
+        Per item an :class:`Appended`: the stored :class:`Event` (a ``duplicate`` one for a
+        repeated idempotency key) or the :class:`~rtdelivery.core.errors.Unavailable` to
+        raise for it, and, with ``group_key`` (a topic's channel layer group key, on this
+        Redis), the group's members read right after the append (members whose score is
+        below ``group_cutoff`` are removed first). With ``queue`` too (per item, the
+        queueing parameters of :data:`~rtdelivery.history.scripts.APPEND`, from
+        :meth:`rtdelivery.backplane.DirectGroups.queue_args`) the script queues each stored
+        event on the members' channels itself instead. Raises ``Unavailable`` when the
+        request itself failed (then any of them may or may not be stored).
         """
         client = get_redis()
         sha = _SHAS[_APPEND]
+        if queue is not None and group_key is None:
+            raise ValueError("Expected a group_key with queue, got queue alone.")
         calls = [
-            self._append_call(item, group_key(item[0]) if group_key else None, group_cutoff)
-            for item in items
+            self._append_call(
+                item,
+                group_key(item[0]) if group_key else None,
+                group_cutoff,
+                queue[i] if queue is not None else None,
+            )
+            for i, item in enumerate(items)
         ]
         replies: list[Any]
         try:

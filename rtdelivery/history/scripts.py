@@ -59,17 +59,36 @@ end
 # channel layer's group key of the topic (see rtdelivery.backplane.DirectGroups).
 # ARGV: the parameters "<new epoch>|<publish id>|<max size>|<min time>|<meta ttl>|<log ttl>|
 # <mark ttl>|<seen epoch>|<seen seq>|<group cutoff>" (one argument: each one costs the
-# publisher CPU to send), and the record without seq ("<time>|<type>|<data>").
-# Returns {epoch, seq, 0, group members...} for a stored event (the members read after
-# it was stored, so a process joining later finds the event in history; members whose
-# score is below the group cutoff are removed first, as channels-redis does), or
-# {epoch, seq, 1, time, type} of the first publish for a repeated idempotency key
-# (nothing is written).
+# publisher CPU to send), the record without seq ("<time>|<type>|<data>"), and optionally
+# (with the group key) the queueing parameters "<score>|<message cutoff>|<expiry>|
+# <capacity>|<prefix length>|<channel key prefix>" (see QUEUE below).
+# Returns, for a stored event (the group read after it was stored, so a process joining
+# later finds the event in history; members whose score is below the group cutoff are
+# removed first, as channels-redis does):
+# - without queueing parameters: {epoch, seq, 0, group members...};
+# - with them: {epoch, seq, 2, channels over capacity} once the event is queued on the
+#   members' channels, or {epoch, seq, 3, error} when queueing failed (it is stored);
+# or {epoch, seq, 1, time, type} of the first publish for a repeated idempotency key
+# (nothing is written, nothing queued).
 #
 # The mark "<epoch>|<seq>|<publish id>|<time>|<type>" makes the append idempotent twice
 # over: a retried append (its reply was lost) finds its own publish id and answers the
-# seq it already got instead of storing the event twice; another publish with the same
-# idempotency key finds another publish id and gets the first one's answer.
+# seq it already got instead of storing the event twice (nor queueing it twice: the first
+# run did); another publish with the same idempotency key finds another publish id and
+# gets the first one's answer.
+#
+# QUEUE: the event queued on the group members' channels as channels-redis's
+# RedisChannelLayer.group_send queues a message, for a layer with its default serializer
+# (msgpack) and no encryption: per channel key (the layer's prefix and the channel's name
+# up to its "!"), old messages dropped (score <= message cutoff), the message added unless
+# the key holds `capacity` messages already, the key's TTL set. The message is the
+# serializer's `<prefix length> bytes><msgpack map>`: the prefix is only stripped by
+# receivers (this one is derived from the publish id and seq, so it differs per event
+# like a random one); the map is backplane.event_message's fields without "id" (every
+# receiver derives it from topic, epoch and seq with its cursor key) plus
+# "__asgi_channel__", the list of the key's member channels. cmsgpack packs Lua strings as
+# msgpack str (so receivers get str) and integral numbers as integers: epoch (< 2^48),
+# seq and time (ms, < 2^53) are exact in a Lua double.
 APPEND = (
     PRELUDE
     + """
@@ -82,10 +101,58 @@ if mark then
   e, s, pid, t, ty = string.match(mark, '^(%d+)|(%d+)|([%w.]+)|(%d+)|(.*)$')
   if e and pid ~= publish_id then return {e, tonumber(s), 1, t, ty} end
 end
-local function answer(epoch, seq)
+local function queue(epoch, seq, members)
+  local score, cutoff, expiry, capacity, plen, channel_prefix = string.match(ARGV[3],
+    '^([%d.]+)|(%-?%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+  capacity, plen = tonumber(capacity), tonumber(plen)
+  local keys, channels = {}, {}
+  for _, member in ipairs(members) do
+    local bang = string.find(member, '!', 1, true)
+    local key = channel_prefix .. (bang and string.sub(member, 1, bang) or member)
+    if not channels[key] then
+      channels[key] = {}
+      table.insert(keys, key)
+    end
+    table.insert(channels[key], member)
+  end
+  local t, ty = string.match(ARGV[2], '^(%d+)|([^|]*)|')
+  local message = {
+    type = 'rtdelivery.event', topic = string.match(KEYS[1], '{([^{}]*)}:m$'),
+    epoch = tonumber(epoch), seq = seq, etype = ty,
+    data = string.sub(ARGV[2], #t + #ty + 3), time = tonumber(t),
+  }
+  local prefix = ''
+  while #prefix < plen do
+    prefix = prefix .. redis.sha1hex(publish_id .. '|' .. seq .. '|' .. #prefix)
+  end
+  prefix = string.sub(prefix, 1, plen)
+  local over = 0
+  for _, key in ipairs(keys) do
+    redis.call('ZREMRANGEBYSCORE', key, 0, cutoff)
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
+      message['__asgi_channel__'] = channels[key]
+      redis.call('ZADD', key, score, prefix .. cmsgpack.pack(message))
+      redis.call('EXPIRE', key, expiry)
+    else
+      over = over + 1
+    end
+  end
+  return over
+end
+local function answer(epoch, seq, stored)
   if not KEYS[4] then return {epoch, seq, 0} end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], 0, group_cutoff)
   local out = redis.call('ZRANGE', KEYS[4], 0, -1)
+  if ARGV[3] then
+    if not stored or #out == 0 then return {epoch, seq, 2, 0} end
+    -- The event is stored: a failed queueing is reported, not raised (like a failed
+    -- group_send, subscribers get the event from history).
+    local ok, over = pcall(queue, epoch, seq, out)
+    if not ok then
+      return {epoch, seq, 3, type(over) == 'table' and tostring(over.err) or tostring(over)}
+    end
+    return {epoch, seq, 2, over}
+  end
   table.insert(out, 1, 0)
   table.insert(out, 1, seq)
   table.insert(out, 1, epoch)
@@ -98,7 +165,7 @@ if not epoch then
   redis.call('DEL', KEYS[2])  -- a leftover list (its record expired): its seqs would clash
 end
 redis.call('EXPIRE', KEYS[1], meta_ttl)
-if e == epoch then return answer(epoch, tonumber(s)) end  -- our own retry
+if e == epoch then return answer(epoch, tonumber(s), false) end  -- our own retry
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 t, ty = string.match(ARGV[2], '^(%d+)|([^|]*)|')
 redis.call('SET', KEYS[3], epoch .. '|' .. seq .. '|' .. publish_id .. '|' .. t .. '|' .. ty,
@@ -112,7 +179,7 @@ if size > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-return answer(epoch, seq)
+return answer(epoch, seq, true)
 """
 )
 
