@@ -237,7 +237,8 @@ def _server_label(case: Case) -> str:
         return "floor"
     if case.target == "naive" or case.server == "daphne":
         return "daphne"
-    label = case.server if not case.ws else f"{case.server}/{case.ws}"
+    # An import string (--ws module:Class) is labelled by its module.
+    label = case.server if not case.ws else f"{case.server}/{case.ws.split(':')[0]}"
     return label if case.servers == 1 else f"{label} x{case.servers}"
 
 
@@ -403,9 +404,11 @@ def _poll_cursor_path(port: int) -> str:
     return f"/rt/poll?topic=bench.idle&cursor={cursor}"
 
 
-#: The ws-servers scenario's servers: (server, Uvicorn --ws); wsproto only if installed.
+#: The ws-servers scenario's servers: (server, Uvicorn --ws: a name or an import string,
+#: rtdelivery's lighter protocol); wsproto only if installed.
 WS_SERVERS = [
     ("uvicorn", "websockets-sansio"),
+    ("uvicorn", "rtdelivery.contrib.uvicorn:WebSocketProtocol"),
     ("uvicorn", "websockets"),
     *([("uvicorn", "wsproto")] if importlib.util.find_spec("wsproto") else []),
     ("daphne", ""),

@@ -246,13 +246,18 @@ class _UvicornWebSocketLink(_AsyncioLink):
 
 
 def _uvicorn_ws_protocol(owner: Any) -> Any:
-    """Uvicorn's websockets-sansio protocol object, if ``owner`` is one (else None)."""
+    """Uvicorn's websockets-sansio protocol object, if ``owner`` is one (else None): the
+    class itself, or rtdelivery's lighter subclass of it (rtdelivery.contrib.uvicorn),
+    which keeps every attribute the direct path reads. Other subclasses may change
+    what the parent does: they go through ``send``."""
     cls = type(owner)
-    if cls.__name__ != "WebSocketsSansIOProtocol" or not cls.__module__.startswith(
-        "uvicorn.protocols.websockets."
+    name = (cls.__module__, cls.__name__)
+    if name == ("rtdelivery.contrib.uvicorn", "WebSocketProtocol") or (
+        name[1] == "WebSocketsSansIOProtocol"
+        and name[0].startswith("uvicorn.protocols.websockets.")
     ):
-        return None
-    return owner
+        return owner
+    return None
 
 
 try:  # the websockets library's connection state, for the direct path above
