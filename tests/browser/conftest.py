@@ -1,9 +1,10 @@
 """Fixtures for the browser tests of rtdelivery.js: Chromium, a Daphne server, pages.
 
-The server is a real Daphne subprocess on a free loopback port, on the real Redis (channel
-layer and history) under a key prefix of its own, with the settings of
-tests/browser/settings_browser.py. Chromium is Debian's (`apt-get install chromium`), driven by
-Playwright's sync API; Playwright's own browser downloads are not used.
+The server is a real Daphne subprocess (Uvicorn's for ``uvicorn_browser_server``) on a free
+loopback port, on the real Redis (channel layer and history) under a key prefix of its own,
+with the settings of tests/browser/settings_browser.py. Chromium is Debian's
+(`apt-get install chromium`), driven by Playwright's sync API; Playwright's own browser
+downloads are not used.
 
 Screenshots of every test's page, and the server's log, go to test-artifacts/ at the repo root.
 """
@@ -46,6 +47,11 @@ CHROMIUM_ARGS = [
 class DaphneServer:
     """A Daphne process serving demo_site.asgi with the browser settings, restartable on its port."""
 
+    #: The server's name in failure messages.
+    name = "Daphne"
+    #: The log line's text once its port accepts connections.
+    ready_marker = b"Listening on TCP address"
+
     def __init__(self, port: int, env: dict[str, str], log_path: Path) -> None:
         self.port = port
         self.env = env
@@ -58,18 +64,21 @@ class DaphneServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [
+            str(Path(sys.executable).with_name("daphne")),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "demo_site.asgi:application",
+        ]
+
     def start(self) -> None:
         assert self.process is None, "the server is already running"
         listening = threading.Event()
         self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("daphne")),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "demo_site.asgi:application",
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -80,14 +89,17 @@ class DaphneServer:
         log = self.log_path.open("ab")
         log.write(f"---- start #{self.starts} pid {self.process.pid}\n".encode())
         self._reader = threading.Thread(
-            target=_pump_log, args=(self.process.stdout, log, listening), daemon=True
+            target=_pump_log,
+            args=(self.process.stdout, log, listening, self.ready_marker),
+            daemon=True,
         )
         self._reader.start()
-        # Daphne logs "Listening on TCP address ..." once its port accepts connections.
+        # The server logs its ready_marker once its port accepts connections.
         if not listening.wait(SERVER_WAIT) or self.process.poll() is not None:
             self.stop()
             pytest.fail(
-                f"Daphne did not start on port {self.port}; see {self.log_path}", pytrace=False
+                f"{self.name} did not start on port {self.port}; see {self.log_path}",
+                pytrace=False,
             )
 
     def kill(self) -> None:
@@ -127,13 +139,38 @@ class DaphneServer:
         return result
 
 
-def _pump_log(stream: IO[bytes] | None, log: IO[bytes], listening: threading.Event) -> None:
+class UvicornServer(DaphneServer):
+    """The same, under Uvicorn with its defaults (the websockets-sansio WebSocket protocol,
+    permessage-deflate offered): the WebSocket's direct write path (transports/flow.py)."""
+
+    name = "Uvicorn"
+    # Logged at INFO (Uvicorn's default level) once it listens.
+    ready_marker = b"Uvicorn running on http://"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "demo_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--lifespan",
+            "off",
+        ]
+
+
+def _pump_log(
+    stream: IO[bytes] | None, log: IO[bytes], listening: threading.Event, marker: bytes
+) -> None:
     assert stream is not None
     with stream, log:
         for line in stream:
             log.write(line)
             log.flush()
-            if b"Listening on TCP address" in line:
+            if marker in line:
                 listening.set()
 
 
@@ -210,6 +247,23 @@ def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
     log_path = artifacts / "daphne.log"
     log_path.write_bytes(b"")
     server = DaphneServer(port, env, log_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        delete_prefixed_keys(redis_url, prefix)
+
+
+@pytest.fixture(scope="module")
+def uvicorn_browser_server(redis_url: str, artifacts: Path) -> Iterator[UvicornServer]:
+    """Like ``browser_server``, under Uvicorn (log: test-artifacts/uvicorn.log)."""
+    port = find_free_port()
+    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
+    env = server_env(redis_url, port, prefix)
+    log_path = artifacts / "uvicorn.log"
+    log_path.write_bytes(b"")
+    server = UvicornServer(port, env, log_path)
     server.start()
     try:
         yield server
