@@ -74,17 +74,20 @@ async def _clients(port: int, transport: str, n: int) -> subprocess.Popen[str]:
         if not line:
             break
     proc.kill()
+    proc.wait(5)
     raise RuntimeError("the load generator did not get its connections ready")
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+async def _stop(proc: subprocess.Popen[str]) -> None:
+    """Close the load generator's stdin and let it close its connections: the server runs
+    on this loop, so wait without blocking it (the close handshakes need answers)."""
     if proc.stdin:
         proc.stdin.close()
     try:
-        proc.wait(10)
+        await asyncio.to_thread(proc.wait, 15)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(10)
+        proc.wait(5)
 
 
 async def _settle(server: Any, expected: int, within: float = 30.0) -> None:
@@ -123,7 +126,7 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.05)
     try:
         warm = await _clients(port, args.transport, min(args.clients, 50))
-        _stop(warm)
+        await _stop(warm)
         await _settle(server, 0)
         gc.collect()
         before = tracemalloc.take_snapshot()
@@ -133,10 +136,13 @@ async def main(args: argparse.Namespace) -> None:
             gc.collect()
             after = tracemalloc.take_snapshot()
         finally:
-            _stop(proc)
+            await _stop(proc)
     finally:
         server.should_exit = True
         await serving
+        from rtdelivery.hub import aclose_hub
+
+        await aclose_hub()  # its background tasks end with it, not at the loop's close
     report(before, after, args.clients, args.top)
 
 
