@@ -122,14 +122,11 @@ class RealtimeApplication:
             route = route_for(scope)
             if route is not None and route[0] == "held":
                 # The server's own send, before any wrapper: its write buffer bounds a
-                # stream's memory under Daphne (rtdelivery.transports.flow).
-                if len(route) > 3:
-                    scope = {**scope, "url_route": route[3]}
-                token = server_send.set(send)
-                try:
-                    await serve_asgi(route[2], route[1], scope, receive, send)
-                finally:
-                    server_send.reset(token)
+                # stream's memory under Daphne (rtdelivery.transports.flow). No copy of
+                # the scope here (serve_asgi's Request has it): this frame waits for the
+                # life of a stream.
+                url_route = route[3] if len(route) > 3 else None
+                await serve_asgi(route[2], route[1], scope, receive, send, url_route)
             else:
                 await self.django_app(scope, receive, send)
         elif kind == "websocket":

@@ -113,6 +113,15 @@ def check_connection(user: Any, ip: str | None) -> None:
 def connection(user: Any, ip: str | None) -> Iterator[None]:
     """Count one open connection for ``user`` (a pk, or None) and ``ip`` while inside;
     refuse with :class:`TooManyConnections` beyond the per-user or per-IP limit."""
+    user, ip = _count(user, ip)
+    try:
+        yield
+    finally:
+        _uncount(user, ip)
+
+
+def _count(user: Any, ip: str | None) -> tuple[Any, str | None]:
+    """Count a connection (or refuse it); returns the keys to give back to _uncount."""
     check_connection(user, ip)
     conf = get_settings()
     # Counted only under a limit (no memory per address otherwise); released as counted.
@@ -124,13 +133,14 @@ def connection(user: Any, ip: str | None) -> Iterator[None]:
         _per_user[user] = _per_user.get(user, 0) + 1
     if ip is not None:
         _per_ip[ip] = _per_ip.get(ip, 0) + 1
-    try:
-        yield
-    finally:
-        if user is not None:
-            _release(_per_user, user)
-        if ip is not None:
-            _release(_per_ip, ip)
+    return user, ip
+
+
+def _uncount(user: Any, ip: str | None) -> None:
+    if user is not None:
+        _release(_per_user, user)
+    if ip is not None:
+        _release(_per_ip, ip)
 
 
 def _release(counts: dict[Any, int], key: Any) -> None:
@@ -141,22 +151,48 @@ def _release(counts: dict[Any, int], key: Any) -> None:
         counts.pop(key, None)
 
 
-@contextmanager
-def hold(transport: str, user: Any = None, ip: str | None = None) -> Iterator[None]:
+class Held:
+    """One held request, counted until :meth:`release` (or the end of a ``with``).
+
+    A plain object rather than a generator context manager: an SSE stream keeps it for
+    its whole life, and a suspended generator (two, with :func:`connection`) costs
+    several hundred bytes per idle stream."""
+
+    __slots__ = ("ip", "transport", "user")
+
+    def __init__(self, transport: str, user: Any, ip: str | None) -> None:
+        self.transport = transport
+        self.user, self.ip = user, ip
+
+    def release(self) -> None:
+        """Give the request's counts back (once; later calls do nothing)."""
+        global _held
+        transport, self.transport = self.transport, ""
+        if not transport:
+            return
+        _uncount(self.user, self.ip)
+        _held -= 1
+        metrics.held_closed(transport)
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold(transport: str, user: Any = None, ip: str | None = None) -> Held:
     """Count one held request; refuse with 429 beyond ``MAX_HELD_REQUESTS``, or beyond
-    the client's connection limits (``user``, ``ip``)."""
+    the client's connection limits (``user``, ``ip``). Use it in a ``with``, or call
+    :meth:`Held.release` when the request is over."""
     global _held
     limit = get_settings().max_held_requests
     if _held >= limit:
         raise TooMany(f"Too many held requests on this server (limit {limit}); retry later.")
-    with connection(user, ip):
-        _held += 1
-        metrics.held_opened(transport)
-        try:
-            yield
-        finally:
-            _held -= 1
-            metrics.held_closed(transport)
+    user, ip = _count(user, ip)
+    _held += 1
+    metrics.held_opened(transport)
+    return Held(transport, user, ip)
 
 
 async def client_of(request: Request) -> tuple[Any, str | None]:

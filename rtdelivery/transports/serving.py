@@ -37,6 +37,7 @@ from ..core.errors import (
 )
 from ..cors import is_preflight, response_headers
 from ..ops import reporter as ops_reporter
+from .flow import server_send
 from .http import Receive, Request, Scope, Send, respond, respond_error
 from .origins import allowed_hosts
 
@@ -45,10 +46,18 @@ logger = logging.getLogger("rtdelivery.transports")
 Handler = Callable[[Request, Send], Awaitable[None]]
 Message = dict[str, Any]
 
+#: A stream handler's attribute: its fast-path form, ``(request, method, send) ->
+#: awaitable``, which runs the whole stream itself (its opening under run_handler's
+#: rules: :func:`open_stream`). The server's task then awaits that one coroutine.
+STREAM = "rtdelivery_stream"
 
-async def run_handler(handler: Handler, method: str, request: Request, send: Send) -> None:
+
+async def run_handler(
+    handler: Handler, method: str, request: Request, send: Send, *, label: str | None = None
+) -> None:
     """Call ``handler``; answer an ``RTDeliveryError`` (or a crash) with a JSON error if
-    nothing was sent yet. Errors after the response started end it quietly."""
+    nothing was sent yet. Errors after the response started end it quietly. ``label``:
+    the metrics label (else the handler's, :func:`rtdelivery.metrics.endpoint_of`)."""
     started = False
     # The process reports to the live page from its first request (a worker that only
     # answers polls has no hub to start it).
@@ -78,7 +87,7 @@ async def run_handler(handler: Handler, method: str, request: Request, send: Sen
     except ClientGone:
         return
     except RTDeliveryError as exc:
-        metrics.refused(metrics.endpoint_of(handler), exc.status, exc.code)
+        metrics.refused(label or metrics.endpoint_of(handler), exc.status, exc.code)
         if started:
             return
         headers: list[tuple[bytes, bytes]] = []
@@ -130,17 +139,58 @@ def _scope_cors_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     )
 
 
-async def serve_asgi(
-    handler: Handler, method: str, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """The fast path: the handler on the ASGI connection itself."""
+def serve_asgi(
+    handler: Handler,
+    method: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    url_route: dict[str, Any] | None = None,
+) -> Awaitable[None]:
+    """The fast path: the handler on the ASGI connection itself (``send`` is the server's
+    own). ``url_route``: what the URL gave, as Channels puts it in the scope.
+
+    Not a coroutine: what it returns is what the server's task awaits, so a stream is the
+    stream handler's coroutine alone (:data:`STREAM`), with no frame of this one above it.
+    """
+    if url_route is not None:
+        scope = {**scope, "url_route": url_route}  # the Request's: gone once it is
     try:
         request = Request(scope, receive)
         _check_host(request)
     except RTDeliveryError as exc:
-        await respond_error(send, exc, _scope_cors_headers(scope))
-        return
-    await run_handler(handler, method, request, send)
+        return respond_error(send, exc, _scope_cors_headers(scope))
+    stream = getattr(handler, STREAM, None)
+    if stream is not None:
+        return stream(request, method, send)  # type: ignore[no-any-return]
+    return _serve_held(handler, method, request, send)
+
+
+async def _serve_held(handler: Handler, method: str, request: Request, send: Send) -> None:
+    # The server's own send, before run_handler wraps it: its write buffer bounds what a
+    # held request writes under Daphne (rtdelivery.transports.flow).
+    token = server_send.set(send)
+    try:
+        await run_handler(handler, method, request, send)
+    finally:
+        server_send.reset(token)
+
+
+async def open_stream(
+    opener: Callable[..., Awaitable[Any]], method: str, request: Request, send: Send
+) -> Any:
+    """A stream's opening on the fast path, under :func:`run_handler`'s rules (CORS, a
+    preflight, the method, errors answered as JSON): ``opener(request, start, send)``
+    subscribes, starts the response through ``start`` (which adds the CORS headers) and
+    returns the open stream, which writes with the server's own ``send`` from then on.
+    None: something else was answered (an error, a preflight)."""
+    opened: list[Any] = []
+
+    async def opening(request: Request, start: Send) -> None:
+        opened.append(await opener(request, start, send))
+
+    await run_handler(opening, method, request, send, label=metrics.endpoint_of(opener))
+    return opened[0] if opened else None
 
 
 def _check_host(request: Request) -> None:

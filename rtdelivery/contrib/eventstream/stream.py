@@ -16,11 +16,10 @@ stops reading is ended and resumes by its id; the text cache is bounded in bytes
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from ... import access, metrics
@@ -31,10 +30,9 @@ from ...core.events import Event
 from ...history import get_history
 from ...hub import get_hub
 from ...subscriber import Notice, Reset, Subscriber
-from ...transports import flow, limits
-from ...transports.common import subscribe_topic, wait_disconnect
+from ...transports import limits, serving, streaming
+from ...transports.common import subscribe_topic
 from ...transports.http import Request, Send
-from ...transports.sse import _heartbeats_for_loop, _pump
 from .channels import channels_for_request, unreadable
 from .data import sse_text
 from .ids import ERROR_ID, BadEventId, make_id, parse_id
@@ -94,16 +92,16 @@ def event_tail(data_json: str) -> str:
     return _large_tail(data_json)
 
 
-class _Stream:
-    """Formats queued items as django-eventstream frames (duck-typed for the SSE pump)."""
+class _Stream(streaming.Stream):
+    """An open bridge stream: formats queued items as django-eventstream frames."""
 
-    __slots__ = ("channels", "ended", "idle", "positions", "sub")
+    __slots__ = ("channels", "ended")
 
-    def __init__(self, channels: dict[str, str], positions: dict[str, Position], sub: Subscriber):
+    def __init__(
+        self, channels: dict[str, str], positions: dict[str, Position], sub: Subscriber
+    ) -> None:
+        super().__init__(sub, positions)
         self.channels = channels  # topic -> channel, in the id's order
-        self.positions = positions
-        self.sub = sub
-        self.idle = 0
         #: A stream-error was written: nothing more is (the response ends).
         self.ended = False
 
@@ -194,13 +192,25 @@ async def _since(topics: dict[str, str], seqs: dict[str, int], epochs: dict[str,
 
 
 async def handle(request: Request, send: Send) -> None:
+    """The bridge's stream as a handler (views); the fast path runs :func:`_serve`."""
+    await streaming.serve(_open, request, send)
+
+
+def _serve(request: Request, method: str, send: Send) -> Awaitable[None]:
+    return streaming.serve(_open, request, send, method)
+
+
+async def _open(request: Request, start: Send, send: Send) -> _Stream | None:
+    """The open stream, or None when the request was answered as django-eventstream
+    answers a bad or refused one."""
     try:
-        await _serve(request, send)
+        return await _opened(request, start, send)
     except _Refused as refused:
-        await _answer(send, refused)
+        await _answer(start, refused)
+        return None
 
 
-async def _serve(request: Request, send: Send) -> None:
+async def _opened(request: Request, start: Send, send: Send) -> _Stream:
     user = check_refused(await request.user())
     url_route = request.scope.get("url_route") or {}
     view_kwargs = dict(url_route.get("kwargs") or {})
@@ -246,50 +256,32 @@ async def _serve(request: Request, send: Send) -> None:
         )
     since = await _since(topics, seqs, epochs)
     conf = get_settings()
-    with limits.hold("sse", *await limits.client_of(request)):
-        hub = get_hub()
-        sub = Subscriber(conf.queue_size)
-        link = flow.connect(send, sub, scope_type="http")
-        send = link.send
-        positions: dict[str, Position] = {}
+    hub = get_hub()
+    stream = _Stream(topics, {}, Subscriber(conf.queue_size))
+    sub = stream.sub
+    try:
+        stream.open(hub, limits.hold("sse", *await limits.client_of(request)), send)
+        if request.django is None:  # a view is cancelled by Django when the client leaves
+            stream.watch(request.receive)
+        session = request.session()
+        stream.registration = await access.register(
+            sub, user, getattr(session, "session_key", None)
+        )
         lost: list[str] = []
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            await wait_disconnect(request.receive)
-            gone = True
-            sub.close()
-
-        disconnect = asyncio.ensure_future(watch())
-        registration: access.Registration | None = None
-        try:
-            session = request.session()
-            registration = await access.register(sub, user, getattr(session, "session_key", None))
-            for topic in topics:
-                await subscribe_topic(hub, sub, topic, since[topic], positions, lost)
-            stream = _Stream(topics, positions, sub)
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            opening = OPENING
-            if lost:
-                opening += stream.reset([topics[topic] for topic in lost])
-            await send({"type": "http.response.body", "body": opening.encode(), "more_body": True})
-            beats = _heartbeats_for_loop()
-            beats.add(stream)  # type: ignore[arg-type]
-            try:
-                await _pump(sub, stream, send, lambda: gone)  # type: ignore[arg-type]
-            finally:
-                beats.discard(stream)  # type: ignore[arg-type]
-        finally:
-            try:
-                disconnect.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await disconnect
-                if registration is not None:
-                    registration.close()
-                await hub.unsubscribe_all(sub)
-            finally:
-                link.release()
+        for topic in topics:
+            await subscribe_topic(hub, sub, topic, since[topic], stream.positions, lost)
+        await start({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        opening = OPENING
+        if lost:
+            opening += stream.reset([topics[topic] for topic in lost])
+        await stream.write(opening)
+        streaming.heartbeats_for_loop().add(stream)
+    except BaseException:
+        await stream.close()
+        raise
+    return stream
 
 
-setattr(handle, "metrics_label", TRANSPORT)  # noqa: B010 - read by metrics.endpoint_of
+setattr(handle, serving.STREAM, _serve)
+for _labelled in (handle, _open):  # read by metrics.endpoint_of
+    setattr(_labelled, "metrics_label", TRANSPORT)  # noqa: B010
