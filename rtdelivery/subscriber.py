@@ -295,8 +295,17 @@ class Subscriber:
 
     # -- called by the transport ---------------------------------------------------
     def queued(self) -> list[Item]:
-        """What is queued, left in place (take it with :meth:`get_nowait`)."""
+        """What is queued, left in place (take it with :meth:`get_nowait`, or write it
+        and then :meth:`clear_queued`)."""
         return self._queue
+
+    def clear_queued(self) -> None:
+        """The transport wrote everything :meth:`queued` returned: empty the queue in
+        place (no new list, unlike :meth:`get_nowait`)."""
+        self._queue.clear()
+        if self._backlog:
+            self._backlog = 0
+            self._wake_room()  # the client took the page: a replay may read the next
 
     def get_nowait(self) -> list[Item]:
         """Everything queued so far (possibly nothing)."""

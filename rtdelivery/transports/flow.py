@@ -31,9 +31,8 @@ import logging
 import struct
 import sys
 import weakref
-from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from .. import metrics, shutdown
 from ..subscriber import Subscriber
@@ -97,6 +96,10 @@ class Link:
         written, send them through the ASGI ``send`` (which waits for room)."""
         return False
 
+    def write_text(self, text: str) -> bool:
+        """:meth:`write_texts` for one message (no list built per connection and event)."""
+        return False
+
 
 class _AsyncioLink(Link):
     """Uvicorn (or any server whose ``send`` waits for room): only shutdown needs it."""
@@ -149,6 +152,12 @@ def text_frame(text: str) -> bytes:
     return frame
 
 
+class RoundWriter(Protocol):
+    """What :class:`WriteRound` flushes (a WebSocket connection's writing half)."""
+
+    def flush_round(self) -> int: ...
+
+
 class WriteRound:
     """Writes that wait for the end of the current event-loop step, all in one callback.
 
@@ -162,22 +171,24 @@ class WriteRound:
     __slots__ = ("_due",)
 
     def __init__(self) -> None:
-        self._due: list[Callable[[], int]] = []
+        self._due: list[RoundWriter] = []
 
-    def add(self, flush: Callable[[], int]) -> None:
-        """Call ``flush`` once the current step is over (once per :meth:`add`); it
-        returns how many events it delivered."""
+    def add(self, writer: RoundWriter) -> None:
+        """Call ``writer.flush_round()`` once the current step is over (once per
+        :meth:`add`); it returns how many events it delivered. (The writer, not a bound
+        method: nothing is allocated per connection and event, which would feed the
+        garbage collector's generation 0 a thousand objects per event.)"""
         if not self._due:
             # Always called on the loop's own thread (the hub's fan-out, a reply).
             asyncio.get_running_loop().call_soon(self._run)
-        self._due.append(flush)
+        self._due.append(writer)
 
     def _run(self) -> None:
         due, self._due = self._due, []
         delivered = 0
-        for flush in due:
+        for writer in due:
             try:
-                delivered += flush()
+                delivered += writer.flush_round()
             except Exception:  # one connection's fault is not the others'
                 logger.exception("direct WebSocket write failed")
         if delivered:
@@ -218,17 +229,21 @@ class _UvicornWebSocketLink(_AsyncioLink):
         super().__init__(send, sub, transport)
         self._protocol = protocol
 
+    def _open(self) -> bool:
+        p = self._protocol
+        return not (
+            p.close_sent
+            or p.disconnected
+            or not p.handshake_complete
+            or not p.writable.is_set()
+            or p.transport.is_closing()
+            or p.conn.state is not _OPEN
+        )
+
     def write_texts(self, texts: list[str]) -> bool:
         p = self._protocol
         try:
-            if (
-                p.close_sent
-                or p.disconnected
-                or not p.handshake_complete
-                or not p.writable.is_set()
-                or p.transport.is_closing()
-                or p.conn.state is not _OPEN
-            ):
+            if not self._open():
                 return False
             conn = p.conn
             if conn.extensions:
@@ -239,6 +254,22 @@ class _UvicornWebSocketLink(_AsyncioLink):
                 p.transport.write(text_frame(texts[0]))
             else:
                 p.transport.write(b"".join([text_frame(text) for text in texts]))
+        except Exception:  # another Uvicorn than the one this was written for: use send
+            logger.debug("direct WebSocket write failed", exc_info=True)
+            return False
+        return True
+
+    def write_text(self, text: str) -> bool:
+        p = self._protocol
+        try:
+            if not self._open():
+                return False
+            conn = p.conn
+            if conn.extensions:
+                conn.send_text(text.encode())
+                p.transport.write(b"".join(conn.data_to_send()))
+            else:
+                p.transport.write(text_frame(text))
         except Exception:  # another Uvicorn than the one this was written for: use send
             logger.debug("direct WebSocket write failed", exc_info=True)
             return False

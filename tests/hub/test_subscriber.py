@@ -266,6 +266,20 @@ def test_the_next_page_waits_until_the_client_took_the_previous_one() -> None:
     assert sub.take_page_room(replay) == 10
 
 
+def test_a_page_written_by_the_transport_itself_frees_the_room_too() -> None:
+    sub = Subscriber(10)
+    replay = sub.start_replay("t")
+    sub.release_room(sub.take_page_room(replay))
+    sub.queue_page(replay, [event(s) for s in range(1, 11)])
+    queued = sub.queued()
+    assert seqs(queued) == list(range(1, 11))
+    assert sub.take_page_room(replay) == 0
+    sub.clear_queued()  # written from queued(): emptied in place, the room given back
+    assert queued == []
+    assert len(sub) == 0
+    assert sub.take_page_room(replay) == 10
+
+
 def test_page_room_is_shared_by_every_replay_of_the_subscriber() -> None:
     sub = Subscriber(10)
     a, b = sub.start_replay("a"), sub.start_replay("b")

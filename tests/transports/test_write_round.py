@@ -64,7 +64,7 @@ async def server(rt: Callable[..., dict[str, Any]], settings: Any) -> AsyncItera
 def flushed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Events delivered by the write round, per flush that wrote any."""
     counts: list[int] = []
-    flush = websocket.Connection._flush
+    flush = websocket.Connection.flush_round
 
     def counting(self: websocket.Connection) -> int:
         n = flush(self)
@@ -72,7 +72,7 @@ def flushed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             counts.append(n)
         return n
 
-    monkeypatch.setattr(websocket.Connection, "_flush", counting)
+    monkeypatch.setattr(websocket.Connection, "flush_round", counting)
     return counts
 
 
