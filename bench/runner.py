@@ -55,7 +55,7 @@ class Case:
     poll_interval: float = 1.0
     timeout: float = 120.0
     note: str = ""
-    #: Uvicorn's --ws implementation ("" = RTD_BENCH_UVICORN_WS, else Uvicorn's default).
+    #: Uvicorn's --ws implementation ("" = RTD_BENCH_UVICORN_WS, else RECOMMENDED_WS).
     ws: str = ""
     #: Separate server processes (each on its own port, one Redis): subscribers spread
     #: evenly over them, one load generator or more per process.
@@ -102,6 +102,16 @@ def _env(prefix: str) -> dict[str, str]:
     return env
 
 
+#: The WebSocket protocol docs/deployment.md recommends, which rtdelivery's rows run on
+#: unless a case names another (RTD_BENCH_UVICORN_WS="" for Uvicorn's own default).
+RECOMMENDED_WS = "rtdelivery.contrib.uvicorn:WebSocketProtocol"
+
+
+def _uvicorn_ws(case: Case) -> str:
+    """The ``--ws`` a Uvicorn server of ``case`` runs with ("": Uvicorn's default)."""
+    return case.ws or os.environ.get("RTD_BENCH_UVICORN_WS", RECOMMENDED_WS)
+
+
 def _server_cmd(case: Case, port: int) -> list[str]:
     if case.target in ES_TARGETS:  # settings of their own: bench.eventstream
         return [PY, "-m", "bench.eventstream", case.target, case.server, str(port)]
@@ -141,7 +151,7 @@ def _server_cmd(case: Case, port: int) -> list[str]:
     ]
     if case.workers > 1:
         cmd += ["--workers", str(case.workers)]
-    ws = case.ws or os.environ.get("RTD_BENCH_UVICORN_WS")
+    ws = _uvicorn_ws(case)
     if ws:
         cmd += ["--ws", ws]
     return cmd
@@ -237,8 +247,10 @@ def _server_label(case: Case) -> str:
         return "floor"
     if case.target == "naive" or case.server == "daphne":
         return "daphne"
-    # An import string (--ws module:Class) is labelled by its module.
-    label = case.server if not case.ws else f"{case.server}/{case.ws.split(':')[0]}"
+    # An import string (--ws module:Class) is labelled by its module; a WebSocket row
+    # names the protocol it ran on.
+    ws = _uvicorn_ws(case) if case.transport == "ws" and case.target == "rtdelivery" else ""
+    label = case.server if not ws else f"{case.server}/{ws.split(':')[0]}"
     return label if case.servers == 1 else f"{label} x{case.servers}"
 
 
