@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ from .core.cursors import Position
 from .core.errors import SlowConsumer, SubscriberClosed
 from .core.events import Event
 from .history.base import BEFORE_FIRST
+
+logger = logging.getLogger("rtdelivery.hub")
 
 # Raised by Subscriber.get(); defined with the other errors, importable from here.
 __all__ = ["Item", "Notice", "Replay", "Reset", "SlowConsumer", "Subscriber", "SubscriberClosed"]
@@ -144,7 +147,10 @@ class Subscriber:
             if not waiter.done():
                 waiter.set_result(None)
         elif self.on_ready is not None:
-            self.on_ready()
+            try:
+                self.on_ready()
+            except Exception:  # the hub's fan-out goes on to the other subscribers
+                logger.exception("rtdelivery: a subscriber's on_ready failed")
 
     def _wake_room(self) -> None:
         room, self._room = self._room, None

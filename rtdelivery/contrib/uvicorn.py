@@ -167,19 +167,18 @@ class _Server:
     """What the parent copies into every socket but is the same for a whole server."""
 
     __slots__ = (
+        "_state",
         "app",
         "app_state",
         "asgi_version",
         "config",
         "connections",
-        "default_headers",
         "extensions",
         "logger",
         "loop",
         "ping_interval",
         "ping_timeout",
         "root_path",
-        "server_state",
         "tasks",
     )
 
@@ -187,7 +186,8 @@ class _Server:
         self, config: Any, server_state: Any, app_state: dict[str, Any], loop: Any
     ) -> None:
         self.config = config
-        self.server_state = server_state
+        # Weakly: this object is the value of a WeakKeyDictionary keyed by server_state.
+        self._state = weakref.ref(server_state)
         self.app_state = app_state
         self.loop = loop
         self.app = config.loaded_app
@@ -196,7 +196,6 @@ class _Server:
         self.asgi_version = config.asgi_version
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.default_headers = server_state.default_headers
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
         # The parent's settings; the factory only reads them (each socket that negotiates
@@ -212,6 +211,12 @@ class _Server:
             if config.ws_per_message_deflate
             else []
         )
+
+    @property
+    def default_headers(self) -> Any:
+        """Read at every accept: Uvicorn replaces the list every second (its Date)."""
+        state = self._state()
+        return [] if state is None else state.default_headers
 
 
 #: What the handshake request's headers become once the parent has read them.

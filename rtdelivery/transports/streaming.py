@@ -135,6 +135,9 @@ class Stream:
         its own and no wrapper around the server's frames. Anything a task would be
         needed for (a bare yield aside) falls back to one."""
         self._receive = receive
+        if not _steps_safely(receive):
+            self._receiving = asyncio.ensure_future(self._watch_task())
+            return
         try:
             self._receiving = _steppable(receive())
         except Exception:
@@ -175,7 +178,11 @@ class Stream:
 
     async def _watch_task(self) -> None:
         assert self._receive is not None
-        await wait_disconnect(self._receive)
+        try:
+            await wait_disconnect(self._receive)
+        except Exception:
+            logger.debug("receive() failed: the stream ends", exc_info=True)
+        # Not on cancellation (_unwatch: the stream is over already).
         self._left()
 
     def _left(self) -> None:
@@ -218,6 +225,20 @@ class Stream:
                 self.link.release()
             if self.held is not None:
                 self.held.release()
+
+
+def _steps_safely(receive: Receive) -> bool:
+    """Whether ``receive`` is one :meth:`Stream.watch` may step without a task: the
+    servers' own, known to wait only on asyncio futures and to use neither context
+    variables nor ``current_task()`` (Uvicorn's HTTP protocols; ``asyncio.Queue.get``:
+    Daphne, Hypercorn, Channels' communicators). A ``receive`` wrapped by middleware
+    (tracing spans, timeouts, task groups) runs in a task, as it expects."""
+    if getattr(receive, "__func__", None) is asyncio.Queue.get:
+        return True
+    owner = getattr(receive, "__self__", None)
+    return getattr(receive, "__name__", "") == "receive" and type(owner).__module__.startswith(
+        "uvicorn.protocols.http."
+    )
 
 
 def _steppable(awaitable: Awaitable[Any]) -> Any:

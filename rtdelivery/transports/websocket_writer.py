@@ -88,6 +88,7 @@ class Writer:
     async def stop_writer(self) -> None:
         """The connection is over: stop the writer task, if one runs."""
         self._started = False
+        self.sub.on_ready = None  # no reference cycle left: freed without the collector
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
@@ -144,7 +145,11 @@ class Writer:
         return 0
 
     def _spawn(self) -> None:
-        self._writer = asyncio.ensure_future(self.run_writer(until_empty=True))
+        writer = asyncio.ensure_future(self.run_writer(until_empty=True))
+        # An eager task factory (Python 3.12+) may have run it to its end already, empty
+        # inbox and all: a finished writer must not count as running.
+        if not writer.done():
+            self._writer = writer
 
     # -- the writer task -------------------------------------------------------------------
     async def run_writer(self, *, until_empty: bool = False) -> None:
@@ -163,7 +168,8 @@ class Writer:
                         if not (sub.queued() or sub.overflowed or sub.closed):
                             # Checked and given up in one step: whatever comes next finds
                             # no writer and goes to the write round or a new writer.
-                            self._writer = None
+                            if self._writer is asyncio.current_task():
+                                self._writer = None
                             return
                         items = sub.get_nowait()
                     else:

@@ -367,3 +367,35 @@ def test_import_fails_loudly_on_another_parent(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "ImportError" in result.stderr, result.stderr
     assert "something_new" in result.stderr, result.stderr
+
+
+def test_per_server_values_follow_uvicorn_and_go_with_the_server() -> None:
+    """The shared per-server object reads Uvicorn's default headers (replaced every
+    second with a new Date) at each accept, and does not keep the server alive."""
+    import gc
+    import weakref
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from rtdelivery.contrib import uvicorn as lean
+
+    config = uvicorn.Config("tests.asgi_that_fails:application", interface="asgi3")
+    config.loaded_app = object()
+    state = ServerState()
+    state.default_headers = [(b"date", b"one")]
+    loop = asyncio.new_event_loop()
+    try:
+        app_state: dict[str, Any] = {}
+        shared = lean._server(config, state, app_state, loop)
+        assert shared.default_headers == [(b"date", b"one")]
+        state.default_headers = [(b"date", b"two")]  # Uvicorn's tick
+        assert lean._server(config, state, app_state, loop) is shared
+        assert shared.default_headers == [(b"date", b"two")]
+        gone = weakref.ref(state)
+        del state
+        gc.collect()
+        assert gone() is None
+        assert shared.default_headers == []
+    finally:
+        loop.close()

@@ -10,6 +10,7 @@ copy or headers alive.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import types
 from collections.abc import Mapping
@@ -135,5 +136,51 @@ async def test_a_receive_that_yields_bare_is_still_watched(conf: Any, applicatio
         await asyncio.wait_for(app, WAIT)
     finally:
         app.cancel()
+    await wait_until(lambda: get_hub().local_subscribers("t.a") == 0, what="released")
+    assert limits.held() == 0
+
+
+SPAN: contextvars.ContextVar[str] = contextvars.ContextVar("span", default="")
+
+
+async def test_a_wrapped_receive_runs_in_a_task_of_its_own(conf: Any, application: Any) -> None:
+    """Middleware that wraps receive() (a tracing span set and reset around it) expects a
+    task's context: the stream runs such a receive in a task, so the reset works and the
+    server's task never sees the span."""
+    inner: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inner.put({"type": "http.request", "body": b"", "more_body": False})
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    resets: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        token = SPAN.set("receive-span")
+        try:
+            return await inner.get()
+        finally:
+            SPAN.reset(token)  # ValueError if stepped outside the context it was set in
+            resets.append("ok")
+
+    async def app_outside() -> None:
+        await application(scope, receive, sent.put)
+        assert SPAN.get() == ""  # the span never leaked into the server's task
+
+    path, _, query = url("sse", {"topic": "t.a"}).partition("?")
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": path,
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver")],
+    }
+    app = asyncio.ensure_future(app_outside())
+    try:
+        assert (await asyncio.wait_for(sent.get(), WAIT))["status"] == 200
+        assert b"rt.open" in (await asyncio.wait_for(sent.get(), WAIT))["body"]
+        await inner.put({"type": "http.disconnect"})
+        await asyncio.wait_for(app, WAIT)
+    finally:
+        app.cancel()
+    assert resets == ["ok", "ok"]
     await wait_until(lambda: get_hub().local_subscribers("t.a") == 0, what="released")
     assert limits.held() == 0
