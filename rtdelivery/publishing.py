@@ -210,6 +210,10 @@ class _Batcher:
                     await _broadcast(self.layer, [e for e, _ in stored])
                 elif direct.in_append:  # queued by the append's script
                     _queued(stored)
+                    # Where its queueing failed: once more the other way (one script).
+                    await self._send_direct(
+                        direct, [(e, a.members) for e, a in stored if a.error and a.members]
+                    )
                 else:
                     await self._send_direct(
                         direct, [(e, a.members) for e, a in stored if a.members]
@@ -245,8 +249,14 @@ def _queued(stored: list[tuple[Event, Appended]]) -> None:
     """Account for events the append's script queued itself (nothing left to send)."""
     over = 0
     for event, appended in stored:
-        if appended.error is not None:  # stored, not queued: as a failed broadcast
-            _not_broadcast([event], RuntimeError(appended.error))
+        if appended.error is not None:  # stored, not queued: sent the other way next
+            logger.warning(
+                "rtdelivery: the append script could not queue %s seq %s (%s); sending it "
+                "with a second request",
+                event.topic,
+                event.seq,
+                appended.error,
+            )
         over += appended.over
     if over:
         logger.info("%s message(s) dropped: layer channels over capacity", over)

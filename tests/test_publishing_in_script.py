@@ -273,3 +273,29 @@ def test_queueing_in_the_script_only_for_plain_msgpack() -> None:
             return b""
 
     assert not backplane._plain_msgpack(Custom(hosts=["redis://h:1/0"]))
+
+
+async def test_a_failed_queueing_is_sent_the_other_way(
+    plain: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The script's queueing fails (here: parameters it cannot parse) after the event is
+    stored: the publisher sends the message with the second request instead, and the
+    receiver gets it, with the right id."""
+    layer, (channel,) = await receiver_of(plain, "inscript.fallback")
+    queue_args = backplane.DirectGroups.queue_args
+
+    def unparsable(self: backplane.DirectGroups, n: int) -> list[str]:
+        return [arg.replace("|", "|x", 1) for arg in queue_args(self, n)]
+
+    monkeypatch.setattr(backplane.DirectGroups, "queue_args", unparsable)
+    failures = metrics.value("broadcast_failures")
+    event = await apublish("inscript.fallback", {"n": 1})
+    assert event.seq == 1
+    assert metrics.value("broadcast_failures") == failures  # delivered after all
+    assert "could not queue inscript.fallback seq 1" in caplog.text
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+    assert message["seq"] == 1
+    decoded = backplane.decode(message, get_history().key)
+    assert isinstance(decoded, Event)
+    assert decoded.id == event.id
+    await layer.close_pools()

@@ -207,8 +207,8 @@ class RedisHistory(History):
         self.seen.note(topic, event.position)
         if how == 2:
             return Appended(event, [], queued=True, over=int(reply[3]))
-        if how == 3:
-            return Appended(event, [], queued=True, error=_text(reply[3]))
+        if how == 3:  # not queued: the members, to send the message the other way
+            return Appended(event, reply[4:], queued=False, error=_text(reply[3]))
         return Appended(event, reply[3:])
 
     async def append_many(

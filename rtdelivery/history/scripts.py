@@ -149,7 +149,11 @@ local function answer(epoch, seq, stored)
     -- group_send, subscribers get the event from history).
     local ok, over = pcall(queue, epoch, seq, out)
     if not ok then
-      return {epoch, seq, 3, type(over) == 'table' and tostring(over.err) or tostring(over)}
+      -- With the members: the publisher sends it the other way (receivers drop a copy
+      -- that a part of this queueing may have left).
+      local failed = {epoch, seq, 3, type(over) == 'table' and tostring(over.err) or tostring(over)}
+      for _, member in ipairs(out) do table.insert(failed, member) end
+      return failed
     end
     return {epoch, seq, 2, over}
   end
