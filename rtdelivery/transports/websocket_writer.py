@@ -190,6 +190,10 @@ class Writer:
                 await self._write_items(items)
         except _Close as exc:
             close = exc
+        except OSError:  # the client is gone (Uvicorn's ClientDisconnected): no one to tell
+            logger.debug("WebSocket writer: the client is gone", exc_info=True)
+            self.close_sent = True
+            return
         except Exception:
             logger.exception("WebSocket writer failed")
             close = _Close(1011, "internal error")
