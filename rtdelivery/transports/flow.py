@@ -241,6 +241,8 @@ class _UvicornWebSocketLink(_AsyncioLink):
         )
 
     def write_texts(self, texts: list[str]) -> bool:
+        if len(texts) == 1:
+            return self.write_text(texts[0])
         p = self._protocol
         try:
             if not self._open():
@@ -250,8 +252,6 @@ class _UvicornWebSocketLink(_AsyncioLink):
                 for text in texts:
                     conn.send_text(text.encode())
                 p.transport.write(b"".join(conn.data_to_send()))
-            elif len(texts) == 1:
-                p.transport.write(text_frame(texts[0]))
             else:
                 p.transport.write(b"".join([text_frame(text) for text in texts]))
         except Exception:  # another Uvicorn than the one this was written for: use send

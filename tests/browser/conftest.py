@@ -11,6 +11,7 @@ Screenshots of every test's page, and the server's log, go to test-artifacts/ at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -235,41 +236,40 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+@contextlib.contextmanager
+def _running(
+    cls: type[DaphneServer], redis_url: str, artifacts: Path, log_name: str
+) -> Iterator[DaphneServer]:
+    """A ``cls`` server on a free loopback port, on Redis under a prefix of its own
+    (its keys deleted after), logging to ``artifacts / log_name``."""
+    port = find_free_port()
+    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
+    log_path = artifacts / log_name
+    log_path.write_bytes(b"")
+    server = cls(port, server_env(redis_url, port, prefix), log_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        delete_prefixed_keys(redis_url, prefix)
+
+
 @pytest.fixture(scope="module")
 def browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
     """A Daphne server on a free loopback port, on Redis under a prefix of its own.
 
     Module scope: it runs only while the browser tests do (its keys are deleted after).
     """
-    port = find_free_port()
-    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
-    env = server_env(redis_url, port, prefix)
-    log_path = artifacts / "daphne.log"
-    log_path.write_bytes(b"")
-    server = DaphneServer(port, env, log_path)
-    server.start()
-    try:
+    with _running(DaphneServer, redis_url, artifacts, "daphne.log") as server:
         yield server
-    finally:
-        server.stop()
-        delete_prefixed_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")
-def uvicorn_browser_server(redis_url: str, artifacts: Path) -> Iterator[UvicornServer]:
+def uvicorn_browser_server(redis_url: str, artifacts: Path) -> Iterator[DaphneServer]:
     """Like ``browser_server``, under Uvicorn (log: test-artifacts/uvicorn.log)."""
-    port = find_free_port()
-    prefix = f"rtdbrowser:{uuid4().hex[:12]}:"
-    env = server_env(redis_url, port, prefix)
-    log_path = artifacts / "uvicorn.log"
-    log_path.write_bytes(b"")
-    server = UvicornServer(port, env, log_path)
-    server.start()
-    try:
+    with _running(UvicornServer, redis_url, artifacts, "uvicorn.log") as server:
         yield server
-    finally:
-        server.stop()
-        delete_prefixed_keys(redis_url, prefix)
 
 
 #: The superuser of the demo server (created with ``createsuperuser --noinput``).

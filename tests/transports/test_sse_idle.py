@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import gc
 import types
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -101,11 +101,40 @@ async def test_no_task_per_stream(conf: Any, application: Any) -> None:
     assert limits.held() == 0
 
 
+async def _stream_until_left(
+    app: Callable[[dict[str, Any], Any, Any], Awaitable[None]],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    leave: Callable[[], Awaitable[None]],
+) -> None:
+    """Open an SSE stream of ``t.a`` through ``app`` with this ``receive``, ``leave()``
+    once it is open, and check that the stream ends and releases everything."""
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    path, _, query = url("sse", {"topic": "t.a"}).partition("?")
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": path,
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver")],
+    }
+    task = asyncio.ensure_future(app(scope, receive, sent.put))
+    try:
+        start = await asyncio.wait_for(sent.get(), WAIT)
+        assert start["status"] == 200, start
+        assert b"rt.open" in (await asyncio.wait_for(sent.get(), WAIT))["body"]
+        await leave()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    await wait_until(lambda: get_hub().local_subscribers("t.a") == 0, what="released")
+    assert limits.held() == 0
+
+
 async def test_a_receive_that_yields_bare_is_still_watched(conf: Any, application: Any) -> None:
     """A server whose receive() polls with bare yields (asyncio.sleep(0)) rather than
     waiting on a future: the client leaving is noticed all the same."""
     left = asyncio.Event()
-    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     requested = False
 
     async def receive() -> dict[str, Any]:
@@ -117,27 +146,11 @@ async def test_a_receive_that_yields_bare_is_still_watched(conf: Any, applicatio
             await asyncio.sleep(0)
         return {"type": "http.disconnect"}
 
-    path, _, query = url("sse", {"topic": "t.a"}).partition("?")
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "path": path,
-        "query_string": query.encode(),
-        "headers": [(b"host", b"testserver")],
-    }
-    app = asyncio.ensure_future(application(scope, receive, sent.put))
-    try:
-        start = await asyncio.wait_for(sent.get(), WAIT)
-        assert start["status"] == 200, start
-        assert b"rt.open" in (await asyncio.wait_for(sent.get(), WAIT))["body"]
+    async def leave() -> None:
         assert get_hub().local_subscribers("t.a") == 1
         left.set()
-        await asyncio.wait_for(app, WAIT)
-    finally:
-        app.cancel()
-    await wait_until(lambda: get_hub().local_subscribers("t.a") == 0, what="released")
-    assert limits.held() == 0
+
+    await _stream_until_left(application, receive, leave)
 
 
 SPAN: contextvars.ContextVar[str] = contextvars.ContextVar("span", default="")
@@ -149,7 +162,6 @@ async def test_a_wrapped_receive_runs_in_a_task_of_its_own(conf: Any, applicatio
     server's task never sees the span."""
     inner: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await inner.put({"type": "http.request", "body": b"", "more_body": False})
-    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     resets: list[str] = []
 
     async def receive() -> dict[str, Any]:
@@ -160,27 +172,12 @@ async def test_a_wrapped_receive_runs_in_a_task_of_its_own(conf: Any, applicatio
             SPAN.reset(token)  # ValueError if stepped outside the context it was set in
             resets.append("ok")
 
-    async def app_outside() -> None:
-        await application(scope, receive, sent.put)
+    async def app_outside(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await application(scope, receive, send)
         assert SPAN.get() == ""  # the span never leaked into the server's task
 
-    path, _, query = url("sse", {"topic": "t.a"}).partition("?")
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "path": path,
-        "query_string": query.encode(),
-        "headers": [(b"host", b"testserver")],
-    }
-    app = asyncio.ensure_future(app_outside())
-    try:
-        assert (await asyncio.wait_for(sent.get(), WAIT))["status"] == 200
-        assert b"rt.open" in (await asyncio.wait_for(sent.get(), WAIT))["body"]
+    async def leave() -> None:
         await inner.put({"type": "http.disconnect"})
-        await asyncio.wait_for(app, WAIT)
-    finally:
-        app.cancel()
+
+    await _stream_until_left(app_outside, receive, leave)
     assert resets == ["ok", "ok"]
-    await wait_until(lambda: get_hub().local_subscribers("t.a") == 0, what="released")
-    assert limits.held() == 0
