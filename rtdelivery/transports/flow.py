@@ -48,8 +48,13 @@ MAX_UNWRAP = 8
 #: How long a WebSocket client gets to answer the server's close frame (seconds).
 #: autobahn (Daphne) waits 1 s and then resets the connection, which throws away what
 #: the client has not read yet, the ``too_slow`` frame and its cursor included; the
-#: websockets library (Uvicorn) waits 10 s. rtdelivery gives Daphne's sockets 10 s too.
+#: websockets library (Uvicorn) waits 10 s and then closes the socket (FIN, after what
+#: was written). rtdelivery gives Daphne's sockets the same: 10 s, then a close.
 CLOSE_HANDSHAKE_TIMEOUT = 10.0
+#: How long after that close a client that still reads nothing keeps its socket (and the
+#: bytes written to it) under Daphne before it is reset: a bound on what a stalled
+#: client can hold, long enough for one that stalled for a while to read its cursor.
+CLOSE_FLUSH_TIMEOUT = 60.0
 
 _warned: set[str] = set()
 
@@ -442,6 +447,9 @@ def _daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, fl
             protocol.closeHandshakeTimeout = max(
                 protocol.closeHandshakeTimeout, CLOSE_HANDSHAKE_TIMEOUT
             )
+            protocol.onCloseHandshakeTimeout = functools.partial(
+                _close_handshake_timed_out, protocol, asyncio.get_running_loop()
+            )
     link = _TwistedLink(send, sub, transport, None)
     if not flow:
         return link
@@ -459,6 +467,34 @@ def _daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, fl
     except Exception as exc:
         _warn_once(scope_type, f"Twisted refused the producer ({exc})")
     return link
+
+
+def _close_handshake_timed_out(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """autobahn's ``onCloseHandshakeTimeout``, without its reset.
+
+    autobahn aborts the connection (RST), and the client's kernel then discards what it
+    had not read: a client that stalled for longer than the timeout never sees its
+    ``too_slow`` frame and cursor. Close the socket as websockets does instead: Twisted
+    writes what it holds, then FIN. A client that reads nothing for
+    :data:`CLOSE_FLUSH_TIMEOUT` more is reset after all.
+    """
+    protocol.closeHandshakeTimeoutCall = None
+    if protocol.state == protocol.STATE_CLOSED:
+        return
+    protocol.wasClean = False
+    protocol.wasNotCleanReason = "the peer did not answer the close frame in time"
+    protocol.wasCloseHandshakeTimeout = True
+    transport = protocol.transport
+    logger.info(
+        "WebSocket %s did not answer the close frame within %.0f s: closing its socket "
+        "once it has read what was sent (reset in %.0f s otherwise)",
+        getattr(protocol, "peer", "client"),
+        protocol.closeHandshakeTimeout,
+        CLOSE_FLUSH_TIMEOUT,
+    )
+    protocol.dropConnection(abort=False)
+    if transport is not None and hasattr(transport, "abortConnection"):
+        loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abortConnection)
 
 
 def _twisted_running() -> bool:
