@@ -23,7 +23,7 @@ from uuid import uuid4
 
 import pytest
 
-from rtdelivery.transports.flow import CLOSE_HANDSHAKE_TIMEOUT
+from rtdelivery.transports.daphne import CLOSE_HANDSHAKE_TIMEOUT
 from tests.e2e.clients import ClientError, SSEClient, WSClient
 from tests.e2e.conftest import SERVER_KINDS, Server, Servers, running_servers
 from tests.faults.rawclients import RawSSE, RawWS, rss_bytes

@@ -1,4 +1,4 @@
-"""Daphne's close handshake timeout (rtdelivery.transports.flow): close, then reset.
+"""Daphne's close handshake timeout (rtdelivery.transports.daphne): close, then reset.
 
 autobahn resets a WebSocket whose client did not answer the close frame in time, and the
 client's kernel then drops what it had not read (the ``too_slow`` frame and its cursor).
@@ -18,7 +18,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.testing import StringTransport
 
-from rtdelivery.transports import flow
+from rtdelivery.transports import daphne
 
 
 class Transport(StringTransport):
@@ -41,21 +41,21 @@ def closing_protocol() -> tuple[Any, Transport]:
     protocol.peer = "tcp:127.0.0.1:9"
     protocol.is_closed = txaio.create_future()  # type: ignore[attr-defined]
     protocol.state = WebSocketServerProtocol.STATE_CLOSING
-    protocol.closeHandshakeTimeout = flow.CLOSE_HANDSHAKE_TIMEOUT
+    protocol.closeHandshakeTimeout = daphne.CLOSE_HANDSHAKE_TIMEOUT
     return protocol, transport
 
 
 async def test_a_silent_client_is_closed_then_reset(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(flow, "CLOSE_FLUSH_TIMEOUT", 0.05)
+    monkeypatch.setattr(daphne, "CLOSE_FLUSH_TIMEOUT", 0.05)
     protocol, transport = closing_protocol()
     loop = asyncio.get_running_loop()
     reset = loop.create_future()
     transport.abortConnection = functools.partial(reset.set_result, True)  # type: ignore[method-assign]
 
     with caplog.at_level("INFO", logger="rtdelivery.transports"):
-        flow._close_handshake_timed_out(protocol, loop)
+        daphne._close_handshake_timed_out(protocol, loop)
 
     # Closed, not reset: Twisted writes what it holds, then FIN.
     assert transport.disconnecting
@@ -71,6 +71,6 @@ async def test_a_silent_client_is_closed_then_reset(
 async def test_nothing_happens_once_the_connection_is_closed() -> None:
     protocol, transport = closing_protocol()
     protocol.state = WebSocketServerProtocol.STATE_CLOSED
-    flow._close_handshake_timed_out(protocol, asyncio.get_running_loop())
+    daphne._close_handshake_timed_out(protocol, asyncio.get_running_loop())
     assert not transport.disconnecting
     assert not transport.aborted
