@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 from django.db import transaction
 
-from . import backplane, metrics, outage
+from . import backplane, direct_groups, metrics, outage
 from .conf import get_settings
 from .connections import aclose_redis, get_redis
 from .core.errors import BadRequest, Unavailable
@@ -125,7 +125,7 @@ class _Batcher:
     up, and all of them go together as soon as it is done: one pipeline appends them all
     (in the order they were made, so each topic's seqs follow that order), then they are
     broadcast, in that order too. With channels-redis's layer on the same Redis
-    (:class:`~rtdelivery.backplane.DirectGroups`) the append also reads each topic's group
+    (:class:`~rtdelivery.direct_groups.DirectGroups`) the append also reads each topic's group
     and, with the layer's default msgpack serializer and no encryption, queues the event
     on the members' channels itself: one request per batch. Otherwise one more script
     queues the whole batch on the members' channels: two requests with subscribers. Every
@@ -136,7 +136,7 @@ class _Batcher:
     def __init__(self, history: RedisHistory, layer: Any) -> None:
         self.history = history
         self.layer = layer
-        self.direct = backplane.direct_groups(layer, history.conf)
+        self.direct = direct_groups.direct_groups(layer, history.conf)
         self.loop = asyncio.get_running_loop()
         self.queue: list[_Item] = []
         self.busy = False
@@ -228,7 +228,7 @@ class _Batcher:
         return results
 
     async def _send_direct(
-        self, direct: backplane.DirectGroups, sends: list[tuple[Event, list[Any]]]
+        self, direct: direct_groups.DirectGroups, sends: list[tuple[Event, list[Any]]]
     ) -> None:
         if not sends:
             return

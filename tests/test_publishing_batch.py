@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rtdelivery import apublish, backplane, metrics, publishing
+from rtdelivery import apublish, backplane, direct_groups, metrics, publishing
 from rtdelivery.core.cursors import Position
 from rtdelivery.core.errors import Unavailable
 from rtdelivery.core.events import Event
@@ -73,7 +73,7 @@ def gaps() -> float:
 
 async def test_the_same_redis_sends_to_groups_directly(redis_layer: str) -> None:
     batcher = publishing._batcher(get_history())  # type: ignore[arg-type]
-    assert isinstance(batcher.direct, backplane.DirectGroups)
+    assert isinstance(batcher.direct, direct_groups.DirectGroups)
 
 
 async def test_concurrent_publishes_share_requests_in_call_order(
@@ -158,7 +158,7 @@ async def test_a_failed_send_is_counted_not_raised(
     async def down(self: Any, client: Any, sends: Any) -> int:
         raise Unavailable("layer down")
 
-    monkeypatch.setattr(backplane.DirectGroups, "send", down)
+    monkeypatch.setattr(direct_groups.DirectGroups, "send", down)
     failures = metrics.value("broadcast_failures")
     events = await asyncio.gather(*(apublish("batch.fail", i) for i in range(3)))
     assert [e.seq for e in events] == [1, 2, 3]  # stored, returned
@@ -209,7 +209,7 @@ async def test_other_layers_use_group_send(
     settings.RTDELIVERY = {**redis_settings, "TAIL_CHECK_INTERVAL": 0}
     redis_layer_settings(layer)
     try:
-        assert backplane.direct_groups(backplane.get_layer(), get_history().conf) is None
+        assert direct_groups.direct_groups(backplane.get_layer(), get_history().conf) is None
         hub = get_hub()
         sub = Subscriber(maxsize=100)
         await hub.subscribe(sub, "batch.other")
@@ -233,7 +233,7 @@ def test_direct_groups_only_for_the_same_single_redis(settings: Any) -> None:
     def layer(*hosts: Any, cls: type = RedisChannelLayer) -> Any:
         return cls(hosts=list(hosts))
 
-    same = backplane.direct_groups
+    same = direct_groups.direct_groups
     assert same(layer("redis://127.0.0.1:6379/0"), conf) is not None
     assert same(layer({"address": "redis://127.0.0.1:6379", "socket_timeout": None}), conf)
     assert same(layer(("127.0.0.1", 6379)), conf) is not None

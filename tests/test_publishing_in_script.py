@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from rtdelivery import apublish, backplane, metrics, publishing
+from rtdelivery import apublish, backplane, direct_groups, metrics, publishing
 from rtdelivery.core.events import Event
 from rtdelivery.history import get_history
 from rtdelivery.history import redis as redis_history
@@ -72,7 +72,7 @@ async def receiver_of(
     return layer, names
 
 
-def direct() -> backplane.DirectGroups:
+def direct() -> direct_groups.DirectGroups:
     batcher = publishing._batcher(get_history())  # type: ignore[arg-type]
     assert batcher.direct is not None
     return batcher.direct
@@ -260,7 +260,7 @@ async def test_other_layer_configs_keep_the_second_request(
 
 def test_queueing_in_the_script_only_for_plain_msgpack() -> None:
     def in_append(**config: Any) -> bool:
-        return backplane._plain_msgpack(RedisChannelLayer(hosts=["redis://h:1/0"], **config))
+        return direct_groups._plain_msgpack(RedisChannelLayer(hosts=["redis://h:1/0"], **config))
 
     assert in_append()
     assert in_append(random_prefix_length=0)
@@ -272,7 +272,7 @@ def test_queueing_in_the_script_only_for_plain_msgpack() -> None:
         def serialize(self, message: dict[str, Any]) -> bytes:
             return b""
 
-    assert not backplane._plain_msgpack(Custom(hosts=["redis://h:1/0"]))
+    assert not direct_groups._plain_msgpack(Custom(hosts=["redis://h:1/0"]))
 
 
 async def test_a_failed_queueing_is_sent_the_other_way(
@@ -282,12 +282,12 @@ async def test_a_failed_queueing_is_sent_the_other_way(
     stored: the publisher sends the message with the second request instead, and the
     receiver gets it, with the right id."""
     layer, (channel,) = await receiver_of(plain, "inscript.fallback")
-    queue_args = backplane.DirectGroups.queue_args
+    queue_args = direct_groups.DirectGroups.queue_args
 
-    def unparsable(self: backplane.DirectGroups, n: int) -> list[str]:
+    def unparsable(self: direct_groups.DirectGroups, n: int) -> list[str]:
         return [arg.replace("|", "|x", 1) for arg in queue_args(self, n)]
 
-    monkeypatch.setattr(backplane.DirectGroups, "queue_args", unparsable)
+    monkeypatch.setattr(direct_groups.DirectGroups, "queue_args", unparsable)
     failures = metrics.value("broadcast_failures")
     event = await apublish("inscript.fallback", {"n": 1})
     assert event.seq == 1

@@ -226,7 +226,7 @@ class RedisHistory(History):
         Redis), the group's members read right after the append (members whose score is
         below ``group_cutoff`` are removed first). With ``queue`` too (per item, the
         queueing parameters of :data:`~rtdelivery.history.scripts.APPEND`, from
-        :meth:`rtdelivery.backplane.DirectGroups.queue_args`) the script queues each stored
+        :meth:`rtdelivery.direct_groups.DirectGroups.queue_args`) the script queues each stored
         event on the members' channels itself instead. Raises ``Unavailable`` when the
         request itself failed (then any of them may or may not be stored).
         """

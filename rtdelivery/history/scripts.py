@@ -56,7 +56,7 @@ end
 """
 
 # KEYS: meta, log, mark (the idempotency key's, else the publish id's), and optionally the
-# channel layer's group key of the topic (see rtdelivery.backplane.DirectGroups).
+# channel layer's group key of the topic (see rtdelivery.direct_groups.DirectGroups).
 # ARGV: the parameters "<new epoch>|<publish id>|<max size>|<min time>|<meta ttl>|<log ttl>|
 # <mark ttl>|<seen epoch>|<seen seq>|<group cutoff>" (one argument: each one costs the
 # publisher CPU to send), the record without seq ("<time>|<type>|<data>"), and optionally
