@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rtdelivery import apublish, backplane, direct_groups, metrics, publishing
+from rtdelivery import apublish, backplane, broadcast, direct_groups, metrics
 from rtdelivery.core.cursors import Position
 from rtdelivery.core.errors import Unavailable
 from rtdelivery.core.events import Event
@@ -72,7 +72,7 @@ def gaps() -> float:
 
 
 async def test_the_same_redis_sends_to_groups_directly(redis_layer: str) -> None:
-    batcher = publishing._batcher(get_history())  # type: ignore[arg-type]
+    batcher = broadcast.batcher(get_history())  # type: ignore[arg-type]
     assert isinstance(batcher.direct, direct_groups.DirectGroups)
 
 
@@ -258,7 +258,7 @@ async def test_a_cancelled_batch_leaves_no_caller_waiting(redis_layer: str) -> N
     await asyncio.sleep(0)
     queued = [asyncio.ensure_future(apublish("batch.cancel", i)) for i in range(1, 4)]
     await asyncio.wait_for(first, WAIT)
-    batcher = publishing._batchers[asyncio.get_running_loop()]
+    batcher = broadcast._batchers[asyncio.get_running_loop()]
     assert batcher.task is not None
     batcher.task.cancel()
     done, pending = await asyncio.wait(queued, timeout=WAIT)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from rtdelivery import apublish, backplane, direct_groups, metrics, publishing
+from rtdelivery import apublish, backplane, broadcast, direct_groups, metrics
 from rtdelivery.core.events import Event
 from rtdelivery.history import get_history
 from rtdelivery.history import redis as redis_history
@@ -73,7 +73,7 @@ async def receiver_of(
 
 
 def direct() -> direct_groups.DirectGroups:
-    batcher = publishing._batcher(get_history())  # type: ignore[arg-type]
+    batcher = broadcast.batcher(get_history())  # type: ignore[arg-type]
     assert batcher.direct is not None
     return batcher.direct
 
