@@ -1,28 +1,18 @@
-"""Presence: who is currently subscribed to a topic (for chat rooms).
+"""Redis presence: shared by every process, namespaced by ``RTDELIVERY["KEY_PREFIX"]``.
 
-Streaming connections (WebSocket, SSE) on topics with ``"presence": True`` join on
-subscribe and leave on unsubscribe/disconnect. Join and leave are broadcast to every
-process as ``presence`` notices (not topic events: no seq, not in history).
+Per topic two keys with the topic as hash tag (one Redis Cluster slot):
+``<prefix>{<topic>}:pz``, a sorted set of connection ids scored by expiry time (Redis
+clock, milliseconds), and ``<prefix>{<topic>}:ph``, a hash of connection id -> JSON
+``{"id", "name"}``. Each process refreshes its own entries every ``PRESENCE_TTL / 3``
+seconds (one task per event loop, one pipeline for all its entries); the entries of a
+process that stops refreshing (crashed, killed, partitioned) expire ``PRESENCE_TTL``
+seconds later. Whoever next sweeps the topic (a snapshot, a join, any process's refresh)
+removes them atomically and broadcasts a ``leave`` for each, once.
 
-Two stores, chosen like the history backend (``RTDELIVERY["HISTORY_BACKEND"]``):
-
-- :class:`MemoryPresence`: one process (the embedded default).
-- :class:`RedisPresence`: shared by every process. Per topic two keys with the
-  topic as hash tag (one Redis Cluster slot): ``<prefix>{<topic>}:pz``, a sorted set
-  of connection ids scored by expiry time (Redis clock, milliseconds), and
-  ``<prefix>{<topic>}:ph``, a hash of connection id -> JSON ``{"id", "name"}``.
-  Each process refreshes its own entries every ``PRESENCE_TTL / 3`` seconds (one task
-  per event loop, one pipeline for all its entries); the entries of a process that
-  stops refreshing (crashed, killed, partitioned) expire ``PRESENCE_TTL`` seconds
-  later. Whoever next sweeps the topic (a snapshot, a join, any process's refresh)
-  removes them atomically and broadcasts a ``leave`` for each, once.
-
-Polling clients (``poll``, ``longpoll`` with ``client=<id>``) are present too, without a
-connection to refresh them: each request marks the client seen (:meth:`Presence.seen`, one
-pipelined script per request), and its entry expires ``PRESENCE_POLL_TTL`` seconds after the
-request (a long poll: after its timeout) unless the client asks again. The expiry is the
-same sorted-set score the refresh extends; a per-loop timer (:class:`_Deadlines`) sweeps the
-topic when an entry it wrote is due, so its ``leave`` goes out on time.
+A polling client's entry expires ``PRESENCE_POLL_TTL`` seconds after its request (the
+same sorted-set score the refresh extends); a per-loop timer
+(:class:`~rtdelivery.presence.base._Deadlines`) sweeps the topic when an entry it wrote
+is due, so its ``leave`` goes out on time.
 
 Join, leave and snapshot raise :class:`~rtdelivery.core.errors.Unavailable` when Redis
 (the store or the channel layer) cannot be reached; the refresh task retries quietly
@@ -34,207 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import heapq
-import itertools
 import json
 import logging
-import os
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import backplane, outage
-from .conf import PerSettings, Settings, get_settings
-from .core.errors import PresenceDisabled, Unavailable
-from .core.errors import PresenceUnavailable as PresenceUnavailable  # the old name, re-exported
-from .outage import BACKEND_ERRORS
+from .. import outage
+from ..conf import Settings
+from ..core.errors import Unavailable
+from ..outage import BACKEND_ERRORS
+from .base import Presence, _broadcast, _Deadlines, describe, summarize
 
 logger = logging.getLogger("rtdelivery.presence")
 
-_ids = itertools.count(1)
-
-
-def connection_id() -> str:
-    """A connection id unique among this process's connections: ``"<pid>.<n>"``."""
-    return f"{os.getpid()}.{next(_ids)}"
-
-
-def poll_connection_id(client: str, user: Any) -> str:
-    """The presence connection id of polling client ``client`` (its ``client=``) of ``user``:
-    the same on every request and process, ``"c.<hex>"``. Keyed by ``SECRET_KEY`` and the
-    user: presence frames show it to everyone, and it reveals neither the client's own id
-    (nobody else can keep that entry alive) nor lets another user take it over."""
-    user_id = describe(user)["id"] or ""
-    digest = hashlib.blake2b(
-        f"{client}\n{user_id}".encode(),
-        key=get_settings().cursor_key[:32],
-        person=b"rt.presence.poll",
-        digest_size=10,
-    )
-    return "c." + digest.hexdigest()
-
-
-def presence_enabled(topic: str) -> None:
-    """Raise :class:`PresenceDisabled` unless ``topic`` has presence turned on."""
-    if not get_settings().topic_options(topic).presence:
-        raise PresenceDisabled(f"Presence is not enabled for topic {topic!r}.", topic=topic)
-
-
-def describe(user: Any) -> dict[str, Any]:
-    """The public identity of a connection's user: id and display name, or anonymous."""
-    if user is not None and getattr(user, "is_authenticated", False):
-        name = user.get_full_name() if hasattr(user, "get_full_name") else ""
-        return {"id": str(user.pk), "name": name or user.get_username()}
-    return {"id": None, "name": None}
-
-
-def summarize(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{"users": [{"id", "name", "connections"}], "anonymous": n, "count": n}``."""
-    users: dict[str, dict[str, Any]] = {}
-    anonymous = 0
-    for info in entries.values():
-        if info.get("id") is None:
-            anonymous += 1
-            continue
-        entry = users.setdefault(info["id"], {**info, "connections": 0})
-        entry["connections"] += 1
-    return {
-        "users": sorted(users.values(), key=lambda u: u["id"]),
-        "anonymous": anonymous,
-        "count": len(entries),
-    }
-
-
-class Presence:
-    """The interface of both stores."""
-
-    async def join(self, topic: str, conn_id: str, user: Any) -> None:
-        """Add connection ``conn_id`` of ``user`` to ``topic``; broadcast ``join``."""
-        raise NotImplementedError
-
-    async def leave(self, topic: str, conn_id: str) -> None:
-        """Remove ``conn_id`` from ``topic``; broadcast ``leave`` if it was there."""
-        raise NotImplementedError
-
-    async def snapshot(self, topic: str) -> dict[str, Any]:
-        """Who is on ``topic`` now (see :func:`summarize`)."""
-        raise NotImplementedError
-
-    async def seen(self, entries: list[tuple[str, Any]], conn_id: str, ttl: float) -> None:
-        """Polling client ``conn_id`` was seen on each ``(topic, user)`` of ``entries``:
-        present there until ``ttl`` seconds from now unless seen again. ``join`` is
-        broadcast where it was not present, ``leave`` once it expires."""
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        """Stop the running loop's background work (no leaves are sent)."""
-
-
-class _Deadlines:
-    """Keys due at event-loop times, and one task (per loop) that hands the keys whose
-    time came to ``due``. Setting a key again moves it (the older time is skipped)."""
-
-    def __init__(self, due: Callable[[list[Any]], Awaitable[None]]) -> None:
-        self._due = due
-        self.at: dict[Hashable, float] = {}
-        self._heap: list[tuple[float, Any]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-
-    def set(self, key: Hashable, when: float) -> None:
-        self.at[key] = when
-        heapq.heappush(self._heap, (when, key))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="rtdelivery-presence-expiry")
-        elif self._heap[0][0] == when:
-            self._wake.set()  # sooner than the timer sleeps for
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._heap:
-            when, key = self._heap[0]
-            if self.at.get(key) != when:
-                heapq.heappop(self._heap)  # moved or gone since
-                continue
-            delay = when - loop.time()
-            if delay > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            due = []
-            while self._heap and self._heap[0][0] <= loop.time():
-                when, key = heapq.heappop(self._heap)
-                if self.at.get(key) == when:
-                    del self.at[key]
-                    due.append(key)
-            try:
-                await self._due(due)
-            except Unavailable:
-                pass  # logged by outage; the entries expire in Redis, swept by the next touch
-            except Exception:
-                logger.warning("Could not expire presence entries", exc_info=True)
-
-    async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-class MemoryPresence(Presence):
-    """One process: the embedded default."""
-
-    def __init__(self) -> None:
-        self._topics: dict[str, dict[str, dict[str, Any]]] = {}
-        #: Polling clients' expiry timers, per event loop: (topic, conn id) keys.
-        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
-            weakref.WeakKeyDictionary()
-        )
-        _instances.add(self)
-
-    async def join(self, topic: str, conn_id: str, user: Any) -> None:
-        info = describe(user)
-        self._topics.setdefault(topic, {})[conn_id] = info
-        await _broadcast(topic, "join", conn_id, info)
-
-    async def leave(self, topic: str, conn_id: str) -> None:
-        entries = self._topics.get(topic, {})
-        info = entries.pop(conn_id, None)
-        if not entries:
-            self._topics.pop(topic, None)
-        if info is not None:
-            await _broadcast(topic, "leave", conn_id, info)
-
-    async def snapshot(self, topic: str) -> dict[str, Any]:
-        return summarize(self._topics.get(topic, {}))
-
-    async def seen(self, entries: list[tuple[str, Any]], conn_id: str, ttl: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines.get(loop)
-        if deadlines is None:
-            deadlines = self._deadlines[loop] = _Deadlines(self._expire)
-        when = loop.time() + ttl
-        for topic, user in entries:
-            info = describe(user)
-            present = self._topics.setdefault(topic, {})
-            new = conn_id not in present
-            present[conn_id] = info
-            deadlines.set((topic, conn_id), when)
-            if new:
-                await _broadcast(topic, "join", conn_id, info)
-
-    async def _expire(self, keys: list[tuple[str, str]]) -> None:
-        for topic, conn_id in keys:
-            await self.leave(topic, conn_id)
-
-    async def aclose(self) -> None:
-        deadlines = self._deadlines.pop(asyncio.get_running_loop(), None)
-        if deadlines is not None:
-            await deadlines.aclose()
+#: Seconds after a polling client's entry is due before its topic is swept.
+SWEEP_MARGIN = 0.25
 
 
 # KEYS: zset, hash. ARGV: ttl ms, key ttl ms, want live ('1'|'0'), then conn id/info pairs
@@ -347,7 +152,7 @@ class RedisPresence(Presence):
         """Run the touch script once per item in one pipeline; (added, gone, live) each."""
         from redis.exceptions import NoScriptError
 
-        from .connections import get_redis
+        from ..connections import get_redis
 
         client = get_redis()
         results: list[Any] = [None] * len(touches)
@@ -405,7 +210,7 @@ class RedisPresence(Presence):
         await _broadcast(topic, "join", conn_id, info)
 
     async def leave(self, topic: str, conn_id: str) -> None:
-        from .connections import get_redis
+        from ..connections import get_redis
 
         state = self._state()
         local = state.entries.get(topic, {}).get(conn_id)
@@ -527,36 +332,4 @@ async def _script_load(client: Any) -> str:
     return _text(await client.script_load(_TOUCH))
 
 
-async def _broadcast(topic: str, action: str, conn_id: str, info: dict[str, Any]) -> None:
-    await backplane.send_presence(backplane.get_layer(), topic, action, conn_id, info)
-
-
 _redis_instances: weakref.WeakSet[RedisPresence] = weakref.WeakSet()
-_instances: weakref.WeakSet[MemoryPresence] = weakref.WeakSet()
-#: Seconds after a polling client's entry is due before its topic is swept.
-SWEEP_MARGIN = 0.25
-
-
-def _build(conf: Settings) -> Presence:
-    return RedisPresence(conf) if conf.history_backend == "redis" else MemoryPresence()
-
-
-_presence = PerSettings(_build)
-
-
-def get_presence() -> Presence:
-    """The presence store for the configured history backend (one per settings object:
-    new settings, e.g. in tests, give a new store)."""
-    return _presence.get()
-
-
-async def aclose_presence() -> None:
-    """Stop the running loop's refresh tasks (tests, shutdown). Entries left in Redis
-    expire after ``PRESENCE_TTL``."""
-    for presence in [*_redis_instances, *_instances]:
-        await presence.aclose()
-
-
-def reset_presence() -> None:
-    """Forget the store instances (the in-memory one forgets who is there)."""
-    _presence.reset()
