@@ -1,8 +1,9 @@
 """System checks for rtdelivery's configuration. IDs are stable; see docs/checks.md.
 
-The rules for ``RTDELIVERY`` itself live in :func:`rtdelivery.conf.validate` (E001-E004):
-this module reports those same problems and adds what depends on the rest of the project
-(channel layers, the ASGI application, the URLconf, installed apps).
+The rules for ``RTDELIVERY`` itself live in :func:`rtdelivery.conf_validation.validate`
+(E001-E004, re-exported as ``rtdelivery.conf.validate``): this module reports those same
+problems and adds what depends on the rest of the project (channel layers, the ASGI
+application, the URLconf, installed apps).
 
 No check has a side effect except W004, which pings Redis and is tagged ``database``.
 The fast-path check imports ``settings.ASGI_APPLICATION``, as an ASGI server would.

@@ -4,7 +4,7 @@ redis-py's asyncio clients belong to the loop that created them, so the cache is
 keyed by loop; a server process has one loop and therefore one connection pool.
 
 Three kinds of target (``RTDELIVERY["REDIS_URL"]`` or ``RTDELIVERY["REDIS"]``,
-:class:`~rtdelivery.conf.RedisTarget`):
+:class:`~rtdelivery.redis_config.RedisTarget`):
 
 - one server by URL: a ``Redis`` on a blocking pool;
 - Redis Sentinel: the ``Redis`` of the service's current master (redis-py's
@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import RedisTarget, Settings, get_settings
+from .conf import Settings, get_settings
+from .redis_config import RedisTarget
 
 try:  # pragma: no branch
     import redis.asyncio as aioredis

@@ -26,15 +26,16 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .authentication import anonymous, check_refused
-from .conf import BUILTIN_RULES, get_settings
-from .conf import validate_rule as validate_rule  # re-exported: rules are checked in conf
+from .conf import get_settings
+from .conf_validation import BUILTIN_RULES
+from .conf_validation import validate_rule as validate_rule  # re-exported
 from .core.errors import Forbidden
 from .tokens import token_claims
 
 SUBSCRIBE = "subscribe"
 PUBLISH = "publish"
 
-#: Built-in rules (their names, and the validation of rules, live in rtdelivery.conf).
+#: Built-in rules (their names, and the validation of rules: rtdelivery.conf_validation).
 ANYONE, AUTHENTICATED, STAFF, OWNER, NOBODY = BUILTIN_RULES
 #: Rules that decide without looking at the user.
 USERLESS_RULES = frozenset({ANYONE, NOBODY})
