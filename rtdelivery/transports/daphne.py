@@ -85,13 +85,34 @@ class TwistedLink(Link):
             self._unregister()
         await self._send(message)
         # Like Uvicorn's send: return once the transport has room again (or is gone,
-        # or the server is shutting down and the goodbye must get through).
-        while self._paused and not self._stopped and not shutdown.closing():
+        # or the server is shutting down and the goodbye must get through). Also once
+        # the inbox overflowed or closed: then the writer has only the goodbye left to
+        # write (too_slow and its cursor, a few hundred bytes), so the connection ends
+        # now instead of when the client reads again, and the close handshake's
+        # timeout bounds how long a client that never reads keeps it.
+        sub = self.sub
+        while (
+            self._paused
+            and not self._stopped
+            and not sub.overflowed
+            and not sub.closed
+            and not shutdown.closing()
+        ):
             self._waiter = asyncio.get_running_loop().create_future()
+            # Nobody waits in the inbox's get() meanwhile: it calls on_ready instead.
+            hooked = sub.on_ready is None
+            if hooked:
+                sub.on_ready = self._inbox_changed
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                if hooked:
+                    sub.on_ready = None
+
+    def _inbox_changed(self) -> None:
+        if self.sub.overflowed or self.sub.closed:
+            self._wake()
 
     def go_away(self) -> None:
         super().go_away()

@@ -4,7 +4,8 @@ autobahn resets a WebSocket whose client did not answer the close frame in time,
 client's kernel then drops what it had not read (the ``too_slow`` frame and its cursor).
 rtdelivery closes it instead and resets it only after ``CLOSE_FLUSH_TIMEOUT``. End to end
 under Daphne: ``tests/faults/test_slow_clients.py``; here the timers, on autobahn's own
-protocol over Twisted's test transport.
+protocol over Twisted's test transport. And the writer's wait for room in the socket,
+which ends when the inbox overflows or closes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import txaio
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.testing import StringTransport
 
+from rtdelivery.core.cursors import Position
+from rtdelivery.core.events import Event
+from rtdelivery.subscriber import Subscriber
 from rtdelivery.transports import daphne
 
 
@@ -74,3 +78,60 @@ async def test_nothing_happens_once_the_connection_is_closed() -> None:
     daphne._close_handshake_timed_out(protocol, asyncio.get_running_loop())
     assert not transport.disconnecting
     assert not transport.aborted
+
+
+# -- a writer waiting for room -------------------------------------------------------------
+
+
+def paused_link() -> tuple[daphne.TwistedLink, Subscriber, list[dict[str, Any]]]:
+    """Daphne's link of a subscriber on topic "t", its transport over the high-water mark."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    sub = Subscriber(2)
+    sub.start_replay("t")
+    sub.finish_replay("t", [], Position(7, 0))
+    link = daphne.TwistedLink(send, sub, None, None)
+    link.pauseProducing()  # what Twisted calls when its buffer is over 64 KiB
+    return link, sub, sent
+
+
+def event(seq: int) -> Event:
+    return Event("t", seq, 7, "message", str(seq), 1_000 + seq, key=b"k" * 32)
+
+
+async def test_a_send_waits_for_room_while_the_inbox_only_fills() -> None:
+    link, sub, sent = paused_link()
+    writing = asyncio.ensure_future(link.send({"type": "websocket.send", "text": "x"}))
+    await asyncio.sleep(0)  # the send is handed over, then waits for room
+    assert sent == [{"type": "websocket.send", "text": "x"}]
+    sub.offer(event(1))  # queued: no reason to stop waiting
+    await asyncio.sleep(0)
+    assert not writing.done()
+    link.resumeProducing()  # the client read: room again
+    await asyncio.wait_for(writing, 5)
+    assert sub.on_ready is None  # the hook was the wait's only
+
+
+@pytest.mark.parametrize("end", ["overflow", "close"])
+async def test_a_send_waiting_for_room_returns_when_the_inbox_overflows_or_closes(
+    end: str,
+) -> None:
+    """The writer then has only the goodbye left: it ends now, not when the client
+    reads again (its transport stays paused: the client never reads here)."""
+    link, sub, _ = paused_link()
+    writing = asyncio.ensure_future(link.send({"type": "websocket.send", "text": "x"}))
+    await asyncio.sleep(0)
+    assert not writing.done()
+    if end == "overflow":
+        for seq in (1, 2, 3):
+            sub.offer(event(seq))
+        assert sub.overflowed
+    else:
+        sub.close()
+    await asyncio.wait_for(writing, 5)
+    assert sub.on_ready is None
+    # The goodbye itself does not wait for room either.
+    await asyncio.wait_for(link.send({"type": "websocket.close", "code": 4001}), 5)
