@@ -122,7 +122,7 @@ class RealtimeApplication:
             route = route_for(scope)
             if route is not None and route[0] == "held":
                 # The server's own send, before any wrapper: its write buffer bounds a
-                # stream's memory under Daphne (rtdelivery.transports.flow). No copy of
+                # stream's memory under Daphne (rtdelivery.transports.daphne). No copy of
                 # the scope here (serve_asgi's Request has it): this frame waits for the
                 # life of a stream.
                 url_route = route[3] if len(route) > 3 else None

@@ -8,8 +8,8 @@ versions, so change them with care):
 - an event: ``{"type": "rtdelivery.event", "topic", "epoch", "seq", "etype",
   "data" (the event's JSON text, encoded once by the publisher), "time", "id"}``; "id" is
   left out when the history's append script queued the message itself (it cannot compute
-  the id: :class:`rtdelivery.direct_groups.DirectGroups`), and a receiver derives it from topic, epoch and seq with
-  its cursor key;
+  the id: :mod:`rtdelivery.direct_groups`), and a receiver derives it from topic, epoch
+  and seq with its cursor key;
 - a presence change: ``{"type": "rtdelivery.presence", "topic", "data": {"topic",
   "action" ("join" | "leave"), "user": {"id", "name"}, "connection", "time"}}``;
 - a control message (access ended): ``{"type": "rtdelivery.control", "action"

@@ -41,7 +41,7 @@ FLUSH_POLL = 0.01
 
 
 class Tracked(Protocol):
-    """A connection as shutdown sees it (:class:`rtdelivery.transports.flow.Link`)."""
+    """A connection as shutdown sees it (:class:`rtdelivery.transports.links.Link`)."""
 
     task: asyncio.Task[Any] | None
 

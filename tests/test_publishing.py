@@ -242,7 +242,7 @@ def test_sync_publish_reuses_one_loop_and_its_connections(
     assert loop.is_running()
     opened = connections()
     # History and layer, both ours; with channels-redis's RedisChannelLayer on the same
-    # Redis the group sends go through the history's connection (rtdelivery.direct_groups.DirectGroups).
+    # Redis the group sends go through the history's connection (rtdelivery.direct_groups).
     assert opened >= (1 if layer == "redis" else 2)
     for n in range(50):
         publish("sync.reuse", n)

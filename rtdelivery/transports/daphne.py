@@ -81,23 +81,22 @@ class TwistedLink(Link):
     # -- Link --------------------------------------------------------------------------
     async def _send_when_room(self, message: dict[str, Any]) -> None:
         if message.get("type") == "http.response.body" and not message.get("more_body"):
-            # Twisted wants the producer gone before the request finishes.
+            # Twisted wants the producer gone before the request finishes; nothing
+            # would resume it now, and nothing is left to write.
             self._unregister()
+            await self._send(message)
+            return
         await self._send(message)
         # Like Uvicorn's send: return once the transport has room again (or is gone,
         # or the server is shutting down and the goodbye must get through). Also once
-        # the inbox overflowed or closed: then the writer has only the goodbye left to
-        # write (too_slow and its cursor, a few hundred bytes), so the connection ends
-        # now instead of when the client reads again, and the close handshake's
-        # timeout bounds how long a client that never reads keeps it.
+        # the inbox overflowed, or closed with nothing left in it: then the writer has
+        # only the goodbye left to write (too_slow and its cursor, a few hundred
+        # bytes), so the connection ends now instead of when the client reads again,
+        # and the close handshake's timeout bounds how long a client that never reads
+        # keeps it. (Closed with items queued, as access.end() does: they wait for
+        # room, so that the socket's buffer stays bounded.)
         sub = self.sub
-        while (
-            self._paused
-            and not self._stopped
-            and not sub.overflowed
-            and not sub.closed
-            and not shutdown.closing()
-        ):
+        while self._paused and not self._stopped and not _only_goodbye_left(sub):
             self._waiter = asyncio.get_running_loop().create_future()
             # Nobody waits in the inbox's get() meanwhile: it calls on_ready instead.
             hooked = sub.on_ready is None
@@ -107,11 +106,11 @@ class TwistedLink(Link):
                 await self._waiter
             finally:
                 self._waiter = None
-                if hooked:
+                if hooked and sub.on_ready == self._inbox_changed:
                     sub.on_ready = None
 
     def _inbox_changed(self) -> None:
-        if self.sub.overflowed or self.sub.closed:
+        if _only_goodbye_left(self.sub):
             self._wake()
 
     def go_away(self) -> None:
@@ -149,6 +148,12 @@ class TwistedLink(Link):
             logger.debug("unregisterProducer failed", exc_info=True)
 
 
+def _only_goodbye_left(sub: Subscriber) -> bool:
+    """Whether nothing but the connection's goodbye is left to write, or the server is
+    shutting down (and the goodbye must get through)."""
+    return sub.overflowed or (sub.closed and not sub.queued()) or shutdown.closing()
+
+
 def is_daphne(func: Any) -> bool:
     owner = getattr(func, "__self__", None)
     return type(owner).__module__.startswith("daphne.")
@@ -165,9 +170,17 @@ def daphne_link(send: Send, sub: Subscriber, protocol: Any, scope_type: str, flo
             protocol.closeHandshakeTimeout = max(
                 protocol.closeHandshakeTimeout, CLOSE_HANDSHAKE_TIMEOUT
             )
-            protocol.onCloseHandshakeTimeout = functools.partial(
+            timed_out = functools.partial(
                 _close_handshake_timed_out, protocol, asyncio.get_running_loop()
             )
+            protocol.onCloseHandshakeTimeout = timed_out
+            # Daphne's keepalive ping (autobahn) resets the socket too when it goes
+            # unanswered: while the close is under way, that is the same timeout.
+            ping_timed_out = getattr(protocol, "onAutoPingTimeout", None)
+            if ping_timed_out is not None:
+                protocol.onAutoPingTimeout = functools.partial(
+                    _ping_timed_out, protocol, ping_timed_out, timed_out
+                )
     link = TwistedLink(send, sub, transport, None)
     if not flow:
         return link
@@ -193,10 +206,14 @@ def _close_handshake_timed_out(protocol: Any, loop: asyncio.AbstractEventLoop) -
     autobahn aborts the connection (RST), and the client's kernel then discards what it
     had not read: a client that stalled for longer than the timeout never sees its
     ``too_slow`` frame and cursor. Close the socket as websockets does instead: Twisted
-    writes what it holds, then FIN. A client that reads nothing for
+    writes what it holds, then FIN. The application hears of the disconnect now (Daphne
+    would tell it only once the socket is gone), and a client that reads nothing for
     :data:`CLOSE_FLUSH_TIMEOUT` more is reset after all.
     """
+    call = getattr(protocol, "closeHandshakeTimeoutCall", None)
     protocol.closeHandshakeTimeoutCall = None
+    if call is not None and call.active():  # from the ping's timeout: it is due no more
+        call.cancel()
     if protocol.state == protocol.STATE_CLOSED:
         return
     protocol.wasClean = False
@@ -211,8 +228,30 @@ def _close_handshake_timed_out(protocol: Any, loop: asyncio.AbstractEventLoop) -
         CLOSE_FLUSH_TIMEOUT,
     )
     protocol.dropConnection(abort=False)
+    queue = getattr(protocol, "application_queue", None)
+    if queue is not None:
+        # Daphne's own onClose puts one more when the socket is gone: the application
+        # has ended by then, and nothing reads it.
+        queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
     if transport is not None and hasattr(transport, "abortConnection"):
-        loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abortConnection)
+        loop.call_later(CLOSE_FLUSH_TIMEOUT, _reset, transport)
+
+
+def _reset(transport: Any) -> None:
+    """Reset a socket whose client still had not read what was sent, if it is still open
+    (a TLS transport that is gone raises on a second abort)."""
+    if getattr(transport, "connected", False) and not getattr(transport, "disconnected", False):
+        transport.abortConnection()
+
+
+def _ping_timed_out(protocol: Any, ping_timed_out: Any, close_timed_out: Any) -> None:
+    """autobahn's ``onAutoPingTimeout``: once the server's close frame is out, the
+    close's timeout instead (no reset that would discard the ``too_slow`` frame)."""
+    if protocol.state == protocol.STATE_CLOSING and getattr(protocol, "closedByMe", False):
+        protocol.autoPingTimeoutCall = None
+        close_timed_out()
+    else:
+        ping_timed_out()
 
 
 def twisted_running() -> bool:

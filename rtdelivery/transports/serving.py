@@ -168,7 +168,7 @@ def serve_asgi(
 
 async def _serve_held(handler: Handler, method: str, request: Request, send: Send) -> None:
     # The server's own send, before run_handler wraps it: its write buffer bounds what a
-    # held request writes under Daphne (rtdelivery.transports.flow).
+    # held request writes under Daphne (rtdelivery.transports.daphne).
     token = server_send.set(send)
     try:
         await run_handler(handler, method, request, send)

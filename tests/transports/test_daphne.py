@@ -26,9 +26,11 @@ from rtdelivery.transports import daphne
 
 
 class Transport(StringTransport):
-    """Twisted's test transport, recording an abort."""
+    """Twisted's test transport, connected until it is lost, recording an abort."""
 
     aborted = False
+    connected = True
+    disconnected = False
 
     def abortConnection(self) -> None:
         self.aborted = True
@@ -46,6 +48,8 @@ def closing_protocol() -> tuple[Any, Transport]:
     protocol.is_closed = txaio.create_future()  # type: ignore[attr-defined]
     protocol.state = WebSocketServerProtocol.STATE_CLOSING
     protocol.closeHandshakeTimeout = daphne.CLOSE_HANDSHAKE_TIMEOUT
+    protocol.closedByMe = True
+    protocol.application_queue = asyncio.Queue()  # Daphne's, read by the application
     return protocol, transport
 
 
@@ -68,8 +72,41 @@ async def test_a_silent_client_is_closed_then_reset(
     assert protocol.wasCloseHandshakeTimeout
     assert not protocol.wasClean
     assert "did not answer the close frame within 10 s" in caplog.text
+    # The application hears of it now, not once the client has read everything.
+    assert protocol.application_queue.get_nowait() == {
+        "type": "websocket.disconnect",
+        "code": 1006,
+    }
     # A client that reads nothing for CLOSE_FLUSH_TIMEOUT more is reset after all.
     assert await asyncio.wait_for(reset, 5)
+
+
+def test_a_socket_gone_meanwhile_is_not_reset() -> None:
+    _, transport = closing_protocol()
+    transport.connected, transport.disconnected = False, True  # Twisted's connectionLost
+    daphne._reset(transport)
+    assert not transport.aborted
+    transport.connected, transport.disconnected = True, False
+    daphne._reset(transport)
+    assert transport.aborted
+
+
+@pytest.mark.parametrize("state", ["closing", "open"])
+async def test_an_unanswered_ping_while_closing_closes_without_a_reset(state: str) -> None:
+    """Daphne's keepalive ping resets the socket when it goes unanswered (autobahn's
+    onAutoPingTimeout); once the close frame is out, the close's timeout runs instead."""
+    protocol, transport = closing_protocol()
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(message)
+
+    daphne.daphne_link(send, Subscriber(1), protocol, "websocket", flow=False)
+    if state == "open":
+        protocol.state = WebSocketServerProtocol.STATE_OPEN
+    protocol.onAutoPingTimeout()
+    assert protocol.state == WebSocketServerProtocol.STATE_CLOSED
+    assert transport.disconnecting
+    assert transport.aborted is (state == "open")  # autobahn's own reset while open
 
 
 async def test_nothing_happens_once_the_connection_is_closed() -> None:
@@ -135,3 +172,18 @@ async def test_a_send_waiting_for_room_returns_when_the_inbox_overflows_or_close
     assert sub.on_ready is None
     # The goodbye itself does not wait for room either.
     await asyncio.wait_for(link.send({"type": "websocket.close", "code": 4001}), 5)
+
+
+async def test_a_send_waits_for_room_when_the_inbox_closes_with_items_left() -> None:
+    """access.end() queues its notice, then closes the inbox: what is queued is still
+    written, and waits for room like everything before it (a bounded socket buffer)."""
+    link, sub, _ = paused_link()
+    writing = asyncio.ensure_future(link.send({"type": "websocket.send", "text": "x"}))
+    await asyncio.sleep(0)
+    sub.offer(event(1))
+    sub.close()
+    await asyncio.sleep(0)
+    assert not writing.done()
+    link.resumeProducing()
+    await asyncio.wait_for(writing, 5)
+    assert sub.on_ready is None
