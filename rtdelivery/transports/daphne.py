@@ -15,6 +15,7 @@ logged once (docs/deployment.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
@@ -210,10 +211,7 @@ def _close_handshake_timed_out(protocol: Any, loop: asyncio.AbstractEventLoop) -
     would tell it only once the socket is gone), and a client that reads nothing for
     :data:`CLOSE_FLUSH_TIMEOUT` more is reset after all.
     """
-    call = getattr(protocol, "closeHandshakeTimeoutCall", None)
     protocol.closeHandshakeTimeoutCall = None
-    if call is not None and call.active():  # from the ping's timeout: it is due no more
-        call.cancel()
     if protocol.state == protocol.STATE_CLOSED:
         return
     protocol.wasClean = False
@@ -249,6 +247,10 @@ def _ping_timed_out(protocol: Any, ping_timed_out: Any, close_timed_out: Any) ->
     close's timeout instead (no reset that would discard the ``too_slow`` frame)."""
     if protocol.state == protocol.STATE_CLOSING and getattr(protocol, "closedByMe", False):
         protocol.autoPingTimeoutCall = None
+        call = getattr(protocol, "closeHandshakeTimeoutCall", None)
+        if call is not None:  # due no more (txaio's batched call: cancel() only)
+            with contextlib.suppress(Exception):
+                call.cancel()
         close_timed_out()
     else:
         ping_timed_out()

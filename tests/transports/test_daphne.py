@@ -49,8 +49,21 @@ def closing_protocol() -> tuple[Any, Transport]:
     protocol.state = WebSocketServerProtocol.STATE_CLOSING
     protocol.closeHandshakeTimeout = daphne.CLOSE_HANDSHAKE_TIMEOUT
     protocol.closedByMe = True
+    protocol.closeHandshakeTimeoutCall = BatchedCall()
     protocol.application_queue = asyncio.Queue()  # Daphne's, read by the application
     return protocol, transport
+
+
+class BatchedCall:
+    """What autobahn's timers return (txaio's batched call): cancel() and nothing else."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 async def test_a_silent_client_is_closed_then_reset(
@@ -63,7 +76,7 @@ async def test_a_silent_client_is_closed_then_reset(
     transport.abortConnection = functools.partial(reset.set_result, True)  # type: ignore[method-assign]
 
     with caplog.at_level("INFO", logger="rtdelivery.transports"):
-        daphne._close_handshake_timed_out(protocol, loop)
+        daphne._close_handshake_timed_out(protocol, loop)  # as its timer calls it
 
     # Closed, not reset: Twisted writes what it holds, then FIN.
     assert transport.disconnecting
@@ -103,8 +116,10 @@ async def test_an_unanswered_ping_while_closing_closes_without_a_reset(state: st
     daphne.daphne_link(send, Subscriber(1), protocol, "websocket", flow=False)
     if state == "open":
         protocol.state = WebSocketServerProtocol.STATE_OPEN
+    close_timer = protocol.closeHandshakeTimeoutCall
     protocol.onAutoPingTimeout()
     assert protocol.state == WebSocketServerProtocol.STATE_CLOSED
+    assert close_timer.cancelled is (state == "closing")  # the close's own: due no more
     assert transport.disconnecting
     assert transport.aborted is (state == "open")  # autobahn's own reset while open
 
