@@ -138,7 +138,8 @@ async def test_slow_clients_are_bounded_and_resume(
         if servers.kind == "daphne":
             # Stall on past the close handshake's timeout (autobahn used to reset the
             # socket then, and the client lost its too_slow frame): the client must still
-            # get it. Uvicorn closes the socket after its timeout too, never resetting it.
+            # get it. (Uvicorn writes the goodbye only once the client reads again, and
+            # never resets the socket after its close timeout.)
             await close_timed_out(a)
         # Read again: each slow client gets what was in flight, then too_slow.
         await ws.read_until_end()
